@@ -1,0 +1,1 @@
+"""alignjax: equilibria of games in which a user consults several competing AI agents."""

@@ -1,0 +1,443 @@
+"""A batched interior-point solver specialised to the persuasion LP.
+
+The problem (Kamenica and Gentzkow, "Bayesian Persuasion", AER 2011; the
+revelation-principle LP of, e.g., Dughmi, "Algorithmic Information Structure
+Design: A Survey", SIGecom Exchanges 2017, Section 3)::
+
+    maximise    sum_{a,y} x[a, y] V[a, y]
+    subject to  x >= 0,
+                sum_a x[a, y] = prior[y]                                (one per state)
+                sum_y x[a, y] (u[a, y] - u[b, y]) >= 0   for a != b    (obedience)
+                sum_{a,y} x[a, y] u[a, y] >= floor                      (optional)
+
+``x[a, y] = prior[y] P(recommend a | y)``. Its dual has one multiplier
+``eta[a, b] >= 0`` per obedience row and ``nu >= 0`` for the floor::
+
+    min_{eta, nu >= 0}  sum_y prior[y] max_a [V[a,y] + sum_b eta[a,b] (u[a,y] - u[b,y])
+                                              + nu u[a,y]]  - nu floor
+
+so any ``(eta, nu)`` gives an upper bound on the optimum (weak duality). Every
+solution carries that bound and the largest constraint violation of the returned
+point, which together certify it.
+
+Method: Mehrotra's predictor-corrector primal-dual interior-point method
+(Wright, "Primal-Dual Interior-Point Methods", SIAM 1997, Chapter 10) on the
+standard form. The normal equations ``A Theta A^T`` are never formed densely:
+the obedience rows of action ``a`` touch only ``x[a, :]``, so that block is
+block-diagonal (A blocks of size A-1); it is eliminated first, leaving one dense
+(Y+1) x (Y+1) Schur complement for the prior rows and the floor. An iteration
+costs O(A^2 Y^2 + A^4 + Y^3) instead of O((A^2 + Y)^3).
+
+The solver is written for one problem; batch it with ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Array, Float, Int
+
+from alignjax import _linalg
+from alignjax.status import Status
+
+__all__ = ["LPSolution", "solve_persuasion_lp", "persuasion_dual_bound", "default_lp_tol"]
+
+
+_DEBUG = False
+_STALL_STEPS = 10  # stop after this many steps without a 10% better merit
+_IMPROVE = 0.9
+_STEP_FRACTION = 0.99
+_SHORT_STEP = 0.1  # a step shorter than this triggers a centring step next
+_RECENTER_SIGMA = 0.5
+_CERT_FACTOR = 100.0  # a solution is certified when gap and violation <= 100 tol (scaled)
+
+
+def default_lp_tol(dtype) -> float:
+    """Default relative tolerance on residuals and gap: 1e-10 in float64, 1e-6 in float32."""
+    return 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-6
+
+
+class LPSolution(eqx.Module):
+    """Solution of one persuasion LP.
+
+    Attributes:
+        recommendation: (A, Y) ``x[a, y]``, joint P(recommend a, y).
+        scheme: (Y, A) P(recommend a | y); for a state of prior zero the row is
+            the solver's (arbitrary) choice.
+        eta: (A, A) obedience multipliers, zero on the diagonal.
+        nu: () multiplier of the floor on the user's value (zero without a floor).
+        objective: () ``sum x V`` at the returned point.
+        user_value: () ``sum x u`` at the returned point.
+        dual_bound: () the dual objective at ``(eta, nu)``: an upper bound on the
+            optimum whatever the solver did.
+        gap: () ``dual_bound - objective``; for a feasible point, the optimum lies in
+            ``[objective, objective + gap]``.
+        max_violation: () the largest violation of obedience or the floor at the
+            returned point, in utility units (the prior rows hold exactly).
+        steps: () interior-point iterations taken.
+        status: () a :class:`alignjax.Status` code.
+    """
+
+    recommendation: Float[Array, "A Y"]
+    scheme: Float[Array, "Y A"]
+    eta: Float[Array, "A A"]
+    nu: Float[Array, ""]
+    objective: Float[Array, ""]
+    user_value: Float[Array, ""]
+    dual_bound: Float[Array, ""]
+    gap: Float[Array, ""]
+    max_violation: Float[Array, ""]
+    steps: Int[Array, ""]
+    status: Int[Array, ""]
+
+
+def persuasion_dual_bound(prior, objective, user_utility, eta, nu, floor):
+    """The dual objective of the persuasion LP at multipliers ``eta >= 0``, ``nu >= 0``.
+
+    Args:
+        prior: (Y,). objective: (A, Y) the sender's utility V. user_utility: (A, Y).
+        eta: (A, A) (the diagonal is ignored). nu: (). floor: () (ignored when
+            ``nu = 0``; pass ``-inf`` for no floor together with ``nu = 0``).
+
+    Returns:
+        () an upper bound on the LP's optimum (weak duality), exact at optimal
+        multipliers.
+    """
+    eta = jnp.maximum(eta, 0) * (1 - jnp.eye(eta.shape[0], dtype=eta.dtype))
+    nu = jnp.maximum(nu, 0)
+    # sum_b eta[a, b] (u[a, y] - u[b, y]) = (sum_b eta[a, b]) u[a, y] - (eta @ u)[a, y]
+    lagr = objective + jnp.sum(eta, axis=1)[:, None] * user_utility - eta @ user_utility
+    lagr = lagr + nu * user_utility
+    floor_term = jnp.where(nu > 0, nu * floor, 0.0)
+    return jnp.sum(prior * jnp.max(lagr, axis=0)) - floor_term
+
+
+def _others(num_actions: int) -> np.ndarray:
+    """(A, A-1) index of the actions other than a, in order."""
+    return np.array([[b for b in range(num_actions) if b != a] for a in range(num_actions)])
+
+
+class _Data(eqx.Module):
+    p: Array  # (Y,) prior with fake mass on negligible states
+    V: Array  # (A, Y) objective, scaled to [0, 1]
+    D: Array  # (A, R, Y) obedience rows, each scaled to max-abs 1
+    h: Array  # (A, Y) user utility scaled to [0, 1]
+    f: Array  # () floor in the scaled units
+
+
+def _tree_absmax(tree):
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(tree)]))
+
+
+
+
+def _ipm(data: _Data, max_steps: int, tol: float):
+    """Mehrotra predictor-corrector on the standard form ``min c.v, A v = b, v >= 0``.
+
+    Primal ``v = [x (A*Y), obedience slacks (A*R), floor slack (1)]``, duals
+    ``lam = [prior rows (Y), obedience rows (A*R), floor row (1)]`` and ``z >= 0``,
+    all kept as flat vectors so that elementwise work fuses into few kernels.
+    """
+    p, V, D, h, f = data.p, data.V, data.D, data.h, data.f
+    num_actions, num_states = V.shape
+    R = D.shape[1]
+    AY, AR = num_actions * num_states, num_actions * R
+    n = AY + AR + 1
+    dtype = V.dtype
+    tiny = jnp.finfo(dtype).tiny
+    reg = 1e2 * jnp.finfo(dtype).eps
+
+    def split_primal(v):
+        return v[:AY].reshape(num_actions, num_states), v[AY : AY + AR].reshape(num_actions, R), v[-1]
+
+    def split_dual(lam):
+        return lam[:num_states], lam[num_states : num_states + AR].reshape(num_actions, R), lam[-1]
+
+    def A_op(v):
+        x, sg, sh = split_primal(v)
+        gx = jnp.einsum("ary,ay->ar", D, x) - sg
+        return jnp.concatenate([jnp.sum(x, axis=0), gx.ravel(), (jnp.sum(h * x) - sh)[None]])
+
+    def AT_op(lam):
+        lE, lG, lh = split_dual(lam)
+        ax = lE[None, :] + jnp.einsum("ary,ar->ay", D, lG) + lh * h
+        return jnp.concatenate([ax.ravel(), -lG.ravel(), -lh[None]])
+
+    def factor(theta):
+        tx, tg, th = split_primal(theta)
+        # Obedience block: one (A-1) x (A-1) matrix per action, inverted outright so
+        # that each of the solves per iteration is a few small products.
+        B = jnp.einsum("ary,ay,asy->ars", D, tx, D)
+        B = B + jax.vmap(jnp.diag)(tg + reg * jnp.diagonal(B, axis1=1, axis2=2) + tiny)
+        Binv = _linalg.spd_inverse(B)
+        C_top = jnp.einsum("ay,ary->ayr", tx, D)  # (A, Y, R)
+        C_bot = jnp.einsum("ay,ay,ary->ar", h, tx, D)  # (A, R)
+        C = jnp.concatenate([C_top, C_bot[:, None, :]], axis=1)  # (A, Y+1, R)
+        W = jnp.einsum("ars,ays->ary", Binv, C)  # (A, R, Y+1) = B^-1 C^T
+        # Schur complement on the prior rows and the floor row: (Y+1) x (Y+1).
+        border = jnp.sum(tx * h, axis=0)
+        RR = jnp.diag(jnp.concatenate([jnp.sum(tx, axis=0), (jnp.sum(tx * h * h) + th)[None]]))
+        RR = RR.at[:num_states, num_states].set(border).at[num_states, :num_states].set(border)
+        S = RR - jnp.einsum("ayr,arz->yz", C, W)
+        S = S + jnp.diag(reg * jnp.abs(jnp.diag(S)) + tiny)
+        return Binv, C, W, _linalg.spd_inverse(S)
+
+    def normal_solve(fac, rhs):
+        Binv, C, W, Sinv = fac
+        rE, rG, rh = split_dual(rhs)
+        t = jnp.einsum("ars,as->ar", Binv, rG)
+        rR = jnp.concatenate([rE, rh[None]])
+        lam_R = Sinv @ (rR - jnp.einsum("ayr,ar->y", C, t))
+        lG = t - jnp.einsum("ary,y->ar", W, lam_R)
+        return jnp.concatenate([lam_R[:num_states], lG.ravel(), lam_R[num_states:]])
+
+    def solve_refined(fac, theta, rhs):
+        dlam = normal_solve(fac, rhs)
+        # One step of iterative refinement against the unregularised normal matrix
+        # keeps the primal residual falling once Theta is badly conditioned.
+        return dlam + normal_solve(fac, rhs - A_op(theta * AT_op(dlam)))
+
+    def newton(v, z, fac, theta, rp, rd, rc):
+        dlam = solve_refined(fac, theta, rp + A_op(theta * rd - rc / z))
+        dz = rd - AT_op(dlam)
+        dv = rc / z - theta * dz
+        return dv, dlam, dz
+
+    def max_step(v, dv):
+        return jnp.minimum(1.0, jnp.min(jnp.where(dv < 0, -v / jnp.where(dv < 0, dv, -1.0), jnp.inf)))
+
+    b = jnp.concatenate([p, jnp.zeros(AR, dtype), f[None]])
+    c = jnp.concatenate([-V.ravel(), jnp.zeros(AR + 1, dtype)])
+    b_norm = 1 + jnp.max(jnp.abs(b))
+    c_norm = 1 + jnp.max(jnp.abs(c))
+
+    def measure(v, lam, z):
+        rp = b - A_op(v)
+        rd = c - AT_op(lam) - z
+        pobj = c @ v
+        gap = jnp.abs(pobj - b @ lam) / (1 + jnp.abs(pobj))
+        merit = jnp.maximum(jnp.maximum(jnp.max(jnp.abs(rp)) / b_norm, jnp.max(jnp.abs(rd)) / c_norm), gap)
+        return rp, rd, merit
+
+    # Mehrotra's starting point (Wright 1997, Section 10.2): least-squares solutions of
+    # the primal and dual equations, shifted into the interior.
+    fac0 = factor(jnp.ones(n, dtype))
+    v_ls = AT_op(normal_solve(fac0, b))
+    lam0 = normal_solve(fac0, A_op(c))
+    z_ls = c - AT_op(lam0)
+    v_hat = v_ls + jnp.maximum(-1.5 * jnp.min(v_ls), 0.0)
+    z_hat = z_ls + jnp.maximum(-1.5 * jnp.min(z_ls), 0.0)
+    vz = v_hat @ z_hat
+    v0 = v_hat + 0.5 * vz / jnp.sum(z_hat) + tiny
+    z0 = z_hat + 0.5 * vz / jnp.sum(v_hat) + tiny
+    rp0, rd0, merit0 = measure(v0, lam0, z0)
+    state0 = (v0, lam0, z0, rp0, rd0)
+
+    def cond(carry):
+        state, _, best_merit, k, k_best, failed, _ = carry
+        v, _, z, _, _ = state
+        # Mehrotra's method can lose ground for a few steps on problems without a
+        # strict interior and then recover; give up only after a long stall, or a
+        # short one once the barrier parameter is negligible.
+        mu = v @ z / n
+        stalled = (k - k_best > _STALL_STEPS) | ((mu < 1e-4 * tol) & (k - k_best > 1))
+        return (best_merit >= tol) & (~failed) & (~stalled) & (k < max_steps)
+
+    def body(carry):
+        state, best, best_merit, k, k_best, _, short = carry
+        v, lam, z, rp, rd = state
+        mu = v @ z / n
+        theta = v / z
+        fac = factor(theta)
+        # predictor (affine-scaling) direction
+        dv_a, _, dz_a = newton(v, z, fac, theta, rp, rd, -v * z)
+        ap = max_step(v, dv_a)
+        ad = max_step(z, dz_a)
+        mu_aff = (v + ap * dv_a) @ (z + ad * dz_a) / n
+        sigma = jnp.clip((mu_aff / jnp.maximum(mu, tiny)) ** 3, 0.0, 1.0)
+        # centring-corrector direction; after a short step, centre harder and drop the
+        # second-order term, which otherwise keeps pushing a badly centred iterate into
+        # the boundary (Wright 1997, Section 10.5 discusses such safeguards).
+        sigma = jnp.where(short, jnp.maximum(sigma, _RECENTER_SIGMA), sigma)
+        second = jnp.where(short, 0.0, 1.0) * dv_a * dz_a
+        dv, dlam, dz = newton(v, z, fac, theta, rp, rd, sigma * mu - v * z - second)
+        ap = _STEP_FRACTION * max_step(v, dv)
+        ad = _STEP_FRACTION * max_step(z, dz)
+        v_new, lam_new, z_new = v + ap * dv, lam + ad * dlam, z + ad * dz
+        rp_new, rd_new, m = measure(v_new, lam_new, z_new)
+        new = (v_new, lam_new, z_new, rp_new, rd_new)
+        finite = jnp.isfinite(m)
+        new = jax.tree.map(lambda a, o: jnp.where(finite, a, o), new, state)
+        m = jnp.where(finite, m, jnp.inf)
+        if _DEBUG:
+            jax.debug.print("k={k} merit={m:.2e} mu={mu:.2e} ap={ap:.3f} ad={ad:.3f}", k=k, m=m, mu=mu, ap=ap, ad=ad)
+        better = m < best_merit
+        best = jax.tree.map(lambda a, o: jnp.where(better, a, o), new[:3], best)
+        k_best = jnp.where(m < _IMPROVE * best_merit, k + 1, k_best)
+        short = jnp.minimum(ap, ad) < _SHORT_STEP
+        return new, best, jnp.minimum(m, best_merit), k + 1, k_best, ~finite, short
+
+    zero = jnp.zeros((), jnp.int32)
+    false = jnp.zeros((), bool)
+    carry = (state0, state0[:3], merit0, zero, zero, false, false)
+    _, best, best_merit, steps, _, _, _ = lax.while_loop(cond, body, carry)
+    v, lam, _ = best
+    x, _, _ = split_primal(v)
+    _, lG, lh = split_dual(lam)
+    return x, lG, lh, steps, best_merit
+
+
+def solve_persuasion_lp(
+    prior: Float[Array, " Y"],
+    objective: Float[Array, "A Y"],
+    user_utility: Float[Array, "A Y"],
+    floor=None,
+    *,
+    max_steps: int = 100,
+    tol: float | None = None,
+) -> LPSolution:
+    """Solve the persuasion LP (module docstring) for one game.
+
+    Args:
+        prior: (Y,) P(y), non-negative, summing to one.
+        objective: (A, Y) the persuading agent's utility V(a, y).
+        user_utility: (A, Y) the user's utility u(a, y).
+        floor: () a lower bound on the user's value ``sum x u``, or ``None``
+            (may be ``-inf``, and may be traced).
+        max_steps: iteration cap (static).
+        tol: relative tolerance on the scaled residuals and gap (default
+            :func:`default_lp_tol`).
+
+    Returns:
+        An :class:`LPSolution`. ``status`` is ``INFEASIBLE`` when the floor exceeds
+        the user's full-information value (the largest she can get); then the
+        returned point is the solution without the floor.
+
+    Raises:
+        ValueError: at trace time, for mismatched shapes.
+    """
+    prior = jnp.asarray(prior)
+    dtype = jnp.result_type(prior, objective, user_utility)
+    prior, objective, user_utility = (jnp.asarray(a, dtype) for a in (prior, objective, user_utility))
+    if prior.ndim != 1:
+        raise ValueError(f"solve_persuasion_lp: 'prior' must be (Y,); got {prior.shape}")
+    num_states = prior.shape[0]
+    if user_utility.ndim != 2 or user_utility.shape[1] != num_states:
+        raise ValueError(
+            f"solve_persuasion_lp: 'user_utility' must be (A, {num_states}); got {user_utility.shape}"
+        )
+    if objective.shape != user_utility.shape:
+        raise ValueError(
+            f"solve_persuasion_lp: 'objective' has shape {objective.shape}, expected "
+            f"{user_utility.shape} like 'user_utility'"
+        )
+    num_actions = user_utility.shape[0]
+    tol = default_lp_tol(dtype) if tol is None else tol
+    has_floor = floor is not None
+    floor = jnp.asarray(-jnp.inf if floor is None else floor, dtype)
+    eps = jnp.finfo(dtype).eps
+
+    fi_value = jnp.sum(prior * jnp.max(user_utility, axis=0))
+    if num_actions == 1:
+        x = prior[None, :]
+        value = jnp.sum(x * objective)
+        uval = jnp.sum(x * user_utility)
+        infeasible = uval < floor
+        return LPSolution(
+            recommendation=x,
+            scheme=jnp.ones((num_states, 1), dtype),
+            eta=jnp.zeros((1, 1), dtype),
+            nu=jnp.zeros((), dtype),
+            objective=value,
+            user_value=uval,
+            dual_bound=value,
+            gap=jnp.zeros((), dtype),
+            max_violation=jnp.maximum(floor - uval, 0.0) if has_floor else jnp.zeros((), dtype),
+            steps=jnp.zeros((), jnp.int32),
+            status=jnp.where(infeasible, Status.INFEASIBLE, Status.OPTIMAL).astype(jnp.int32),
+        )
+
+    # --- scaling -------------------------------------------------------------------
+    real = prior > eps ** 0.75 * jnp.max(prior)
+    p = jnp.where(real, prior, 1.0 / num_states)
+
+    def unit_range(m):
+        lo = jnp.min(jnp.where(real[None, :], m, jnp.inf))
+        hi = jnp.max(jnp.where(real[None, :], m, -jnp.inf))
+        rng = hi - lo
+        rng = jnp.where(rng > 0, rng, 1.0)
+        return jnp.where(real[None, :], (m - lo) / rng, 0.0), lo, rng
+
+    V, vlo, vrange = unit_range(objective)
+    h, ulo, urange = unit_range(user_utility)
+    others = _others(num_actions)
+    diff = h[:, None, :] - h[others]  # (A, R, Y)
+    row_scale = jnp.max(jnp.abs(diff), axis=-1)
+    zero_row = row_scale <= 1e3 * eps
+    D = jnp.where(zero_row[..., None], 1.0, diff / jnp.where(zero_row, 1.0, row_scale)[..., None])
+
+    fi_scaled = jnp.sum(p * jnp.max(h, axis=0))
+    f_scaled = (floor - ulo) / urange
+    feas_tol = jnp.sqrt(tol) if jnp.finfo(dtype).bits >= 64 else 1e-4
+    infeasible = f_scaled > fi_scaled + feas_tol
+    # A floor at (or within round-off of) the full-information value leaves no interior;
+    # relax it by a margin at the tolerance's scale, reported in max_violation.
+    margin = 10 * jnp.sqrt(tol) * jnp.maximum(fi_scaled, 1.0) if has_floor else 0.0
+    f_eff = jnp.where(
+        infeasible | ~jnp.isfinite(f_scaled), -1.0, jnp.minimum(f_scaled, fi_scaled - margin)
+    )
+    f_eff = jnp.maximum(f_eff, -1.0)
+    data = _Data(p=p, V=V, D=D, h=h, f=f_eff)
+
+    x_raw, lG, lh, steps, merit = _ipm(data, max_steps, tol)
+
+    # --- back to the user's units --------------------------------------------------------
+    x_pos = jnp.maximum(x_raw, 0.0)
+    col = jnp.sum(x_pos, axis=0)
+    scheme_rows = jnp.where(col[None, :] > 0, x_pos / jnp.where(col > 0, col, 1.0), 1.0 / num_actions)
+    x = scheme_rows * prior[None, :]
+    eta_scaled = jnp.where(zero_row, 0.0, jnp.maximum(lG, 0.0))
+    eta_ar = eta_scaled * vrange / (urange * jnp.where(zero_row, 1.0, row_scale))
+    eta = jnp.zeros((num_actions, num_actions), dtype).at[
+        jnp.arange(num_actions)[:, None], others
+    ].set(eta_ar)
+    nu = jnp.maximum(lh, 0.0) * vrange / urange
+    nu = jnp.where(has_floor & ~infeasible, nu, 0.0)
+
+    value = jnp.sum(x * objective)
+    uval = jnp.sum(x * user_utility)
+    gains = x @ user_utility.T  # gains[a, b] = sum_y x[a, y] u[b, y]
+    obedience = jnp.diag(gains)[:, None] - gains  # (A, A): sum_y x[a,y](u[a,y] - u[b,y])
+    violation = jnp.maximum(jnp.max(-obedience), 0.0)
+    if has_floor:
+        violation = jnp.maximum(violation, jnp.where(infeasible, 0.0, floor - uval))
+    dual = persuasion_dual_bound(prior, objective, user_utility, eta, nu, floor)
+    # The status comes from the certificate itself, in the scaled units: the gap between
+    # the dual bound and the value, and the largest violation, both within cert_tol.
+    cert_tol = _CERT_FACTOR * tol
+    certified = (dual - value <= cert_tol * vrange) & (violation <= cert_tol * urange)
+    status = jnp.where(
+        infeasible,
+        Status.INFEASIBLE,
+        jnp.where(
+            certified,
+            Status.OPTIMAL,
+            jnp.where(jnp.isfinite(merit) & (steps >= max_steps), Status.MAX_STEPS, Status.NUMERICAL),
+        ),
+    ).astype(jnp.int32)
+    return LPSolution(
+        recommendation=x,
+        scheme=scheme_rows.T,
+        eta=eta,
+        nu=nu,
+        objective=value,
+        user_value=uval,
+        dual_bound=dual,
+        gap=dual - value,
+        max_violation=violation,
+        steps=steps,
+        status=status,
+    )
