@@ -1,1 +1,40 @@
-"""alignjax: equilibria of games in which a user consults several competing AI agents."""
+"""alignjax: equilibria of games in which a user consults several competing AI agents.
+
+The model is that of Collina, Goel, Roth, Ryu and Shi, "Emergent Alignment via
+Competition" (arXiv 2509.15090). Games are tensors (:class:`Game`); every solver is
+written for one game and batched with ``jax.vmap``.
+"""
+
+from alignjax import lp, persuasion, response
+from alignjax.game import Game, GameSpecError, game_from_dict, game_to_dict, load_game
+from alignjax.persuasion import PersuasionResult, PersuasionSolver
+from alignjax.response import (
+    best_response,
+    full_information_value,
+    no_information_value,
+    posterior,
+    quantal_response,
+)
+from alignjax.status import Status, status_name
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Game",
+    "GameSpecError",
+    "PersuasionResult",
+    "PersuasionSolver",
+    "Status",
+    "best_response",
+    "full_information_value",
+    "game_from_dict",
+    "game_to_dict",
+    "load_game",
+    "lp",
+    "no_information_value",
+    "persuasion",
+    "posterior",
+    "quantal_response",
+    "response",
+    "status_name",
+]

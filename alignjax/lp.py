@@ -52,6 +52,7 @@ _IMPROVE = 0.9
 _STEP_FRACTION = 0.99
 _SHORT_STEP = 0.1  # a step shorter than this triggers a centring step next
 _RECENTER_SIGMA = 0.5
+_FLOOR_MARGIN = lambda dtype: 1e3 * jnp.finfo(dtype).eps  # noqa: E731
 _CERT_FACTOR = 100.0  # a solution is certified when gap and violation <= 100 tol (scaled)
 
 
@@ -128,12 +129,6 @@ class _Data(eqx.Module):
     f: Array  # () floor in the scaled units
 
 
-def _tree_absmax(tree):
-    return jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(tree)]))
-
-
-
-
 def _ipm(data: _Data, max_steps: int, tol: float):
     """Mehrotra predictor-corrector on the standard form ``min c.v, A v = b, v >= 0``.
 
@@ -172,7 +167,7 @@ def _ipm(data: _Data, max_steps: int, tol: float):
         # that each of the solves per iteration is a few small products.
         B = jnp.einsum("ary,ay,asy->ars", D, tx, D)
         B = B + jax.vmap(jnp.diag)(tg + reg * jnp.diagonal(B, axis1=1, axis2=2) + tiny)
-        Binv = _linalg.spd_inverse(B)
+        Binv = _linalg.spd_inverse_scaled(B)
         C_top = jnp.einsum("ay,ary->ayr", tx, D)  # (A, Y, R)
         C_bot = jnp.einsum("ay,ay,ary->ar", h, tx, D)  # (A, R)
         C = jnp.concatenate([C_top, C_bot[:, None, :]], axis=1)  # (A, Y+1, R)
@@ -183,7 +178,7 @@ def _ipm(data: _Data, max_steps: int, tol: float):
         RR = RR.at[:num_states, num_states].set(border).at[num_states, :num_states].set(border)
         S = RR - jnp.einsum("ayr,arz->yz", C, W)
         S = S + jnp.diag(reg * jnp.abs(jnp.diag(S)) + tiny)
-        return Binv, C, W, _linalg.spd_inverse(S)
+        return Binv, C, W, _linalg.spd_inverse_scaled(S)
 
     def normal_solve(fac, rhs):
         Binv, C, W, Sinv = fac
@@ -231,8 +226,9 @@ def _ipm(data: _Data, max_steps: int, tol: float):
     v_hat = v_ls + jnp.maximum(-1.5 * jnp.min(v_ls), 0.0)
     z_hat = z_ls + jnp.maximum(-1.5 * jnp.min(z_ls), 0.0)
     vz = v_hat @ z_hat
-    v0 = v_hat + 0.5 * vz / jnp.sum(z_hat) + tiny
-    z0 = z_hat + 0.5 * vz / jnp.sum(v_hat) + tiny
+    # (the floors keep a zero objective, where z_hat = 0, from starting on the boundary)
+    v0 = v_hat + jnp.maximum(0.5 * vz / jnp.maximum(jnp.sum(z_hat), tiny), 1.0 / n)
+    z0 = z_hat + jnp.maximum(0.5 * vz / jnp.maximum(jnp.sum(v_hat), tiny), 1.0 / n)
     rp0, rd0, merit0 = measure(v0, lam0, z0)
     state0 = (v0, lam0, z0, rp0, rd0)
 
@@ -284,10 +280,28 @@ def _ipm(data: _Data, max_steps: int, tol: float):
     false = jnp.zeros((), bool)
     carry = (state0, state0[:3], merit0, zero, zero, false, false)
     _, best, best_merit, steps, _, _, _ = lax.while_loop(cond, body, carry)
-    v, lam, _ = best
+    v, lam, z = best
+
+    # Purification: classify each primal variable as positive (v > z) or zero at the
+    # optimum (strict complementarity), zero the latter, and project the rest onto the
+    # equations of that face (prior rows, tight obedience rows, a tight floor) in the
+    # metric diag(x). The projection is a single well-conditioned normal solve; it
+    # removes the residual infeasibility an interior iterate always keeps. The caller
+    # keeps whichever point is less infeasible.
+    positive = v > z
+    x_pos, g_pos, h_pos = split_primal(positive)
+    v0 = jnp.where(positive, v, 0.0)
+    x0, _, _ = split_primal(v0)
+    big = 1.0 / jnp.finfo(dtype).eps
+    theta = jnp.concatenate(
+        [jnp.where(x_pos, x0, 0.0).ravel(), jnp.where(g_pos, big, 0.0).ravel(), jnp.where(h_pos, big, 0.0)[None]]
+    )
+    fac = factor(theta)
+    dlam = solve_refined(fac, theta, b - A_op(v0))
+    x_proj, _, _ = split_primal(v0 + theta * AT_op(dlam))
     x, _, _ = split_primal(v)
     _, lG, lh = split_dual(lam)
-    return x, lG, lh, steps, best_merit
+    return x, x_proj, lG, lh, steps, best_merit
 
 
 def solve_persuasion_lp(
@@ -379,26 +393,48 @@ def solve_persuasion_lp(
     zero_row = row_scale <= 1e3 * eps
     D = jnp.where(zero_row[..., None], 1.0, diff / jnp.where(zero_row, 1.0, row_scale)[..., None])
 
-    fi_scaled = jnp.sum(p * jnp.max(h, axis=0))
-    f_scaled = (floor - ulo) / urange
-    feas_tol = jnp.sqrt(tol) if jnp.finfo(dtype).bits >= 64 else 1e-4
-    infeasible = f_scaled > fi_scaled + feas_tol
-    # A floor at (or within round-off of) the full-information value leaves no interior;
-    # relax it by a margin at the tolerance's scale, reported in max_violation.
-    margin = 10 * jnp.sqrt(tol) * jnp.maximum(fi_scaled, 1.0) if has_floor else 0.0
-    f_eff = jnp.where(
-        infeasible | ~jnp.isfinite(f_scaled), -1.0, jnp.minimum(f_scaled, fi_scaled - margin)
-    )
-    f_eff = jnp.maximum(f_eff, -1.0)
-    data = _Data(p=p, V=V, D=D, h=h, f=f_eff)
+    # The floor enters in regret form, sum x[a, y] L[a, y] <= beta with
+    # L = max_a' u(a', y) - u(a, y) >= 0 and beta = FI - floor: no cancellation when the
+    # floor is close to the full-information value FI, the regime competition drives to.
+    regret = jnp.where(real[None, :], jnp.max(h, axis=0, keepdims=True) - h, 0.0)
+    beta = (fi_value - floor) / urange
+    infeasible = beta < -100 * eps * jnp.maximum(1.0, jnp.abs(fi_value) / urange)
+    # A floor at FI leaves no interior (only zero-regret actions may be recommended);
+    # it is relaxed by a round-off margin, reported in max_violation.
+    margin = _FLOOR_MARGIN(dtype)
+    beta_eff = jnp.where(infeasible | ~jnp.isfinite(beta), 2.0, jnp.clip(beta, margin, 2.0))
+    data = _Data(p=p, V=V, D=D, h=-regret, f=-beta_eff)
 
-    x_raw, lG, lh, steps, merit = _ipm(data, max_steps, tol)
+    x_ipm, x_proj, lG, lh, steps, merit = _ipm(data, max_steps, tol)
 
     # --- back to the user's units --------------------------------------------------------
-    x_pos = jnp.maximum(x_raw, 0.0)
-    col = jnp.sum(x_pos, axis=0)
-    scheme_rows = jnp.where(col[None, :] > 0, x_pos / jnp.where(col > 0, col, 1.0), 1.0 / num_actions)
-    x = scheme_rows * prior[None, :]
+    def to_user_units(x_raw):
+        x_pos = jnp.maximum(x_raw, 0.0)
+        col = jnp.sum(x_pos, axis=0)
+        rows = jnp.where(col[None, :] > 0, x_pos / jnp.where(col > 0, col, 1.0), 1.0 / num_actions)
+        x = rows * prior[None, :]
+        gains = x @ user_utility.T  # gains[a, b] = sum_y x[a, y] u[b, y]
+        obedience = jnp.diag(gains)[:, None] - gains  # sum_y x[a, y] (u[a, y] - u[b, y])
+        violation = jnp.maximum(jnp.max(-obedience), 0.0)
+        if has_floor:
+            uval = jnp.sum(x * user_utility)
+            violation = jnp.maximum(violation, jnp.where(infeasible, 0.0, floor - uval))
+        return rows, x, violation
+
+    rows_ipm, x_i, viol_ipm = to_user_units(x_ipm)
+    rows_proj, x_p, viol_proj = to_user_units(x_proj)
+    # the projection must not have moved mass off the simplex to reach the face
+    # and a misclassified variable must not have cost objective value
+    cert_tol = _CERT_FACTOR * tol
+    proj_ok = (
+        jnp.all(jnp.isfinite(x_proj))
+        & (jnp.min(x_proj) >= -jnp.sqrt(eps))
+        & (viol_proj <= viol_ipm)
+        & (jnp.sum(x_p * objective) >= jnp.sum(x_i * objective) - cert_tol * vrange)
+    )
+    scheme_rows = jnp.where(proj_ok, rows_proj, rows_ipm)
+    x = jnp.where(proj_ok, x_p, x_i)
+    violation = jnp.where(proj_ok, viol_proj, viol_ipm)
     eta_scaled = jnp.where(zero_row, 0.0, jnp.maximum(lG, 0.0))
     eta_ar = eta_scaled * vrange / (urange * jnp.where(zero_row, 1.0, row_scale))
     eta = jnp.zeros((num_actions, num_actions), dtype).at[
@@ -409,15 +445,9 @@ def solve_persuasion_lp(
 
     value = jnp.sum(x * objective)
     uval = jnp.sum(x * user_utility)
-    gains = x @ user_utility.T  # gains[a, b] = sum_y x[a, y] u[b, y]
-    obedience = jnp.diag(gains)[:, None] - gains  # (A, A): sum_y x[a,y](u[a,y] - u[b,y])
-    violation = jnp.maximum(jnp.max(-obedience), 0.0)
-    if has_floor:
-        violation = jnp.maximum(violation, jnp.where(infeasible, 0.0, floor - uval))
     dual = persuasion_dual_bound(prior, objective, user_utility, eta, nu, floor)
     # The status comes from the certificate itself, in the scaled units: the gap between
     # the dual bound and the value, and the largest violation, both within cert_tol.
-    cert_tol = _CERT_FACTOR * tol
     certified = (dual - value <= cert_tol * vrange) & (violation <= cert_tol * urange)
     status = jnp.where(
         infeasible,

@@ -33,7 +33,7 @@ __all__ = [
     "default_tie_atol",
 ]
 
-TieBreak = Literal["sender", "adversarial", "first", "uniform"]
+TieBreak = Literal["sender", "adversarial", "first", "uniform"] | None
 _TIE_RULES = ("sender", "adversarial", "first", "uniform")
 
 
@@ -94,14 +94,15 @@ def best_response_to_posteriors(
     posteriors: Float[Array, "M Y"],
     user_utility: Float[Array, "A Y"],
     *,
-    tie_break: TieBreak = "sender",
+    tie_break: TieBreak = None,
     agent_utility: Float[Array, "A Y"] | None = None,
     atol: float | None = None,
 ) -> Float[Array, "M A"]:
     """Best response at each posterior, with a tie-breaking rule.
 
     Tie rules (actions within ``atol * scale`` of the best expected utility tie,
-    ``scale = max |u|``, at least 1):
+    ``scale = max |u|``, at least 1); the default ``None`` means ``"sender"`` when
+    ``agent_utility`` is given and ``"first"`` otherwise:
 
     * ``"sender"``: the tied action best for the agent (the persuasion standard,
       Kamenica and Gentzkow 2011); needs ``agent_utility``.
@@ -118,6 +119,8 @@ def best_response_to_posteriors(
         ValueError: unknown ``tie_break``, a sender rule without ``agent_utility``,
             or mismatched shapes.
     """
+    if tie_break is None:
+        tie_break = "first" if agent_utility is None else "sender"
     if tie_break not in _TIE_RULES:
         raise ValueError(f"tie_break must be one of {_TIE_RULES}; got {tie_break!r}")
     num_states = posteriors.shape[-1]
@@ -151,7 +154,7 @@ def best_response(
     scheme: Float[Array, "Y M"],
     user_utility: Float[Array, "A Y"],
     *,
-    tie_break: TieBreak = "sender",
+    tie_break: TieBreak = None,
     agent_utility: Float[Array, "A Y"] | None = None,
     atol: float | None = None,
 ) -> Float[Array, "M A"]:
@@ -178,7 +181,7 @@ def quantal_response(
     user_utility: Float[Array, "A Y"],
     temperature,
     *,
-    tie_break: TieBreak = "sender",
+    tie_break: TieBreak = None,
     agent_utility: Float[Array, "A Y"] | None = None,
     atol: float | None = None,
 ) -> Float[Array, "M A"]:

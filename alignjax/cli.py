@@ -1,0 +1,178 @@
+"""The ``alignjax`` command.
+
+Subcommands:
+
+* ``alignjax solve GAME.json --mode persuasion --agent I [--json] [--float32]``
+
+Bad input (a missing or unreadable file, malformed JSON, a missing field, a wrong
+shape, invalid values, an out-of-range option) prints one line naming the file and
+the field or option, and exits with status 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "shape") or isinstance(x, (np.generic,)):
+        arr = np.asarray(x)
+        if arr.ndim == 0:
+            return _jsonable(arr.item())
+        return _jsonable(arr.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else (1e308 if x > 0 else -1e308)
+    return x
+
+
+def _configure_jax(float32: bool) -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", not float32)
+
+
+# ----------------------------------------------------------------------------------------
+# solve
+# ----------------------------------------------------------------------------------------
+
+
+def _solve_persuasion(game, args) -> dict:
+    import jax
+
+    from alignjax import persuasion
+    from alignjax.status import status_name
+
+    num_agents = game.num_agents
+    if not 0 <= args.agent < num_agents:
+        raise CLIError(
+            f"--agent {args.agent}: the game in {args.game} has {num_agents} agent(s) "
+            f"(valid: 0..{num_agents - 1})"
+        )
+    floor = args.floor
+    solve = jax.jit(lambda g: persuasion.solve(g, agent=args.agent, floor=floor, throw=False))
+    res = jax.device_get(solve(game))
+    out = {
+        "mode": "persuasion",
+        "agent": args.agent,
+        "agent_name": game.agents[args.agent] if game.agents else None,
+        "agent_value": res.agent_value,
+        "user_value": res.user_value,
+        "full_information_value": res.full_information_value,
+        "no_information_value": res.no_information_value,
+        "agent_values": res.agent_values,
+        "status": status_name(res.status),
+        "duality_gap": res.duality_gap,
+        "max_violation": res.max_violation,
+        "steps": res.steps,
+        "scheme": res.scheme,
+        "states": list(game.states) if game.states else None,
+        "actions": list(game.actions) if game.actions else None,
+    }
+    if floor is not None:
+        out["floor"] = floor
+    return out
+
+
+_SOLVERS: dict[str, Callable] = {"persuasion": _solve_persuasion}
+
+
+def _print_human(out: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    keys = [k for k, v in out.items() if not isinstance(v, (list, dict)) and v is not None]
+    table = Table(title=f"alignjax solve ({out.get('mode')})", show_header=False)
+    for k in keys:
+        v = out[k]
+        table.add_row(k, f"{v:.10g}" if isinstance(v, float) else str(v))
+    console.print(table)
+    scheme = out.get("scheme")
+    if scheme is not None and np.asarray(scheme).ndim == 2:
+        states = out.get("states") or [f"y{i}" for i in range(len(scheme))]
+        actions = out.get("actions") or [f"a{j}" for j in range(len(scheme[0]))]
+        st = Table(title="signaling scheme P(recommend a | y)")
+        st.add_column("state")
+        for a in actions:
+            st.add_column(str(a), justify="right")
+        for y, row in zip(states, scheme):
+            st.add_row(str(y), *(f"{p:.6f}" for p in row))
+        console.print(st)
+
+
+def _cmd_solve(args) -> int:
+    _configure_jax(args.float32)
+    import jax.numpy as jnp
+
+    from alignjax.game import GameSpecError, load_game
+
+    if args.floor is not None and not math.isfinite(args.floor):
+        raise CLIError(f"--floor must be a finite number; got {args.floor}")
+    dtype = jnp.float32 if args.float32 else jnp.float64
+    try:
+        game = load_game(args.game, dtype=dtype)
+    except GameSpecError as err:
+        raise CLIError(str(err)) from None
+    out = _SOLVERS[args.mode](game, args)
+    out = _jsonable(out)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        _print_human(out)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, status 2 (argparse's own convention)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="alignjax",
+        description="Equilibria of games in which a user consults competing AI agents.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("solve", help="solve one game from a GAME.json file")
+    p.add_argument("game", help="path to GAME.json (format: README, 'The GAME.json format')")
+    p.add_argument("--mode", choices=sorted(_SOLVERS), default="persuasion")
+    p.add_argument("--agent", type=int, default=0, help="persuading agent index (default 0)")
+    p.add_argument("--floor", type=float, default=None, help="lower bound on the user's value")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
+    p.set_defaults(func=_cmd_solve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CLIError as err:
+        print(f"alignjax: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

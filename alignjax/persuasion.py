@@ -1,0 +1,160 @@
+"""Single-agent persuasion: one agent's optimal signaling scheme against a best-responding user.
+
+By the revelation principle (Kamenica and Gentzkow, "Bayesian Persuasion", AER 2011,
+Section I.B; Dughmi, SIGecom Exchanges 2017, Section 3) the agent can restrict itself
+to recommending actions that the user is willing to follow (obedience), which makes
+the agent's problem the linear program solved in :mod:`alignjax.lp`. Ties are broken
+in the agent's favour (the user follows a recommendation she is indifferent about),
+the standard convention of the persuasion literature.
+
+The optional floor ``user value >= floor`` is the constrained variant the best-AI
+selection game needs (seed paper, arXiv 2509.15090, Section 5): an agent that must
+serve the user at least as well as a rival to be chosen.
+
+Write one game; batch with ``jax.vmap`` (or ``jax.lax.map(..., batch_size=...)`` for
+large batches on CPU, which keeps each chunk in cache).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from alignjax.game import Game
+from alignjax.lp import solve_persuasion_lp
+from alignjax.response import full_information_value, no_information_value
+from alignjax.status import Status
+
+__all__ = ["PersuasionSolver", "PersuasionResult", "solve", "monopoly"]
+
+
+class PersuasionSolver(eqx.Module):
+    """Hyperparameters of the persuasion LP solver (a primal-dual interior-point method).
+
+    Attributes:
+        max_steps: iteration cap (static).
+        tol: relative tolerance on the scaled residuals and duality gap; ``None``
+            means 1e-10 in float64 and 1e-6 in float32. A result is reported
+            ``OPTIMAL`` when its certificate (gap and largest violation) is within
+            ``100 * tol`` of the utilities' range.
+    """
+
+    max_steps: int = eqx.field(static=True, default=100)
+    tol: float | None = eqx.field(static=True, default=None)
+
+
+class PersuasionResult(eqx.Module):
+    """Optimal persuasion of the user by one agent.
+
+    Attributes:
+        scheme: (Y, A) P(recommend a | y): the signaling scheme with messages
+            identified with the recommended actions.
+        recommendation: (A, Y) joint P(recommend a, y).
+        agent_value: () the persuading agent's expected utility.
+        agent_values: (K,) every agent's expected utility when the user obeys this scheme.
+        user_value: () the user's expected utility under the scheme.
+        full_information_value: () ``sum_y P(y) max_a u(a, y)``.
+        no_information_value: () ``max_a sum_y P(y) u(a, y)``.
+        duality_gap: () the dual bound minus ``agent_value`` (certificate; agent's units).
+        max_violation: () the largest violation of obedience or the floor (user's units).
+        eta: (A, A) obedience multipliers; nu: () the floor's multiplier.
+        steps: () interior-point iterations.
+        status: () an :class:`alignjax.Status` code.
+    """
+
+    scheme: Float[Array, "Y A"]
+    recommendation: Float[Array, "A Y"]
+    agent_value: Float[Array, ""]
+    agent_values: Float[Array, " K"]
+    user_value: Float[Array, ""]
+    full_information_value: Float[Array, ""]
+    no_information_value: Float[Array, ""]
+    duality_gap: Float[Array, ""]
+    max_violation: Float[Array, ""]
+    eta: Float[Array, "A A"]
+    nu: Float[Array, ""]
+    steps: Int[Array, ""]
+    status: Int[Array, ""]
+
+
+def solve(
+    game: Game,
+    solver: PersuasionSolver = PersuasionSolver(),
+    *,
+    agent=0,
+    floor=None,
+    throw: bool = True,
+) -> PersuasionResult:
+    """The agent's optimal signaling scheme against a Bayes-rational user.
+
+    Args:
+        game: one :class:`Game` (use ``jax.vmap`` for batches).
+        solver: :class:`PersuasionSolver` hyperparameters.
+        agent: index of the persuading agent, ``0 <= agent < K`` (may be traced).
+        floor: optional lower bound on the user's value (units of ``u``; may be
+            traced; ``None`` or ``-inf`` for none).
+        throw: raise when the solve is not certified optimal (for batched runs pass
+            ``False`` and read ``status``).
+
+    Returns:
+        A :class:`PersuasionResult`.
+
+    Raises:
+        ValueError: a batched game (vmap it instead), or a concrete ``agent`` out of range.
+        equinox.EquinoxRuntimeError: with ``throw=True``, when the status is not
+            ``OPTIMAL`` (infeasible floor, iteration cap, numerical breakdown).
+    """
+    if game.batch_shape:
+        raise ValueError(
+            f"persuasion.solve takes one game; got batch shape {game.batch_shape} "
+            "(use jax.vmap over the game)"
+        )
+    num_agents = game.num_agents
+    if isinstance(agent, int) and not 0 <= agent < num_agents:
+        raise ValueError(f"agent must be in [0, {num_agents}); got {agent}")
+    sender = game.agent_utilities[agent]
+    sol = solve_persuasion_lp(
+        game.prior,
+        sender,
+        game.user_utility,
+        floor,
+        max_steps=solver.max_steps,
+        tol=solver.tol,
+    )
+    result = PersuasionResult(
+        scheme=sol.scheme,
+        recommendation=sol.recommendation,
+        agent_value=sol.objective,
+        agent_values=jnp.sum(sol.recommendation * game.agent_utilities, axis=(-2, -1)),
+        user_value=sol.user_value,
+        full_information_value=full_information_value(game.prior, game.user_utility),
+        no_information_value=no_information_value(game.prior, game.user_utility),
+        duality_gap=sol.gap,
+        max_violation=sol.max_violation,
+        eta=sol.eta,
+        nu=sol.nu,
+        steps=sol.steps,
+        status=sol.status,
+    )
+    if throw:
+        result = eqx.error_if(
+            result,
+            result.status != Status.OPTIMAL,
+            "persuasion.solve: not certified optimal (status infeasible, max_steps or "
+            "numerical); pass throw=False to read the status instead",
+        )
+    return result
+
+
+def monopoly(game: Game, solver: PersuasionSolver = PersuasionSolver()) -> PersuasionResult:
+    """Each agent alone: the persuasion solution for every agent, stacked on a leading K axis.
+
+    The user's value under agent i's monopoly is ``result.user_value[i]``; the
+    monopoly baselines of the competition games are its maximum and mean.
+    """
+    return jax.vmap(lambda i: solve(game, solver, agent=i, throw=False))(
+        jnp.arange(game.num_agents)
+    )
+
