@@ -1,0 +1,786 @@
+"""Market alignment: how close the user's utility is to the agents' convex hull (or cone).
+
+The seed paper's central condition (Collina, Goel, Roth, Ryu, Shi, "Emergent
+Alignment via Competition", arXiv 2509.15090, Definition 1, approximate weighted
+alignment): there are weights ``w`` on the simplex, an offset ``c`` and an error
+``eps`` with::
+
+    |sum_i w_i U_i(a, y) + c - u(a, y)| <= eps     for every action a and state y.
+
+Its later version and experiments also use non-negative weights without the
+sum-to-one constraint (the cone) and fit in mean squared error. This module
+computes the best such fit:
+
+* ``norm="sup"``: the smallest ``eps`` above, a linear program in ``(w, c, eps)``
+  solved by a primal-dual interior-point method built for its shape (few variables,
+  ``2 A Y`` inequality rows), followed by purification onto the active set;
+* ``norm="mse"``: the smallest ``sum_{a,y} p(a, y) (sum_i w_i U_i + c - u)^2`` for
+  a distribution ``p`` over entries (uniform by default, e.g. the prior), a convex
+  quadratic program in ``w`` solved exactly by an active-set method.
+
+What a given ``eps`` buys the user in each game of the project is derived in
+``docs/theory.md`` ("Market alignment and what eps buys"). In short, with
+``eps`` the sup-norm error on the simplex: in the best-AI selection game her
+equilibrium loss against the full-information value is at most ``2 eps``, and the
+same holds in simultaneous persuasion with a best-responding user under the
+paper's equilibrium-selection assumptions; a quantal user loses an additional
+temperature term; single-agent persuasion has no such guarantee.
+
+Shapes (one problem; use ``jax.vmap`` for batches): ``user_utility`` (A, Y),
+``agent_utilities`` (K, A, Y), ``entry_weights`` (A, Y).
+
+CPU note: the linear algebra is plain ``jax.numpy`` (a recursive block
+factorisation over Gauss-Jordan leaves, and Gauss-Jordan sweeps): LAPACK custom
+calls deadlock XLA's CPU thread pool on 2-core machines (see ``alignjax/_linalg.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Array, Float, Int
+
+from alignjax import _linalg
+from alignjax.status import Status
+
+__all__ = [
+    "AlignmentSolver",
+    "AlignmentResult",
+    "AlignmentCurve",
+    "alignment_error",
+    "alignment_curve",
+    "default_alignment_tol",
+]
+
+Norm = Literal["sup", "mse"]
+WeightSet = Literal["simplex", "nonneg"]
+
+_DEBUG = False
+_LEAF = 16  # leaf size of the recursive block factorisation
+_STEP_FRACTION = 0.99
+_STALL_STEPS = 8  # IPM: stop after this many steps without a 10% better merit
+_IMPROVE = 0.9
+_CERT_FACTOR = 100.0  # status OPTIMAL when the gap is within 100 tol of the scale
+
+
+def default_alignment_tol(dtype) -> float:
+    """Default relative tolerance: 1e-10 in float64, 1e-6 in float32."""
+    return 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-6
+
+
+class AlignmentSolver(eqx.Module):
+    """Hyperparameters of the alignment fits.
+
+    Attributes:
+        max_steps: iteration cap (static): interior-point iterations for
+            ``norm="sup"``; active-set changes for ``norm="mse"`` (``None``:
+            ``100`` for the sup norm, ``3 K + 20`` for the MSE).
+        tol: relative tolerance (static) on the scaled residuals and gap;
+            ``None`` means :func:`default_alignment_tol` of the dtype. A fit is
+            reported ``OPTIMAL`` when its ``gap`` is within ``100 * tol`` of the
+            data's scale (squared for the MSE).
+    """
+
+    max_steps: int | None = eqx.field(static=True, default=None)
+    tol: float | None = eqx.field(static=True, default=None)
+
+
+class AlignmentResult(eqx.Module):
+    """The best fit of the user's utility by the agents' utilities.
+
+    Attributes:
+        weights: (K,) non-negative weights (summing to one for ``"simplex"``).
+        offset: () the constant ``c`` (zero when ``offset=False``), user's units.
+        epsilon: () the error of the returned fit: ``max |sum_i w_i U_i + c - u|``
+            for ``norm="sup"`` (user's units); ``sum p (sum_i w_i U_i + c - u)^2``
+            for ``norm="mse"`` (user's units squared).
+        max_residual: () ``max |sum_i w_i U_i + c - u|`` at the returned fit, for
+            either norm: an ``eps`` for which the returned weights satisfy the
+            paper's Definition 1 (equal to ``epsilon`` for the sup norm).
+        gap: () certificate: ``epsilon`` minus a lower bound on the optimal error
+            from the dual. For ``"simplex"`` the bound is rigorous (weak duality
+            for the LP; convexity, the Frank-Wolfe gap, for the MSE). For
+            ``"nonneg"`` it is rigorous over fits whose weights total at most
+            ``sum(weights)`` (it includes the dual infeasibility times that total).
+        steps: () iterations (sup) or active-set changes (MSE).
+        status: () an :class:`alignjax.Status` code: ``OPTIMAL`` when ``gap`` is
+            within ``100 * tol`` of the data's scale; ``MAX_STEPS``; ``NUMERICAL``.
+    """
+
+    weights: Float[Array, " K"]
+    offset: Float[Array, ""]
+    epsilon: Float[Array, ""]
+    max_residual: Float[Array, ""]
+    gap: Float[Array, ""]
+    steps: Int[Array, ""]
+    status: Int[Array, ""]
+
+
+# ----------------------------------------------------------------------------------------
+# Dense SPD solves in plain jax.numpy
+# ----------------------------------------------------------------------------------------
+
+
+def _spd_factor(M):
+    """Recursive 2x2 block factorisation of SPD ``M`` (n, n) for :func:`_spd_apply`.
+
+    ``M = [[A, B], [B^T, C]]``: A is factored recursively, ``X = A^-1 B``, and the
+    Schur complement ``S = C - B^T X`` recursively; leaves of size <= ``_LEAF`` are
+    inverted by Gauss-Jordan sweeps. This is block Cholesky without pivoting (stable
+    for SPD matrices; Demmel, Higham and Schreiber, "Stability of block LU
+    factorization", 1995); its work is in matrix products, which XLA runs far faster
+    on CPU than a long sequence of rank-one sweeps.
+    """
+    n = M.shape[-1]
+    if n <= _LEAF:
+        return (_linalg.spd_inverse(M),)
+    n1 = n // 2
+    A, B, C = M[:n1, :n1], M[:n1, n1:], M[n1:, n1:]
+    fa = _spd_factor(A)
+    X = _spd_apply(fa, B)
+    S = C - B.T @ X
+    return (fa, X, _spd_factor(0.5 * (S + S.T)))
+
+
+def _spd_apply(fac, R):
+    """``M^-1 R`` for the factor of :func:`_spd_factor`; R is (n,) or (n, r)."""
+    if len(fac) == 1:
+        return fac[0] @ R
+    fa, X, fs = fac
+    n1 = X.shape[0]
+    x2 = _spd_apply(fs, R[n1:] - X.T @ R[:n1])
+    return jnp.concatenate([_spd_apply(fa, R[:n1]) - X @ x2, x2], axis=0)
+
+
+class _Scaled(eqx.Module):
+    fac: tuple
+    d: Array
+
+
+def _spd_factor_scaled(M, reg):
+    """Factor ``M`` after Jacobi scaling to a unit diagonal, with ``reg`` added to it."""
+    n = M.shape[-1]
+    tiny = jnp.finfo(M.dtype).tiny
+    d = jnp.sqrt(jnp.maximum(jnp.diagonal(M), tiny))
+    Ms = M / (d[:, None] * d[None, :]) + reg * jnp.eye(n, dtype=M.dtype)
+    return _Scaled(_spd_factor(Ms), d)
+
+
+def _scaled_apply(f: _Scaled, r):
+    d = f.d if r.ndim == 1 else f.d[:, None]
+    return _spd_apply(f.fac, r / d) / d
+
+
+# ----------------------------------------------------------------------------------------
+# Input handling
+# ----------------------------------------------------------------------------------------
+
+
+def _is_concrete(*xs) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def _prepare(user_utility, agent_utilities, entry_weights, norm, weights, where: str):
+    if norm not in ("sup", "mse"):
+        raise ValueError(f"{where}: norm must be 'sup' or 'mse'; got {norm!r}")
+    if weights not in ("simplex", "nonneg"):
+        raise ValueError(f"{where}: weights must be 'simplex' or 'nonneg'; got {weights!r}")
+    u = jnp.asarray(user_utility)
+    U = jnp.asarray(agent_utilities)
+    arrays = [u, U]
+    if entry_weights is not None:
+        arrays.append(jnp.asarray(entry_weights))
+    dtype = jnp.result_type(*arrays)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    u, U = u.astype(dtype), U.astype(dtype)
+    if u.ndim != 2:
+        raise ValueError(f"{where}: 'user_utility' must have shape (A, Y); got {u.shape}")
+    if U.ndim != 3:
+        raise ValueError(
+            f"{where}: 'agent_utilities' must have shape (K, A, Y) with (A, Y) = {u.shape} "
+            f"from 'user_utility'; got {U.shape}"
+        )
+    if U.shape[0] < 1:
+        raise ValueError(f"{where}: 'agent_utilities' has K = 0 agents (shape {U.shape}); need K >= 1")
+    if u.shape[0] < 1 or u.shape[1] < 1:
+        raise ValueError(f"{where}: 'user_utility' is empty (shape {u.shape})")
+    if U.shape[1:] != u.shape:
+        raise ValueError(
+            f"{where}: 'agent_utilities' has shape {U.shape}, expected (K, {u.shape[0]}, "
+            f"{u.shape[1]}) to match 'user_utility' {u.shape}"
+        )
+    p = None
+    if entry_weights is not None:
+        if norm != "mse":
+            raise ValueError(f"{where}: 'entry_weights' applies to norm='mse' only")
+        p = jnp.asarray(entry_weights).astype(dtype)
+        if p.shape != u.shape:
+            raise ValueError(
+                f"{where}: 'entry_weights' has shape {p.shape}, expected {u.shape} like "
+                "'user_utility'"
+            )
+    checks = [
+        ("user_utility", ~jnp.all(jnp.isfinite(u)), "has non-finite entries"),
+        ("agent_utilities", ~jnp.all(jnp.isfinite(U)), "has non-finite entries"),
+    ]
+    if p is not None:
+        checks += [
+            ("entry_weights", ~jnp.all(jnp.isfinite(p)), "has non-finite entries"),
+            ("entry_weights", jnp.any(p < 0), "has negative entries"),
+            ("entry_weights", ~(jnp.sum(p) > 0), "sums to zero"),
+        ]
+    if _is_concrete(u, U, *([] if p is None else [p])):
+        for name, bad, msg in checks:
+            if bool(bad):
+                raise ValueError(f"{where}: '{name}' {msg}")
+    else:
+        arrays = {"user_utility": u, "agent_utilities": U, "entry_weights": p}
+        for name, bad, msg in checks:
+            arrays[name] = eqx.error_if(arrays[name], bad, f"{where}: '{name}' {msg}")
+        u, U, p = arrays["user_utility"], arrays["agent_utilities"], arrays["entry_weights"]
+    return u, U, p
+
+
+# ----------------------------------------------------------------------------------------
+# Sup norm: a primal-dual interior-point method on the inequality form
+# ----------------------------------------------------------------------------------------
+
+
+def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
+    """Mehrotra's predictor-corrector (Wright, "Primal-Dual Interior-Point Methods",
+    SIAM 1997, Chapter 10) on ``min t`` over ``x = (w, [c], t)`` subject to
+    ``A x - s = b``, ``s >= 0`` and (simplex) ``sum w = 1``, where the rows of A are::
+
+        s+ = t - (w V + c - u) >= 0,  s- = t + (w V + c - u) >= 0   (one pair per entry)
+        s_w = w >= 0                                                (one per agent)
+
+    ``V`` (K, n) holds the agents' (scaled) utilities as rows; ``u`` (n,). The normal
+    matrix ``A^T D A`` is (K + 2) x (K + 2): its (c, t) block is eliminated in closed
+    form and the K x K Schur complement factored by :func:`_spd_factor`. The start is
+    primal and dual feasible for the simplex and well centred.
+
+    Returns the best iterate ``x``, its purified version, the multipliers ``z`` and the
+    iteration statistics.
+    """
+    K, n = V.shape
+    dtype = V.dtype
+    eps = jnp.finfo(dtype).eps
+    tiny = jnp.finfo(dtype).tiny
+    reg = 1e2 * eps
+    nr = 2 if offset else 1  # free variables besides w: (c, t) or (t,)
+    m = 2 * n + K
+
+    def split_x(x):
+        c = x[K] if offset else jnp.zeros((), dtype)
+        return x[:K], c, x[-1]
+
+    def rows(x, Vmat):  # the 2n residual rows of A x
+        w, c, t = split_x(x)
+        e = w @ Vmat + c
+        return jnp.concatenate([t - e, t + e])
+
+    def rows_T(zr, Vmat):  # A^T restricted to the residual rows
+        zp, zm = zr[:n], zr[n:]
+        rest = [jnp.sum(zm - zp)[None]] if offset else []
+        return jnp.concatenate([Vmat @ (zm - zp), *rest, jnp.sum(zp + zm)[None]])
+
+    def A_op(x):
+        return jnp.concatenate([rows(x, V), x[:K]])
+
+    def AT_op(z):
+        return rows_T(z[: 2 * n], V) + jnp.concatenate([z[2 * n :], jnp.zeros(nr, dtype)])
+
+    b = jnp.concatenate([-u, u, jnp.zeros(K, dtype)])
+    ET = jnp.concatenate([jnp.ones(K, dtype), jnp.zeros(nr, dtype)])
+    c_obj = jnp.zeros(K + nr, dtype).at[-1].set(1.0)
+
+    class Normal:
+        """M = A_r^T diag(dres) A_r + diag(dx), A_r the residual rows built on Vmat, factored."""
+
+        def __init__(self, Vmat, dres, dx):
+            self.Vmat, self.dres, self.dx = Vmat, dres, dx
+            dp, dm = dres[:n], dres[n:]
+            ds, dd = dp + dm, dm - dp
+            P = (Vmat * ds) @ Vmat.T + jnp.diag(dx[:K])
+            sd, sdd = jnp.sum(ds), jnp.sum(dd)
+            if offset:
+                a = (sd + dx[K]) * (1 + reg) + tiny
+                cc = (sd + dx[K + 1]) * (1 + reg) + tiny
+                det = jnp.maximum(a * cc - sdd * sdd, reg * a * cc + tiny)
+                self.Rinv = jnp.stack([jnp.stack([cc, -sdd]), jnp.stack([-sdd, a])]) / det
+                self.Q = jnp.stack([Vmat @ ds, Vmat @ dd], axis=1)
+            else:
+                self.Rinv = (1.0 / ((sd + dx[K]) * (1 + reg) + tiny)).reshape(1, 1)
+                self.Q = (Vmat @ dd)[:, None]
+            self.QR = self.Q @ self.Rinv
+            S = P - self.QR @ self.Q.T
+            self.Sf = _spd_factor_scaled(0.5 * (S + S.T), reg)
+
+        def solve(self, h):
+            xw = _scaled_apply(self.Sf, h[:K] - self.QR @ h[K:])
+            return jnp.concatenate([xw, self.Rinv @ (h[K:] - self.Q.T @ xw)])
+
+        def apply(self, v):
+            return rows_T(self.dres * rows(v, self.Vmat), self.Vmat) + self.dx * v
+
+    def saddle(N: Normal, h, g, E):
+        """Solve ``M y - E^T l = h``, ``E y = g`` (simplex; else ``M y = h``), refined once."""
+
+        def once(h, g):
+            y = N.solve(h)
+            if not simplex:
+                return y, jnp.zeros((), dtype)
+            y_e = N.solve(E)
+            dl = (g - E @ y) / jnp.maximum(E @ y_e, tiny)
+            return y + dl * y_e, dl
+
+        y, dl = once(h, g)
+        res_g = g - E @ y if simplex else g
+        dy, ddl = once(h + dl * E - N.apply(y), res_g)
+        return y + dy, dl + ddl
+
+    def max_step(v, dv):
+        return jnp.minimum(1.0, jnp.min(jnp.where(dv < 0, -v / jnp.where(dv < 0, dv, -1.0), jnp.inf)))
+
+    b_norm = 1.0 + jnp.max(jnp.abs(b))
+
+    def residuals(x, s, z, lam):
+        r_p = A_op(x) - s - b
+        r_d = AT_op(z) + (lam * ET if simplex else 0.0) - c_obj
+        r_e = jnp.sum(x[:K]) - 1.0 if simplex else jnp.zeros((), dtype)
+        pobj = x[-1]
+        dobj = b @ z + (lam if simplex else 0.0)
+        gap = jnp.abs(pobj - dobj) / (1.0 + jnp.abs(pobj))
+        pres = jnp.maximum(jnp.max(jnp.abs(r_p)), jnp.abs(r_e)) / b_norm
+        merit = jnp.maximum(jnp.maximum(pres, jnp.max(jnp.abs(r_d))), gap)
+        return r_p, r_d, r_e, merit
+
+    # --- starting point: primal and dual feasible for the simplex, well centred ----------
+    w0 = jnp.full(K, 1.0 / K, dtype)
+    e0 = w0 @ V - u
+    c0 = -0.5 * (jnp.max(e0) + jnp.min(e0)) if offset else jnp.zeros((), dtype)
+    emax = jnp.max(jnp.abs(e0 + c0))
+    t0 = 2.0 * emax + 0.1
+    x0 = jnp.concatenate([w0, *([c0[None]] if offset else []), t0[None]])
+    s0 = A_op(x0) - b
+    zr = jnp.full(2 * n, 0.5 / n, dtype)
+    y0 = jnp.full(K, K * jnp.mean(s0[: 2 * n]) * 0.5 / n, dtype)
+    z0 = jnp.concatenate([zr, y0])
+    lam0 = -y0[0] if simplex else jnp.zeros((), dtype)
+    state0 = (x0, s0, z0, lam0)
+    merit0 = residuals(*state0)[-1]
+    zeros_r = jnp.zeros(nr, dtype)
+
+    def cond(carry):
+        state, _, best_merit, k, k_best, failed = carry
+        _, s, z, _ = state
+        mu = s @ z / m
+        stalled = (k - k_best > _STALL_STEPS) | ((mu < 1e-4 * tol) & (k - k_best > 1))
+        return (best_merit >= tol) & (~failed) & (~stalled) & (k < max_steps)
+
+    def body(carry):
+        state, best, best_merit, k, k_best, _ = carry
+        x, s, z, lam = state
+        r_p, r_d, r_e, _ = residuals(x, s, z, lam)
+        mu = s @ z / m
+        D = z / s
+        N = Normal(V, D[: 2 * n], jnp.concatenate([D[2 * n :], zeros_r]))
+
+        def direction(r_c):
+            h = r_d + AT_op((r_c - z * r_p) / s)
+            dx, dl = saddle(N, h, -r_e, ET)
+            ds = A_op(dx) + r_p
+            dz = (r_c - z * ds) / s
+            return dx, ds, dz, dl
+
+        # predictor (affine scaling), then Mehrotra's centring-corrector
+        dx, ds, dz, dl = direction(-s * z)
+        ap, ad = max_step(s, ds), max_step(z, dz)
+        mu_aff = (s + ap * ds) @ (z + ad * dz) / m
+        sigma = jnp.clip((mu_aff / jnp.maximum(mu, tiny)) ** 3, 0.0, 1.0)
+        dx, ds, dz, dl = direction(sigma * mu - s * z - ds * dz)
+        ap = _STEP_FRACTION * max_step(s, ds)
+        ad = _STEP_FRACTION * max_step(z, dz)
+        new = (x + ap * dx, s + ap * ds, z + ad * dz, lam + ad * dl)
+        merit = residuals(*new)[-1]
+        finite = jnp.isfinite(merit)
+        new = jax.tree.map(lambda a, o: jnp.where(finite, a, o), new, state)
+        merit = jnp.where(finite, merit, jnp.inf)
+        better = merit < best_merit
+        best = jax.tree.map(lambda a, o: jnp.where(better, a, o), new, best)
+        k_best = jnp.where(merit < _IMPROVE * best_merit, k + 1, k_best)
+        if _DEBUG:
+            rp_, rd_, re_, _ = residuals(*new)
+            jax.debug.print("k={k} merit={m:.2e} mu={mu:.2e} ap={ap:.3f} ad={ad:.3f} sigma={sg:.2e} rp={rp:.1e} rd={rd:.1e} re={re:.1e}", k=k, m=merit, mu=mu, ap=ap, ad=ad, sg=sigma, rp=jnp.max(jnp.abs(rp_)), rd=jnp.max(jnp.abs(rd_)), re=re_)
+        return new, best, jnp.minimum(merit, best_merit), k + 1, k_best, ~finite
+
+    zero = jnp.zeros((), jnp.int32)
+    carry = (state0, state0, merit0, zero, zero, jnp.zeros((), bool))
+    _, best, best_merit, steps, _, failed = lax.while_loop(cond, body, carry)
+    x, s, z, lam = best
+
+    # --- purification: project onto the face the iterate identifies ---------------------
+    # Strict complementarity: a row is active where its slack is below its multiplier.
+    # Agents at their bound (w_k = 0) are removed; the rest solve the active residual
+    # rows in the least-squares sense with a tiny proximal term, which picks the nearest
+    # point when the active rows leave freedom (identical agents, K > A Y). The caller
+    # keeps whichever point has the smaller error.
+    active = s < z
+    act_r = active[: 2 * n].astype(dtype)
+    fixed = active[2 * n :]
+    keep = (~fixed).astype(dtype)
+    Vp = V * keep[:, None]
+    xb = x.at[:K].set(x[:K] * keep)
+    delta = 1e-10 * (1.0 + jnp.max(jnp.sum(Vp * Vp, axis=1)) * jnp.sum(act_r))
+    prox = jnp.concatenate([jnp.where(fixed, 1.0, delta), jnp.full(nr, delta, dtype)])
+    Np = Normal(Vp, act_r, prox)
+    Ep = jnp.concatenate([keep, zeros_r])
+    h = rows_T(act_r * (b[: 2 * n] - rows(xb, Vp)), Vp)
+    dx, _ = saddle(Np, h, 1.0 - Ep @ xb if simplex else jnp.zeros((), dtype), Ep)
+    x_pur = xb + dx
+
+    # The dual likewise: the smallest change of the multipliers of the active rows (and
+    # of lam) that makes the dual equations of the free agents, c and t hold exactly.
+    # Its normal matrix is Np (plus E E^T for lam, by Sherman-Morrison).
+    zr0 = act_r * z[: 2 * n]
+    g = c_obj - rows_T(zr0, Vp) - (lam * Ep if simplex else 0.0)
+    g = g * jnp.concatenate([keep, jnp.ones(nr, dtype)])
+
+    def dual_solve(r):
+        y = Np.solve(r)
+        if simplex:
+            y_e = Np.solve(Ep)
+            y = y - y_e * (Ep @ y) / (1.0 + Ep @ y_e)
+        return y
+
+    mu_ = dual_solve(g)
+    for _ in range(2):  # iterative refinement
+        zr = zr0 + act_r * rows(mu_, Vp)
+        lam_p = lam + (Ep @ mu_ if simplex else 0.0)
+        res = g - (rows_T(zr - zr0, Vp) + ((lam_p - lam) * Ep if simplex else 0.0)) - (prox * mu_)
+        res = res * jnp.concatenate([keep, jnp.ones(nr, dtype)])
+        mu_ = mu_ + dual_solve(res)
+    z_pur = zr0 + act_r * rows(mu_, Vp)
+    return x, x_pur, z[: 2 * n], z_pur, steps, best_merit, failed
+
+
+def _fit_sup(V, u, simplex, offset, max_steps, tol):
+    """Sup-norm fit in the user's units. V (K, n), u (n,)."""
+    K, n = V.shape
+    dtype = V.dtype
+    if offset:
+        u_mean = jnp.mean(u)
+        v_mean = jnp.mean(V, axis=1)
+        Vc = V - v_mean[:, None]
+        uc = u - u_mean
+    else:
+        Vc, uc = V, u
+    scale = jnp.maximum(jnp.max(jnp.abs(uc)), jnp.max(jnp.abs(Vc)))
+    scale = jnp.where(scale > 0, scale, 1.0)
+    Vs, us = Vc / scale, uc / scale
+
+    x_ipm, x_pur, z, z_pur, steps, merit, failed = _sup_ipm(Vs, us, simplex, offset, max_steps, tol)
+
+    def finish(x):
+        w = jnp.maximum(x[:K], 0.0)
+        if simplex:
+            tot = jnp.sum(w)
+            w = jnp.where(tot > 0, w / jnp.where(tot > 0, tot, 1.0), 1.0 / K)
+        r = u - w @ V  # u - sum w U
+        if offset:
+            c = 0.5 * (jnp.max(r) + jnp.min(r))
+        else:
+            c = jnp.zeros((), dtype)
+        err = jnp.max(jnp.abs(r - c))
+        ok = jnp.all(jnp.isfinite(x))
+        return w, c, jnp.where(ok, err, jnp.inf)
+
+    w_i, c_i, e_i = finish(x_ipm)
+    w_p, c_p, e_p = finish(x_pur)
+    use_p = e_p <= e_i
+    w = jnp.where(use_p, w_p, w_i)
+    c = jnp.where(use_p, c_p, c_i)
+    err = jnp.where(use_p, e_p, e_i)
+
+    # dual bounds from q = z- - z+ (scaled units), made feasible: sum q = 0 (offset) and
+    # |q|_1 <= 1; any such q bounds the optimum from below (weak duality, docstring of
+    # alignment_error). The error is non-negative, so 0 is a bound too.
+    def lower_bound(zr):
+        q = zr[n:] - zr[:n]
+        if offset:
+            q = q - jnp.mean(q)
+        q = q / jnp.maximum(1.0, jnp.sum(jnp.abs(q)))
+        Vq = Vs @ q
+        if simplex:
+            lb = us @ q - jnp.max(Vq)
+        else:
+            lb = us @ q - jnp.sum(w) * jnp.maximum(jnp.max(Vq), 0.0)
+        return jnp.where(jnp.isfinite(lb), lb, -jnp.inf)
+
+    lb = jnp.maximum(jnp.maximum(lower_bound(z), lower_bound(z_pur)), 0.0) * scale
+    gap = err - lb
+    cert = (gap <= _CERT_FACTOR * tol * scale) & jnp.isfinite(err)
+    status = jnp.where(
+        cert,
+        Status.OPTIMAL,
+        jnp.where(~failed & (steps >= max_steps), Status.MAX_STEPS, Status.NUMERICAL),
+    ).astype(jnp.int32)
+    return w, c, err, err, gap, steps, status
+
+
+# ----------------------------------------------------------------------------------------
+# MSE: an active-set method (Lawson-Hanson) on the Gram matrix, by sweeps
+# ----------------------------------------------------------------------------------------
+
+
+def _sweep(T, k, sign):
+    """Goodnight's sweep (sign=+1) or reverse sweep (sign=-1) of symmetric T on pivot k
+    (Goodnight, "A Tutorial on the SWEEP Operator", The American Statistician 1979)."""
+    n = T.shape[-1]
+    idx = jnp.arange(n)
+    tiny = jnp.finfo(T.dtype).tiny
+    d = T[k, k]
+    d = jnp.where(jnp.abs(d) > tiny, d, tiny)
+    col = T[:, k]
+    in_k = idx == k
+    upd = T - jnp.outer(col, col) / d
+    upd = jnp.where(in_k[:, None] | in_k[None, :], sign * T / d, upd)
+    return jnp.where(in_k[:, None] & in_k[None, :], -1.0 / d, upd)
+
+
+def _fit_mse(V, u, p, simplex, offset, max_steps, tol):
+    """MSE fit in the user's units. V (K, n), u (n,), p (n,) summing to one."""
+    K, n = V.shape
+    dtype = V.dtype
+    eps = jnp.finfo(dtype).eps
+    if offset:
+        v_mean = V @ p
+        u_mean = p @ u
+        Vc = V - v_mean[:, None]
+        uc = u - u_mean
+    else:
+        Vc, uc = V, u
+    scale = jnp.maximum(jnp.max(jnp.abs(uc)), jnp.max(jnp.abs(Vc)))
+    scale = jnp.where(scale > 0, scale, 1.0)
+    Vs, us = Vc / scale, uc / scale
+    Vp = Vs * p
+    H = Vp @ Vs.T
+    H = 0.5 * (H + H.T)
+    bvec = Vp @ us
+    hdiag = jnp.diagonal(H)
+    hmax = jnp.maximum(jnp.max(hdiag), jnp.finfo(dtype).tiny)
+    rho = hmax if simplex else 0.0
+    Hr = H + rho  # H + rho 1 1^T: the same objective on the simplex, better conditioned
+    piv_tol = max(1e3 * float(np.finfo(np.dtype(dtype)).eps), 1e-11)
+    g_tol = tol * hmax
+
+    # tableau [[Hr, b, 1], [b^T, 0, 0], [1^T, 0, 0]]; only the first K pivots are swept
+    nt = K + 2
+    T = jnp.zeros((nt, nt), dtype)
+    T = T.at[:K, :K].set(Hr)
+    T = T.at[:K, K].set(bvec).at[K, :K].set(bvec)
+    T = T.at[:K, K + 1].set(1.0).at[K + 1, :K].set(1.0)
+    ib, ie = K, K + 1
+    diag0 = jnp.diagonal(Hr)
+
+    def candidate(T, inF):
+        wb = T[:K, ib]
+        if simplex:
+            nu = (1.0 + T[ib, ie]) / jnp.where(-T[ie, ie] > 0, -T[ie, ie], 1.0)
+            w = wb + nu * T[:K, ie]
+            red = -T[:K, ib] - nu * T[:K, ie]
+        else:
+            nu = jnp.zeros((), dtype)
+            w = wb
+            red = -T[:K, ib]
+        return jnp.where(inF, w, 0.0), jnp.where(inF, 0.0, red), nu
+
+    if simplex:
+        k0 = jnp.argmin(hdiag - 2.0 * bvec)
+        T = _sweep(T, k0, 1.0)
+        inF0 = jnp.arange(K) == k0
+        w0 = inF0.astype(dtype)
+    else:
+        inF0 = jnp.zeros(K, bool)
+        w0 = jnp.zeros(K, dtype)
+
+    def cond(carry):
+        _, _, _, k, done = carry
+        return (~done) & (k < max_steps)
+
+    def body(carry):
+        T, inF, w, k, _ = carry
+        cand, red, _ = candidate(T, inF)
+        bad = inF & (cand <= 0)
+        any_bad = jnp.any(bad)
+        # step back towards the feasible w (Lawson and Hanson, "Solving Least Squares
+        # Problems", 1974, Chapter 23, NNLS steps 8-11)
+        ratio = jnp.where(bad, w / jnp.where(bad, w - cand, 1.0), jnp.inf)
+        j_out = jnp.argmin(ratio)
+        alpha = jnp.clip(ratio[j_out], 0.0, 1.0)
+        w_back = jnp.where(inF, w + alpha * (cand - w), 0.0)
+        w_back = w_back.at[j_out].set(0.0)
+        # or add the most negative reduced gradient with a usable pivot
+        piv_ok = jnp.diagonal(T)[:K] > piv_tol * diag0
+        score = jnp.where((~inF) & piv_ok, red, jnp.inf)
+        j_in = jnp.argmin(score)
+        add = score[j_in] < -g_tol
+        done = (~any_bad) & (~add)
+        j = jnp.where(any_bad, j_out, j_in)
+        sign = jnp.where(any_bad, -1.0, 1.0)
+        T_new = _sweep(T, j, sign)
+        T = jnp.where(done, T, T_new)
+        inF = jnp.where(done, inF, inF.at[j].set(~any_bad))
+        w = jnp.where(any_bad, w_back, cand)
+        return T, inF, w, k + 1 - done.astype(jnp.int32), done
+
+    zero = jnp.zeros((), jnp.int32)
+    T, inF, w, steps, done = lax.while_loop(cond, body, (T, inF0, w0, zero, jnp.zeros((), bool)))
+    w, _, _ = candidate(T, inF)
+    # iterative refinement on the final face against the exact Gram matrix
+    Hinv = jnp.where(inF[:, None] & inF[None, :], -T[:K, :K], 0.0)
+    fmask = inF.astype(dtype)
+    for _ in range(2):
+        r = fmask * (bvec - Hr @ w)
+        dw = Hinv @ r
+        if simplex:
+            he = Hinv @ fmask
+            dnu = (1.0 - jnp.sum(w) - jnp.sum(dw)) / jnp.where(jnp.sum(he) > 0, jnp.sum(he), 1.0)
+            dw = dw + dnu * he
+        w = w + dw
+    w = jnp.maximum(jnp.where(inF, w, 0.0), 0.0)
+    if simplex:
+        tot = jnp.sum(w)
+        w = jnp.where(tot > 0, w / jnp.where(tot > 0, tot, 1.0), 1.0 / K)
+
+    # back to the user's units
+    r = u - w @ V
+    c = p @ r if offset else jnp.zeros((), dtype)
+    e = r - c
+    mse = p @ (e * e)
+    grad = 2.0 * (Vc * p) @ (-e)  # gradient of the MSE in w (offset eliminated)
+    if simplex:
+        gap = grad @ w - jnp.min(grad)
+    else:
+        gap = grad @ w - jnp.sum(w) * jnp.minimum(jnp.min(grad), 0.0)
+    gap = jnp.maximum(gap, 0.0)
+    finite = jnp.isfinite(mse) & jnp.all(jnp.isfinite(w))
+    cert = finite & (gap <= _CERT_FACTOR * tol * scale * scale)
+    status = jnp.where(
+        cert,
+        Status.OPTIMAL,
+        jnp.where(finite & ~done, Status.MAX_STEPS, Status.NUMERICAL),
+    ).astype(jnp.int32)
+    return w, c, mse, jnp.max(jnp.abs(e)), gap, steps, status
+
+
+# ----------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------
+
+
+def _fit(u, U, p, solver, norm, weights, offset):
+    K = U.shape[0]
+    A, Y = u.shape
+    V = U.reshape(K, A * Y)
+    uf = u.reshape(A * Y)
+    dtype = u.dtype
+    tol = default_alignment_tol(dtype) if solver.tol is None else solver.tol
+    simplex = weights == "simplex"
+    if norm == "sup":
+        max_steps = 100 if solver.max_steps is None else solver.max_steps
+        out = _fit_sup(V, uf, simplex, offset, max_steps, tol)
+    else:
+        max_steps = 3 * K + 20 if solver.max_steps is None else solver.max_steps
+        pf = jnp.full(A * Y, 1.0 / (A * Y), dtype) if p is None else p.reshape(A * Y) / jnp.sum(p)
+        out = _fit_mse(V, uf, pf, simplex, offset, max_steps, tol)
+    w, c, err, maxres, gap, steps, status = out
+    return AlignmentResult(
+        weights=w,
+        offset=c,
+        epsilon=err,
+        max_residual=maxres,
+        gap=gap,
+        steps=steps.astype(jnp.int32),
+        status=status,
+    )
+
+
+_fit_jit = jax.jit(_fit, static_argnames=("solver", "norm", "weights", "offset"))
+
+
+def alignment_error(
+    user_utility: Float[Array, "A Y"],
+    agent_utilities: Float[Array, "K A Y"],
+    *,
+    norm: Norm = "sup",
+    weights: WeightSet = "simplex",
+    offset: bool = True,
+    entry_weights: Float[Array, "A Y"] | None = None,
+    solver: AlignmentSolver = AlignmentSolver(),
+    throw: bool = True,
+) -> AlignmentResult:
+    """How close the user's utility is to the agents' convex hull (or cone).
+
+    Finds weights ``w`` (on the simplex, or non-negative), an offset ``c`` (or
+    ``c = 0``) minimising the error of ``sum_i w_i U_i + c`` as a fit of ``u``:
+
+    * ``norm="sup"``: ``max_{a,y} |sum_i w_i U_i(a, y) + c - u(a, y)|``, the ``eps``
+      of the seed paper's Definition 1 (arXiv 2509.15090, approximate weighted
+      alignment). A linear program, solved by a primal-dual interior-point method
+      and purified onto its active set.
+    * ``norm="mse"``: ``sum_{a,y} p(a, y) (sum_i w_i U_i(a, y) + c - u(a, y))^2`` with
+      ``p`` the normalised ``entry_weights`` (uniform by default), as in the paper's
+      experiments. A convex quadratic program, solved exactly by Lawson and Hanson's
+      active-set method on the Gram matrix (the offset is eliminated by centring
+      with ``p``, which is exact).
+
+    Written for one problem and compiled with ``jax.jit`` (once per shape, dtype and
+    options); batch with ``jax.vmap``. What ``eps`` guarantees the user in each game
+    is derived in ``docs/theory.md``, "Market alignment and what eps buys":
+    with the sup-norm error on the simplex, her equilibrium loss against her
+    full-information value is at most ``2 eps`` in the best-AI selection game (plus
+    the agents' approximation slack), likewise in simultaneous persuasion with a
+    best-responding user under the paper's assumptions, plus a temperature term for
+    a quantal user; single-agent persuasion has no such guarantee.
+
+    Args:
+        user_utility: (A, Y) ``u(a, y)``.
+        agent_utilities: (K, A, Y) ``U_i(a, y)``, K >= 1.
+        norm: ``"sup"`` or ``"mse"`` (static).
+        weights: ``"simplex"`` (``w >= 0``, ``sum w = 1``) or ``"nonneg"`` (static).
+        offset: fit a free constant ``c`` (static); otherwise ``c = 0``.
+        entry_weights: (A, Y) non-negative weights of the entries for the MSE (for
+            instance the prior broadcast over actions); normalised to sum to one.
+        solver: :class:`AlignmentSolver` hyperparameters.
+        throw: raise when the fit is not certified optimal; batched runs pass
+            ``False`` and read ``status``.
+
+    Returns:
+        An :class:`AlignmentResult` (``weights``, ``offset``, ``epsilon``,
+        ``max_residual``, ``gap``, ``steps``, ``status``).
+
+    Raises:
+        ValueError: (at trace time) mismatched shapes, naming the argument and both
+            shapes; K = 0; an unknown ``norm`` or ``weights``; ``entry_weights`` with
+            the sup norm; (for concrete inputs) non-finite utilities, negative or
+            non-finite entry weights, entry weights summing to zero.
+        equinox.EquinoxRuntimeError: the same value problems found at run time under
+            ``jit``/``vmap``; with ``throw=True``, a fit that is not ``OPTIMAL``.
+    """
+    u, U, p = _prepare(user_utility, agent_utilities, entry_weights, norm, weights, "alignment_error")
+    res = _fit_jit(u, U, p, solver, norm, weights, bool(offset))
+    if throw:
+        res = eqx.error_if(
+            res,
+            res.status != Status.OPTIMAL,
+            "alignment_error: fit not certified optimal (status max_steps or numerical); "
+            "pass throw=False to read the status instead",
+        )
+    return res
