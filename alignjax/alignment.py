@@ -63,6 +63,8 @@ WeightSet = Literal["simplex", "nonneg"]
 _DEBUG = False
 _LEAF = 16  # leaf size of the recursive block factorisation
 _STEP_FRACTION = 0.99
+_ADAPT = 1.0
+_IPM_TOL_FACTOR = 1.0
 _STALL_STEPS = 8  # IPM: stop after this many steps without a 10% better merit
 _IMPROVE = 0.9
 _CERT_FACTOR = 100.0  # status OPTIMAL when the gap is within 100 tol of the scale
@@ -303,7 +305,7 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
     class Normal:
         """M = A_r^T diag(dres) A_r + diag(dx), A_r the residual rows built on Vmat, factored."""
 
-        def __init__(self, Vmat, dres, dx):
+        def __init__(self, Vmat, dres, dx, E):
             self.Vmat, self.dres, self.dx = Vmat, dres, dx
             dp, dm = dres[:n], dres[n:]
             ds, dd = dp + dm, dm - dp
@@ -314,13 +316,17 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
                 cc = (sd + dx[K + 1]) * (1 + reg) + tiny
                 det = jnp.maximum(a * cc - sdd * sdd, reg * a * cc + tiny)
                 self.Rinv = jnp.stack([jnp.stack([cc, -sdd]), jnp.stack([-sdd, a])]) / det
-                self.Q = jnp.stack([Vmat @ ds, Vmat @ dd], axis=1)
+                self.Q = Vmat @ jnp.stack([ds, dd], axis=1)  # one pass over V
             else:
                 self.Rinv = (1.0 / ((sd + dx[K]) * (1 + reg) + tiny)).reshape(1, 1)
                 self.Q = (Vmat @ dd)[:, None]
             self.QR = self.Q @ self.Rinv
             S = P - self.QR @ self.Q.T
             self.Sf = _spd_factor_scaled(0.5 * (S + S.T), reg)
+            self.E = E
+            if simplex:
+                self.y_e = self.solve(E)
+                self.ey = jnp.maximum(E @ self.y_e, tiny)
 
         def solve(self, h):
             xw = _scaled_apply(self.Sf, h[:K] - self.QR @ h[K:])
@@ -329,37 +335,40 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
         def apply(self, v):
             return rows_T(self.dres * rows(v, self.Vmat), self.Vmat) + self.dx * v
 
-    def saddle(N: Normal, h, g, E):
-        """Solve ``M y - E^T l = h``, ``E y = g`` (simplex; else ``M y = h``), refined once."""
+        def saddle(self, h, g, refine: int = 0):
+            """Solve ``M y - E^T l = h``, ``E y = g`` (simplex; else ``M y = h``)."""
 
-        def once(h, g):
-            y = N.solve(h)
-            if not simplex:
-                return y, jnp.zeros((), dtype)
-            y_e = N.solve(E)
-            dl = (g - E @ y) / jnp.maximum(E @ y_e, tiny)
-            return y + dl * y_e, dl
+            def once(h, g):
+                y = self.solve(h)
+                if not simplex:
+                    return y, jnp.zeros((), dtype)
+                dl = (g - self.E @ y) / self.ey
+                return y + dl * self.y_e, dl
 
-        y, dl = once(h, g)
-        res_g = g - E @ y if simplex else g
-        dy, ddl = once(h + dl * E - N.apply(y), res_g)
-        return y + dy, dl + ddl
+            y, dl = once(h, g)
+            for _ in range(refine):
+                res_g = g - self.E @ y if simplex else g
+                dy, ddl = once(h + (dl * self.E if simplex else 0.0) - self.apply(y), res_g)
+                y, dl = y + dy, dl + ddl
+            return y, dl
 
     def max_step(v, dv):
         return jnp.minimum(1.0, jnp.min(jnp.where(dv < 0, -v / jnp.where(dv < 0, dv, -1.0), jnp.inf)))
 
     b_norm = 1.0 + jnp.max(jnp.abs(b))
 
-    def residuals(x, s, z, lam):
-        r_p = A_op(x) - s - b
-        r_d = AT_op(z) + (lam * ET if simplex else 0.0) - c_obj
-        r_e = jnp.sum(x[:K]) - 1.0 if simplex else jnp.zeros((), dtype)
+    def merit_of(x, z, lam, r_p, r_d, r_e):
         pobj = x[-1]
         dobj = b @ z + (lam if simplex else 0.0)
         gap = jnp.abs(pobj - dobj) / (1.0 + jnp.abs(pobj))
         pres = jnp.maximum(jnp.max(jnp.abs(r_p)), jnp.abs(r_e)) / b_norm
-        merit = jnp.maximum(jnp.maximum(pres, jnp.max(jnp.abs(r_d))), gap)
-        return r_p, r_d, r_e, merit
+        return jnp.maximum(jnp.maximum(pres, jnp.max(jnp.abs(r_d))), gap)
+
+    def residuals(x, s, z, lam):
+        r_p = A_op(x) - s - b
+        r_d = AT_op(z) + (lam * ET if simplex else 0.0) - c_obj
+        r_e = jnp.sum(x[:K]) - 1.0 if simplex else jnp.zeros((), dtype)
+        return r_p, r_d, r_e
 
     # --- starting point: primal and dual feasible for the simplex, well centred ----------
     w0 = jnp.full(K, 1.0 / K, dtype)
@@ -373,55 +382,68 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
     y0 = jnp.full(K, K * jnp.mean(s0[: 2 * n]) * 0.5 / n, dtype)
     z0 = jnp.concatenate([zr, y0])
     lam0 = -y0[0] if simplex else jnp.zeros((), dtype)
-    state0 = (x0, s0, z0, lam0)
-    merit0 = residuals(*state0)[-1]
+    res0 = residuals(x0, s0, z0, lam0)
+    state0 = (x0, s0, z0, lam0, *res0)
+    merit0 = merit_of(x0, z0, lam0, *res0)
     zeros_r = jnp.zeros(nr, dtype)
 
     def cond(carry):
         state, _, best_merit, k, k_best, failed = carry
-        _, s, z, _ = state
+        s, z = state[1], state[2]
         mu = s @ z / m
         stalled = (k - k_best > _STALL_STEPS) | ((mu < 1e-4 * tol) & (k - k_best > 1))
-        return (best_merit >= tol) & (~failed) & (~stalled) & (k < max_steps)
+        return (best_merit >= _IPM_TOL_FACTOR * tol) & (~failed) & (~stalled) & (k < max_steps)
 
     def body(carry):
         state, best, best_merit, k, k_best, _ = carry
-        x, s, z, lam = state
-        r_p, r_d, r_e, _ = residuals(x, s, z, lam)
+        x, s, z, lam, r_p, r_d, r_e = state
         mu = s @ z / m
         D = z / s
-        N = Normal(V, D[: 2 * n], jnp.concatenate([D[2 * n :], zeros_r]))
+        N = Normal(V, D[: 2 * n], jnp.concatenate([D[2 * n :], zeros_r]), ET)
 
-        def direction(r_c):
+        def direction(r_c, refine):
             h = r_d + AT_op((r_c - z * r_p) / s)
-            dx, dl = saddle(N, h, -r_e, ET)
-            ds = A_op(dx) + r_p
+            dx, dl = N.saddle(h, -r_e, refine=refine)
+            Adx = A_op(dx)
+            ds = Adx + r_p
             dz = (r_c - z * ds) / s
-            return dx, ds, dz, dl
+            return dx, ds, dz, dl, Adx
 
         # predictor (affine scaling), then Mehrotra's centring-corrector
-        dx, ds, dz, dl = direction(-s * z)
+        dx, ds, dz, dl, _ = direction(-s * z, 0)
         ap, ad = max_step(s, ds), max_step(z, dz)
         mu_aff = (s + ap * ds) @ (z + ad * dz) / m
         sigma = jnp.clip((mu_aff / jnp.maximum(mu, tiny)) ** 3, 0.0, 1.0)
-        dx, ds, dz, dl = direction(sigma * mu - s * z - ds * dz)
-        ap = _STEP_FRACTION * max_step(s, ds)
-        ad = _STEP_FRACTION * max_step(z, dz)
-        new = (x + ap * dx, s + ap * ds, z + ad * dz, lam + ad * dl)
-        merit = residuals(*new)[-1]
+        # (one refinement step against the unregularised matrix keeps the dual residual
+        # falling once the normal matrix is badly conditioned)
+        dx, ds, dz, dl, Adx = direction(sigma * mu - s * z - ds * dz, 1)
+        frac = jnp.maximum(_STEP_FRACTION, 1.0 - _ADAPT * mu)  # Wright 1997, Section 10.2
+        ap = frac * max_step(s, ds)
+        ad = frac * max_step(z, dz)
+        x_n, s_n, z_n, lam_n = x + ap * dx, s + ap * ds, z + ad * dz, lam + ad * dl
+        # residuals at the new point, updated with the directions (one pass over V)
+        r_p_n = r_p + ap * (Adx - ds)
+        r_d_n = r_d + ad * (AT_op(dz) + (dl * ET if simplex else 0.0))
+        r_e_n = jnp.sum(x_n[:K]) - 1.0 if simplex else r_e
+        new = (x_n, s_n, z_n, lam_n, r_p_n, r_d_n, r_e_n)
+        merit = merit_of(x_n, z_n, lam_n, r_p_n, r_d_n, r_e_n)
         finite = jnp.isfinite(merit)
         new = jax.tree.map(lambda a, o: jnp.where(finite, a, o), new, state)
         merit = jnp.where(finite, merit, jnp.inf)
         better = merit < best_merit
-        best = jax.tree.map(lambda a, o: jnp.where(better, a, o), new, best)
+        best = jax.tree.map(lambda a, o: jnp.where(better, a, o), new[:4], best)
         k_best = jnp.where(merit < _IMPROVE * best_merit, k + 1, k_best)
         if _DEBUG:
-            rp_, rd_, re_, _ = residuals(*new)
-            jax.debug.print("k={k} merit={m:.2e} mu={mu:.2e} ap={ap:.3f} ad={ad:.3f} sigma={sg:.2e} rp={rp:.1e} rd={rd:.1e} re={re:.1e}", k=k, m=merit, mu=mu, ap=ap, ad=ad, sg=sigma, rp=jnp.max(jnp.abs(rp_)), rd=jnp.max(jnp.abs(rd_)), re=re_)
+            jax.debug.print(
+                "k={k} merit={m:.2e} mu={mu:.2e} ap={ap:.3f} ad={ad:.3f} sigma={sg:.2e} "
+                "rp={rp:.1e} rd={rd:.1e}",
+                k=k, m=merit, mu=mu, ap=ap, ad=ad, sg=sigma,
+                rp=jnp.max(jnp.abs(r_p_n)), rd=jnp.max(jnp.abs(r_d_n)),
+            )
         return new, best, jnp.minimum(merit, best_merit), k + 1, k_best, ~finite
 
     zero = jnp.zeros((), jnp.int32)
-    carry = (state0, state0, merit0, zero, zero, jnp.zeros((), bool))
+    carry = (state0, state0[:4], merit0, zero, zero, jnp.zeros((), bool))
     _, best, best_merit, steps, _, failed = lax.while_loop(cond, body, carry)
     x, s, z, lam = best
 
@@ -439,10 +461,10 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
     xb = x.at[:K].set(x[:K] * keep)
     delta = 1e-10 * (1.0 + jnp.max(jnp.sum(Vp * Vp, axis=1)) * jnp.sum(act_r))
     prox = jnp.concatenate([jnp.where(fixed, 1.0, delta), jnp.full(nr, delta, dtype)])
-    Np = Normal(Vp, act_r, prox)
     Ep = jnp.concatenate([keep, zeros_r])
+    Np = Normal(Vp, act_r, prox, Ep)
     h = rows_T(act_r * (b[: 2 * n] - rows(xb, Vp)), Vp)
-    dx, _ = saddle(Np, h, 1.0 - Ep @ xb if simplex else jnp.zeros((), dtype), Ep)
+    dx, _ = Np.saddle(h, 1.0 - Ep @ xb if simplex else jnp.zeros((), dtype), refine=2)
     x_pur = xb + dx
 
     # The dual likewise: the smallest change of the multipliers of the active rows (and
@@ -455,8 +477,7 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
     def dual_solve(r):
         y = Np.solve(r)
         if simplex:
-            y_e = Np.solve(Ep)
-            y = y - y_e * (Ep @ y) / (1.0 + Ep @ y_e)
+            y = y - Np.y_e * (Ep @ y) / (1.0 + Ep @ Np.y_e)
         return y
 
     mu_ = dual_solve(g)
