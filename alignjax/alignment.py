@@ -61,6 +61,8 @@ Norm = Literal["sup", "mse"]
 WeightSet = Literal["simplex", "nonneg"]
 
 _DEBUG = False
+_REG = 1e2
+_REFINE = 1
 _LEAF = 16  # leaf size of the recursive block factorisation
 _STEP_FRACTION = 0.99
 _ADAPT = 1.0
@@ -274,7 +276,7 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
     dtype = V.dtype
     eps = jnp.finfo(dtype).eps
     tiny = jnp.finfo(dtype).tiny
-    reg = 1e2 * eps
+    reg = _REG * eps
     nr = 2 if offset else 1  # free variables besides w: (c, t) or (t,)
     m = 2 * n + K
 
@@ -416,7 +418,7 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
         sigma = jnp.clip((mu_aff / jnp.maximum(mu, tiny)) ** 3, 0.0, 1.0)
         # (one refinement step against the unregularised matrix keeps the dual residual
         # falling once the normal matrix is badly conditioned)
-        dx, ds, dz, dl, Adx = direction(sigma * mu - s * z - ds * dz, 1)
+        dx, ds, dz, dl, Adx = direction(sigma * mu - s * z - ds * dz, _REFINE)
         frac = jnp.maximum(_STEP_FRACTION, 1.0 - _ADAPT * mu)  # Wright 1997, Section 10.2
         ap = frac * max_step(s, ds)
         ad = frac * max_step(z, dz)
@@ -805,3 +807,155 @@ def alignment_error(
             "pass throw=False to read the status instead",
         )
     return res
+
+
+# ----------------------------------------------------------------------------------------
+# Error against the number of agents
+# ----------------------------------------------------------------------------------------
+
+
+class AlignmentCurve(eqx.Module):
+    """The alignment error of random agent subsets against their size K = 1..K_max.
+
+    Attributes:
+        num_agents: (K_max,) the subset sizes 1..K_max.
+        errors: (K_max, S) the fitted error of each sampled subset (``epsilon``).
+        mean, std: (K_max,) their mean and standard deviation over the S samples.
+        quantiles: (K_max, Q) their quantiles at ``quantile_levels``.
+        quantile_levels: (Q,) the levels.
+        best_single: (K_max, S) baseline: the smallest error of a single agent of the
+            subset (fitted with the same norm, weights and offset rules).
+        uniform: (K_max, S) baseline: the error of the uniform average of the subset's
+            agents, fitted as one agent with the same rules.
+        best_single_mean, uniform_mean: (K_max,) means of the baselines over samples.
+        certified: (K_max,) fraction of the subset fits whose status is ``OPTIMAL``.
+    """
+
+    num_agents: Int[Array, " Kmax"]
+    errors: Float[Array, "Kmax S"]
+    mean: Float[Array, " Kmax"]
+    std: Float[Array, " Kmax"]
+    quantiles: Float[Array, "Kmax Q"]
+    quantile_levels: Float[Array, " Q"]
+    best_single: Float[Array, "Kmax S"]
+    uniform: Float[Array, "Kmax S"]
+    best_single_mean: Float[Array, " Kmax"]
+    uniform_mean: Float[Array, " Kmax"]
+    certified: Float[Array, " Kmax"]
+
+
+def _subsets(key, pool: int, max_agents: int, num_samples: int):
+    """(K_max, S, K_max) agent indices: the first K of row (K-1, s) are a uniform random
+    K-subset of the pool; the rest repeat its members (duplicates leave the hull and the
+    cone unchanged, so every fit has the static shape K_max). Also the (K_max, S, K_max)
+    mask of the distinct members."""
+    sizes = jnp.arange(1, max_agents + 1)
+    keys = jax.random.split(key, max_agents * num_samples)
+    keys = keys.reshape((max_agents, num_samples) + keys.shape[1:])
+    perms = jax.vmap(jax.vmap(lambda k: jax.random.permutation(k, pool)[:max_agents]))(keys)
+    slot = jnp.arange(max_agents)
+    src = slot[None, :] % sizes[:, None]  # (K_max, K_max): slot j repeats member j mod K
+    idx = jnp.take_along_axis(perms, jnp.broadcast_to(src[:, None, :], perms.shape), axis=-1)
+    mask = jnp.broadcast_to((slot[None, :] < sizes[:, None])[:, None, :], perms.shape)
+    return idx, mask
+
+
+def alignment_curve(
+    user_utility: Float[Array, "A Y"],
+    agent_utilities: Float[Array, "P A Y"],
+    *,
+    key,
+    max_agents: int | None = None,
+    num_samples: int = 32,
+    norm: Norm = "sup",
+    weights: WeightSet = "simplex",
+    offset: bool = True,
+    entry_weights: Float[Array, "A Y"] | None = None,
+    quantile_levels=(0.1, 0.5, 0.9),
+    solver: AlignmentSolver = AlignmentSolver(),
+    batch_size: int = 16,
+) -> AlignmentCurve:
+    """Alignment error against the number of agents, with the paper's two baselines.
+
+    For each K = 1..K_max, draws ``num_samples`` subsets of K agents from the pool
+    uniformly without replacement (seeded by ``key``), fits each with
+    :func:`alignment_error`, and reports the mean and spread of the error next to
+    the best single agent of the subset and the uniform average of its agents (the
+    comparisons of the seed paper's experiments, arXiv 2509.15090, Section 6).
+
+    Args:
+        user_utility: (A, Y) ``u``.
+        agent_utilities: (P, A, Y) the pool of P >= 1 agents.
+        key: a ``jax.random`` key.
+        max_agents: K_max (static), at most P; default P.
+        num_samples: subsets per K (static).
+        norm, weights, offset, entry_weights, solver: as in :func:`alignment_error`.
+        quantile_levels: levels of the reported quantiles (static).
+        batch_size: fits per vmapped chunk (static); chunks run in sequence under
+            ``jax.lax.map``, which keeps each chunk in cache on CPU.
+
+    Returns:
+        An :class:`AlignmentCurve`.
+
+    Raises:
+        ValueError: as :func:`alignment_error`, or ``max_agents`` outside ``[1, P]``.
+    """
+    u, U, p = _prepare(user_utility, agent_utilities, entry_weights, norm, weights, "alignment_curve")
+    pool = U.shape[0]
+    max_agents = pool if max_agents is None else int(max_agents)
+    if not 1 <= max_agents <= pool:
+        raise ValueError(f"alignment_curve: max_agents must be in [1, {pool}]; got {max_agents}")
+    if num_samples < 1:
+        raise ValueError(f"alignment_curve: num_samples must be >= 1; got {num_samples}")
+    return _curve_jit(
+        u, U, p, key, max_agents, int(num_samples), norm, weights, bool(offset),
+        tuple(float(q) for q in quantile_levels), solver, int(batch_size),
+    )
+
+
+def _curve(u, U, p, key, max_agents, num_samples, norm, weights, offset, levels, solver, batch_size):
+    idx, mask = _subsets(key, U.shape[0], max_agents, num_samples)
+    flat_idx = idx.reshape(-1, max_agents)
+    flat_mask = mask.reshape(-1, max_agents)
+
+    def fit(agents):
+        return _fit(u, agents, p, solver, norm, weights, offset)
+
+    def subset_fit(i):
+        return fit(U[i])
+
+    res = lax.map(subset_fit, flat_idx, batch_size=batch_size)
+    errors = res.epsilon.reshape(max_agents, num_samples)
+    certified = jnp.mean((res.status == Status.OPTIMAL).reshape(max_agents, num_samples), axis=1)
+
+    # baselines: every pool agent alone (once), then the subsets' minima; the averages
+    single = lax.map(lambda a: fit(a[None]).epsilon, U, batch_size=batch_size)
+    best_single = jnp.min(jnp.where(flat_mask, single[flat_idx], jnp.inf), axis=1)
+    avg = jnp.einsum("bk,bkay->bay", flat_mask.astype(U.dtype), U[flat_idx])
+    avg = avg / jnp.sum(flat_mask, axis=1)[:, None, None]
+    uniform = lax.map(lambda a: fit(a[None]).epsilon, avg, batch_size=batch_size)
+
+    lv = jnp.asarray(levels, u.dtype)
+    best_single = best_single.reshape(max_agents, num_samples)
+    uniform = uniform.reshape(max_agents, num_samples)
+    return AlignmentCurve(
+        num_agents=jnp.arange(1, max_agents + 1, dtype=jnp.int32),
+        errors=errors,
+        mean=jnp.mean(errors, axis=1),
+        std=jnp.std(errors, axis=1),
+        quantiles=jnp.quantile(errors, lv, axis=1).T,
+        quantile_levels=lv,
+        best_single=best_single,
+        uniform=uniform,
+        best_single_mean=jnp.mean(best_single, axis=1),
+        uniform_mean=jnp.mean(uniform, axis=1),
+        certified=certified,
+    )
+
+
+_curve_jit = jax.jit(
+    _curve,
+    static_argnames=(
+        "max_agents", "num_samples", "norm", "weights", "offset", "levels", "solver", "batch_size",
+    ),
+)
