@@ -6,6 +6,14 @@ written for one game and batched with ``jax.vmap``.
 """
 
 from alignjax import lp, persuasion, response
+from alignjax import alignment
+from alignjax.alignment import (
+    AlignmentCurve,
+    AlignmentResult,
+    AlignmentSolver,
+    alignment_curve,
+    alignment_error,
+)
 from alignjax.game import Game, GameSpecError, game_from_dict, game_to_dict, load_game
 from alignjax.persuasion import PersuasionResult, PersuasionSolver
 from alignjax.response import (
@@ -20,6 +28,12 @@ from alignjax.status import Status, status_name
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlignmentCurve",
+    "AlignmentResult",
+    "AlignmentSolver",
+    "alignment",
+    "alignment_curve",
+    "alignment_error",
     "Game",
     "GameSpecError",
     "PersuasionResult",

@@ -3,6 +3,8 @@
 Subcommands:
 
 * ``alignjax solve GAME.json --mode persuasion --agent I [--json] [--float32]``
+* ``alignjax alignment GAME.json [--norm sup|mse] [--weights simplex|nonneg] [--no-offset]
+  [--json] [--float32]``: the market-alignment error of the agents for the user
 
 Bad input (a missing or unreadable file, malformed JSON, a missing field, a wrong
 shape, invalid values, an out-of-range option) prints one line naming the file and
@@ -141,6 +143,74 @@ def _cmd_solve(args) -> int:
 # ----------------------------------------------------------------------------------------
 
 
+# alignment
+# ----------------------------------------------------------------------------------------
+
+
+def _cmd_alignment(args) -> int:
+    _configure_jax(args.float32)
+    import jax
+    import jax.numpy as jnp
+
+    from alignjax.alignment import alignment_error
+    from alignjax.game import GameSpecError, load_game
+    from alignjax.status import status_name
+
+    dtype = jnp.float32 if args.float32 else jnp.float64
+    try:
+        game = load_game(args.game, dtype=dtype)
+    except GameSpecError as err:
+        raise CLIError(str(err)) from None
+    res = jax.device_get(
+        alignment_error(
+            game.user_utility,
+            game.agent_utilities,
+            norm=args.norm,
+            weights=args.weights,
+            offset=not args.no_offset,
+            throw=False,
+        )
+    )
+    out = _jsonable(
+        {
+            "epsilon": res.epsilon,
+            "weights": res.weights,
+            "offset": res.offset,
+            "status": status_name(res.status),
+            "norm": args.norm,
+            "weight_set": args.weights,
+            "fit_offset": not args.no_offset,
+            "max_residual": res.max_residual,
+            "gap": res.gap,
+            "steps": res.steps,
+            "agents": list(game.agents) if game.agents else None,
+        }
+    )
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        table = Table(title=f"alignjax alignment ({args.norm}, {args.weights})", show_header=False)
+        for k in ("epsilon", "offset", "max_residual", "gap", "status", "steps"):
+            v = out[k]
+            table.add_row(k, f"{v:.10g}" if isinstance(v, float) else str(v))
+        console.print(table)
+        wt = Table(title="weights")
+        wt.add_column("agent")
+        wt.add_column("weight", justify="right")
+        names = out["agents"] or [f"agent {i}" for i in range(len(out["weights"]))]
+        for name, w in zip(names, out["weights"]):
+            wt.add_row(str(name), f"{w:.10g}")
+        console.print(wt)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, status 2 (argparse's own convention)
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -161,6 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
     p.set_defaults(func=_cmd_solve)
+
+    p = sub.add_parser(
+        "alignment", help="how close the user's utility is to the agents' convex hull"
+    )
+    p.add_argument("game", help="path to GAME.json (format: README, 'The GAME.json format')")
+    p.add_argument("--norm", choices=["sup", "mse"], default="sup")
+    p.add_argument("--weights", choices=["simplex", "nonneg"], default="simplex")
+    p.add_argument("--no-offset", action="store_true", help="fit without the constant c")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
+    p.set_defaults(func=_cmd_alignment)
     return parser
 
 
