@@ -28,6 +28,11 @@ block-diagonal (A blocks of size A-1); it is eliminated first, leaving one dense
 (Y+1) x (Y+1) Schur complement for the prior rows and the floor. An iteration
 costs O(A^2 Y^2 + A^4 + Y^3) instead of O((A^2 + Y)^3).
 
+The same machinery solves the general revelation LP :func:`solve_revelation_lp`
+(S recommendations with R obedience rows each, block by block), of which the
+persuasion LP is the case S = A; the simultaneous game's exact best responses
+(:mod:`alignjax.simultaneous`) use it with recommendations that are response maps.
+
 The solver is written for one problem; batch it with ``jax.vmap``.
 """
 
@@ -43,7 +48,15 @@ from jaxtyping import Array, Float, Int
 from alignjax import _linalg
 from alignjax.status import Status
 
-__all__ = ["LPSolution", "solve_persuasion_lp", "persuasion_dual_bound", "default_lp_tol"]
+__all__ = [
+    "LPSolution",
+    "solve_persuasion_lp",
+    "persuasion_dual_bound",
+    "default_lp_tol",
+    "RevelationLPSolution",
+    "solve_revelation_lp",
+    "revelation_dual_bound",
+]
 
 
 _DEBUG = False
@@ -304,6 +317,87 @@ def _ipm(data: _Data, max_steps: int, tol: float):
     return x, x_proj, lG, lh, steps, best_merit
 
 
+# ----------------------------------------------------------------------------------------
+# Scaling, purification and certificate, shared by the persuasion LP and the general
+# revelation LP below.
+# ----------------------------------------------------------------------------------------
+
+
+def _real_states(prior):
+    """States of non-negligible prior, and the prior with dummy mass on the others.
+
+    A state of prior below ``eps^0.75 * max prior`` gets mass ``1 / Y`` and zero
+    utilities in the scaled problem, so it cannot leave the interior empty.
+    """
+    eps = jnp.finfo(prior.dtype).eps
+    real = prior > eps ** 0.75 * jnp.max(prior)
+    return real, jnp.where(real, prior, 1.0 / prior.shape[0])
+
+
+def _unit_range(m, real):
+    """``m`` (..., Y) mapped to [0, 1] over the real states (zero elsewhere); (scaled, lo, range)."""
+    lo = jnp.min(jnp.where(real[None, :], m, jnp.inf))
+    hi = jnp.max(jnp.where(real[None, :], m, -jnp.inf))
+    rng = hi - lo
+    rng = jnp.where(rng > 0, rng, 1.0)
+    return jnp.where(real[None, :], (m - lo) / rng, 0.0), lo, rng
+
+
+def _scale_rows(rows, zero_tol):
+    """Each constraint row (last axis) scaled to max-abs 1; rows at most ``zero_tol``
+    are replaced by all-ones rows (``sum x >= 0``, always slack). (D, row_scale, zero_row)."""
+    row_scale = jnp.max(jnp.abs(rows), axis=-1)
+    zero_row = row_scale <= zero_tol
+    D = jnp.where(zero_row[..., None], 1.0, rows / jnp.where(zero_row, 1.0, row_scale)[..., None])
+    return D, row_scale, zero_row
+
+
+def _on_prior(x_raw, prior):
+    """Clip an iterate at zero and renormalise each state's column onto the prior.
+
+    Returns ``(conditional, x)``: (S, Y) P(s | y) (uniform where a column is empty)
+    and (S, Y) ``x = P(s | y) prior(y)``, which meets the prior rows exactly.
+    """
+    x_pos = jnp.maximum(x_raw, 0.0)
+    col = jnp.sum(x_pos, axis=0)
+    rows = jnp.where(col[None, :] > 0, x_pos / jnp.where(col > 0, col, 1.0), 1.0 / x_raw.shape[0])
+    return rows, rows * prior[None, :]
+
+
+def _pick_purified(x_ipm, x_proj, to_units, objective, value_slack):
+    """Keep the purified point when it is finite, (nearly) non-negative, less infeasible
+    and loses at most ``value_slack`` of objective; ``to_units(x) -> (rows, x, violation)``."""
+    eps = jnp.finfo(x_ipm.dtype).eps
+    rows_ipm, x_i, viol_ipm = to_units(x_ipm)
+    rows_proj, x_p, viol_proj = to_units(x_proj)
+    # the projection must not have moved mass off the simplex to reach the face
+    # and a misclassified variable must not have cost objective value
+    proj_ok = (
+        jnp.all(jnp.isfinite(x_proj))
+        & (jnp.min(x_proj) >= -jnp.sqrt(eps))
+        & (viol_proj <= viol_ipm)
+        & (jnp.sum(x_p * objective) >= jnp.sum(x_i * objective) - value_slack)
+    )
+    return (
+        jnp.where(proj_ok, rows_proj, rows_ipm),
+        jnp.where(proj_ok, x_p, x_i),
+        jnp.where(proj_ok, viol_proj, viol_ipm),
+    )
+
+
+def _status(infeasible, certified, merit, steps, max_steps):
+    """The status code from the certificate: infeasible, optimal, iteration cap or breakdown."""
+    return jnp.where(
+        infeasible,
+        Status.INFEASIBLE,
+        jnp.where(
+            certified,
+            Status.OPTIMAL,
+            jnp.where(jnp.isfinite(merit) & (steps >= max_steps), Status.MAX_STEPS, Status.NUMERICAL),
+        ),
+    ).astype(jnp.int32)
+
+
 def solve_persuasion_lp(
     prior: Float[Array, " Y"],
     objective: Float[Array, "A Y"],
@@ -375,23 +469,12 @@ def solve_persuasion_lp(
         )
 
     # --- scaling -------------------------------------------------------------------
-    real = prior > eps ** 0.75 * jnp.max(prior)
-    p = jnp.where(real, prior, 1.0 / num_states)
-
-    def unit_range(m):
-        lo = jnp.min(jnp.where(real[None, :], m, jnp.inf))
-        hi = jnp.max(jnp.where(real[None, :], m, -jnp.inf))
-        rng = hi - lo
-        rng = jnp.where(rng > 0, rng, 1.0)
-        return jnp.where(real[None, :], (m - lo) / rng, 0.0), lo, rng
-
-    V, vlo, vrange = unit_range(objective)
-    h, ulo, urange = unit_range(user_utility)
+    real, p = _real_states(prior)
+    V, vlo, vrange = _unit_range(objective, real)
+    h, ulo, urange = _unit_range(user_utility, real)
     others = _others(num_actions)
     diff = h[:, None, :] - h[others]  # (A, R, Y)
-    row_scale = jnp.max(jnp.abs(diff), axis=-1)
-    zero_row = row_scale <= 1e3 * eps
-    D = jnp.where(zero_row[..., None], 1.0, diff / jnp.where(zero_row, 1.0, row_scale)[..., None])
+    D, row_scale, zero_row = _scale_rows(diff, 1e3 * eps)
 
     # The floor enters in regret form, sum x[a, y] L[a, y] <= beta with
     # L = max_a' u(a', y) - u(a, y) >= 0 and beta = FI - floor: no cancellation when the
@@ -409,10 +492,7 @@ def solve_persuasion_lp(
 
     # --- back to the user's units --------------------------------------------------------
     def to_user_units(x_raw):
-        x_pos = jnp.maximum(x_raw, 0.0)
-        col = jnp.sum(x_pos, axis=0)
-        rows = jnp.where(col[None, :] > 0, x_pos / jnp.where(col > 0, col, 1.0), 1.0 / num_actions)
-        x = rows * prior[None, :]
+        rows, x = _on_prior(x_raw, prior)
         gains = x @ user_utility.T  # gains[a, b] = sum_y x[a, y] u[b, y]
         obedience = jnp.diag(gains)[:, None] - gains  # sum_y x[a, y] (u[a, y] - u[b, y])
         violation = jnp.maximum(jnp.max(-obedience), 0.0)
@@ -421,20 +501,10 @@ def solve_persuasion_lp(
             violation = jnp.maximum(violation, jnp.where(infeasible, 0.0, floor - uval))
         return rows, x, violation
 
-    rows_ipm, x_i, viol_ipm = to_user_units(x_ipm)
-    rows_proj, x_p, viol_proj = to_user_units(x_proj)
-    # the projection must not have moved mass off the simplex to reach the face
-    # and a misclassified variable must not have cost objective value
     cert_tol = _CERT_FACTOR * tol
-    proj_ok = (
-        jnp.all(jnp.isfinite(x_proj))
-        & (jnp.min(x_proj) >= -jnp.sqrt(eps))
-        & (viol_proj <= viol_ipm)
-        & (jnp.sum(x_p * objective) >= jnp.sum(x_i * objective) - cert_tol * vrange)
+    scheme_rows, x, violation = _pick_purified(
+        x_ipm, x_proj, to_user_units, objective, cert_tol * vrange
     )
-    scheme_rows = jnp.where(proj_ok, rows_proj, rows_ipm)
-    x = jnp.where(proj_ok, x_p, x_i)
-    violation = jnp.where(proj_ok, viol_proj, viol_ipm)
     eta_scaled = jnp.where(zero_row, 0.0, jnp.maximum(lG, 0.0))
     eta_ar = eta_scaled * vrange / (urange * jnp.where(zero_row, 1.0, row_scale))
     eta = jnp.zeros((num_actions, num_actions), dtype).at[
@@ -449,15 +519,7 @@ def solve_persuasion_lp(
     # The status comes from the certificate itself, in the scaled units: the gap between
     # the dual bound and the value, and the largest violation, both within cert_tol.
     certified = (dual - value <= cert_tol * vrange) & (violation <= cert_tol * urange)
-    status = jnp.where(
-        infeasible,
-        Status.INFEASIBLE,
-        jnp.where(
-            certified,
-            Status.OPTIMAL,
-            jnp.where(jnp.isfinite(merit) & (steps >= max_steps), Status.MAX_STEPS, Status.NUMERICAL),
-        ),
-    ).astype(jnp.int32)
+    status = _status(infeasible, certified, merit, steps, max_steps)
     return LPSolution(
         recommendation=x,
         scheme=scheme_rows.T,
@@ -465,6 +527,166 @@ def solve_persuasion_lp(
         nu=nu,
         objective=value,
         user_value=uval,
+        dual_bound=dual,
+        gap=dual - value,
+        max_violation=violation,
+        steps=steps,
+        status=status,
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# The general revelation LP: a distribution over recommendations with block obedience
+# ----------------------------------------------------------------------------------------
+
+
+class RevelationLPSolution(eqx.Module):
+    """Solution of one revelation LP (:func:`solve_revelation_lp`).
+
+    Attributes:
+        joint: (S, Y) ``x[s, y]``, joint P(recommend s, y); meets the prior rows exactly.
+        conditional: (Y, S) P(recommend s | y); for a state of prior zero the row is
+            the solver's (arbitrary) choice.
+        multipliers: (S, R) obedience multipliers ``lam[s, r] >= 0``, in the units of
+            ``objective`` per unit of ``rows``.
+        objective: () ``sum x V`` at the returned point.
+        dual_bound: () :func:`revelation_dual_bound` at ``multipliers``: an upper bound
+            on the optimum whatever the solver did.
+        gap: () ``dual_bound - objective``.
+        max_violation: () the largest violation of an obedience row at the returned
+            point, in the units of ``rows``.
+        steps: () interior-point iterations taken.
+        status: () a :class:`alignjax.Status` code (``OPTIMAL`` when gap and violation
+            are within ``100 * tol`` of the objective's range and the rows' largest
+            entry; infeasibility is not detected and shows as ``MAX_STEPS`` or
+            ``NUMERICAL``).
+    """
+
+    joint: Float[Array, "S Y"]
+    conditional: Float[Array, "Y S"]
+    multipliers: Float[Array, "S R"]
+    objective: Float[Array, ""]
+    dual_bound: Float[Array, ""]
+    gap: Float[Array, ""]
+    max_violation: Float[Array, ""]
+    steps: Int[Array, ""]
+    status: Int[Array, ""]
+
+
+def revelation_dual_bound(
+    prior: Float[Array, " Y"],
+    objective: Float[Array, "S Y"],
+    rows: Float[Array, "S R Y"],
+    multipliers: Float[Array, "S R"],
+) -> Float[Array, ""]:
+    """The dual objective of the revelation LP at multipliers ``lam`` (negatives clipped).
+
+    ``sum_y prior[y] max_s [V[s, y] + sum_r lam[s, r] rows[s, r, y]]`` bounds the LP's
+    optimum from above for every ``lam >= 0`` (weak duality: each feasible ``x`` has
+    ``sum x V <= sum x (V + lam . rows)``, and a column of ``x`` sums to ``prior[y]``),
+    with equality at optimal multipliers.
+    """
+    lam = jnp.maximum(multipliers, 0)
+    lagr = objective + jnp.einsum("sr,sry->sy", lam, rows)
+    return jnp.sum(prior * jnp.max(lagr, axis=0))
+
+
+def solve_revelation_lp(
+    prior: Float[Array, " Y"],
+    objective: Float[Array, "S Y"],
+    rows: Float[Array, "S R Y"],
+    *,
+    max_steps: int = 100,
+    tol: float | None = None,
+) -> RevelationLPSolution:
+    """Solve a revelation-principle LP with block obedience constraints, for one problem::
+
+        maximise    sum_{s,y} x[s, y] V[s, y]
+        subject to  x >= 0,   sum_s x[s, y] = prior[y]                 (one per state)
+                    sum_y x[s, y] rows[s, r, y] >= 0    for each s, r   (obedience)
+
+    ``x[s, y] = prior[y] P(recommend s | y)`` over S recommendations. The rows of block
+    ``s`` touch only ``x[s, :]``, the structure :func:`solve_persuasion_lp` exploits;
+    that LP is the case S = A recommended actions with rows ``u(a, y) - u(b, y)``.
+    The general form serves the generalised revelation principle of the
+    simultaneous game (:mod:`alignjax.simultaneous`), where a recommendation is a map
+    from the rivals' message profiles to actions and there is one row per rival
+    profile and deviation.
+
+    Same method, scaling, purification and certificate as :func:`solve_persuasion_lp`
+    (``docs/lp.md``): an iteration costs ``O(S R^2 Y + S R^3 + Y^3)``.
+
+    Args:
+        prior: (Y,) P(y), non-negative, summing to one.
+        objective: (S, Y) the sender's value ``V[s, y]`` of recommending s in state y.
+        rows: (S, R) x Y obedience rows (any units; rows that vanish on the states of
+            non-negligible prior are dropped).
+        max_steps: iteration cap (static).
+        tol: relative tolerance (default :func:`default_lp_tol`).
+
+    Returns:
+        A :class:`RevelationLPSolution`. The LP is assumed feasible; an infeasible
+        one is reported with a non-``OPTIMAL`` status.
+
+    Raises:
+        ValueError: at trace time, for mismatched shapes.
+    """
+    prior = jnp.asarray(prior)
+    dtype = jnp.result_type(prior, objective, rows)
+    prior, objective, rows = (jnp.asarray(a, dtype) for a in (prior, objective, rows))
+    if prior.ndim != 1:
+        raise ValueError(f"solve_revelation_lp: 'prior' must be (Y,); got {prior.shape}")
+    num_states = prior.shape[0]
+    if objective.ndim != 2 or objective.shape[1] != num_states:
+        raise ValueError(
+            f"solve_revelation_lp: 'objective' must be (S, {num_states}); got {objective.shape}"
+        )
+    num_blocks = objective.shape[0]
+    if rows.ndim != 3 or rows.shape[0] != num_blocks or rows.shape[2] != num_states:
+        raise ValueError(
+            f"solve_revelation_lp: 'rows' must be ({num_blocks}, R, {num_states}) to match "
+            f"'objective' {objective.shape}; got {rows.shape}"
+        )
+    tol = default_lp_tol(dtype) if tol is None else tol
+    eps = jnp.finfo(dtype).eps
+    tiny = jnp.finfo(dtype).tiny
+    num_rows = rows.shape[1]
+
+    real, p = _real_states(prior)
+    V, vlo, vrange = _unit_range(objective, real)
+    rows_real = jnp.where(real[None, None, :], rows, 0.0)
+    row_norm = jnp.maximum(jnp.max(jnp.abs(rows_real)), tiny)
+    D, row_scale, zero_row = _scale_rows(rows_real, 1e3 * eps * row_norm)
+    if num_rows == 0 or num_blocks == 1:
+        # nothing to choose (one block) or nothing to obey: no interior-point solve
+        lG = jnp.zeros((num_blocks, num_rows), dtype)
+        best = jnp.argmax(objective, axis=0)
+        x_raw = jax.nn.one_hot(best, num_blocks, dtype=dtype).T * prior[None, :]
+        x_proj, steps, merit = x_raw, jnp.zeros((), jnp.int32), jnp.zeros((), dtype)
+    else:
+        data = _Data(
+            p=p, V=V, D=D, h=jnp.zeros_like(V), f=jnp.asarray(-2.0, dtype)
+        )  # the floor row is unused: its slack is fixed at 2
+        x_raw, x_proj, lG, _, steps, merit = _ipm(data, max_steps, tol)
+
+    def to_units(x_raw):
+        cond, x = _on_prior(x_raw, prior)
+        obedience = jnp.einsum("sry,sy->sr", rows, x)
+        violation = jnp.maximum(jnp.max(-obedience, initial=0.0), 0.0)
+        return cond, x, violation
+
+    cert_tol = _CERT_FACTOR * tol
+    cond, x, violation = _pick_purified(x_raw, x_proj, to_units, objective, cert_tol * vrange)
+    lam = jnp.where(zero_row, 0.0, jnp.maximum(lG, 0.0)) * vrange / jnp.where(zero_row, 1.0, row_scale)
+    value = jnp.sum(x * objective)
+    dual = revelation_dual_bound(prior, objective, rows, lam)
+    certified = (dual - value <= cert_tol * vrange) & (violation <= cert_tol * row_norm)
+    status = _status(jnp.zeros((), bool), certified, merit, steps, max_steps)
+    return RevelationLPSolution(
+        joint=x,
+        conditional=cond.T,
+        multipliers=lam,
+        objective=value,
         dual_bound=dual,
         gap=dual - value,
         max_violation=violation,
