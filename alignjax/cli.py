@@ -91,7 +91,53 @@ def _solve_persuasion(game, args) -> dict:
     return out
 
 
-_SOLVERS: dict[str, Callable] = {"persuasion": _solve_persuasion}
+def _solve_selection(game, args) -> dict:
+    import jax
+
+    from alignjax import selection
+    from alignjax.status import status_name
+
+    if args.delta is not None and (not math.isfinite(args.delta) or args.delta < 0):
+        raise CLIError(f"--delta must be a finite number >= 0; got {args.delta}")
+    if args.evaluation_period is not None:
+        if not math.isfinite(args.evaluation_period) or args.evaluation_period <= 0:
+            raise CLIError(f"--evaluation-period must be > 0; got {args.evaluation_period}")
+        if args.delta:
+            raise CLIError("--delta applies to exact evaluation only; drop it or --evaluation-period")
+    delta = args.delta or 0.0
+    T = args.evaluation_period
+    run = jax.jit(lambda g: selection.solve(g, delta=delta, evaluation_period=T))
+    res = jax.device_get(run(game))
+    out = {
+        "mode": "selection",
+        "delta": delta,
+        "evaluation_period": T,
+        "user_value": res.user_value,
+        "agent_values": res.agent_values,
+        "selected": res.selected,
+        "selected_name": game.agents[int(res.selected)] if game.agents else None,
+        "selection_probabilities": res.selection_probabilities,
+        "offered_values": res.offered_values,
+        "nash_gap": res.nash_gap,
+        "gains": res.gains,
+        "converged": res.converged,
+        "status": status_name(res.status),
+        "iterations": res.iterations,
+        "full_information_value": res.full_information_value,
+        "no_information_value": res.no_information_value,
+        "value_ratio": res.value_ratio,
+        "normalized_value": res.normalized_value,
+        "monopoly_best": res.monopoly_best,
+        "monopoly_mean": res.monopoly_mean,
+        "schemes": res.schemes,
+        "agents": list(game.agents) if game.agents else None,
+        "states": list(game.states) if game.states else None,
+        "actions": list(game.actions) if game.actions else None,
+    }
+    return out
+
+
+_SOLVERS: dict[str, Callable] = {"persuasion": _solve_persuasion, "selection": _solve_selection}
 
 
 def _print_human(out: dict) -> None:
@@ -228,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=sorted(_SOLVERS), default="persuasion")
     p.add_argument("--agent", type=int, default=0, help="persuading agent index (default 0)")
     p.add_argument("--floor", type=float, default=None, help="lower bound on the user's value")
+    p.add_argument("--delta", type=float, default=None, help="selection: tie margin (default 0)")
+    p.add_argument(
+        "--evaluation-period", type=float, default=None,
+        help="selection: interactions T per agent in the user's evaluation (default: exact)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
     p.set_defaults(func=_cmd_solve)

@@ -80,3 +80,23 @@ def test_usage_error_exit_2():
     )
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr and proc.stdout == ""
+
+
+def test_solve_selection_json(capsys):
+    example = ROOT / "examples" / "two_agents.json"
+    code, out, err = run_cli(capsys, "solve", example, "--mode", "selection", "--delta", "0.001", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    for key in ("user_value", "agent_values", "selected", "nash_gap", "converged",
+                "full_information_value", "no_information_value", "monopoly_best", "monopoly_mean"):
+        assert key in data
+    assert data["status"] == "optimal" and data["converged"] is True
+    # the user's utility is the agents' average (opposed biases): near full information
+    assert data["full_information_value"] - data["user_value"] <= 1e-3 + 1e-9
+
+
+def test_selection_bad_options(capsys):
+    code, out, err = run_cli(capsys, "solve", EXAMPLE, "--mode", "selection", "--delta", "-1")
+    assert code == 2 and out == "" and "--delta" in err
+    code, out, err = run_cli(capsys, "solve", EXAMPLE, "--mode", "selection", "--evaluation-period", "0")
+    assert code == 2 and out == "" and "--evaluation-period" in err
