@@ -110,7 +110,8 @@ class AlignmentResult(eqx.Module):
             from the dual. For ``"simplex"`` the bound is rigorous (weak duality
             for the LP; convexity, the Frank-Wolfe gap, for the MSE). For
             ``"nonneg"`` it is rigorous over fits whose weights total at most
-            ``sum(weights)`` (it includes the dual infeasibility times that total).
+            ``max(1, sum(weights))``: it adds the dual infeasibility times that
+            total, so it is small exactly when the KKT conditions hold.
         steps: () iterations (sup) or active-set changes (MSE).
         status: () an :class:`alignjax.Status` code: ``OPTIMAL`` when ``gap`` is
             within ``100 * tol`` of the data's scale; ``MAX_STEPS``; ``NUMERICAL``.
@@ -543,7 +544,7 @@ def _fit_sup(V, u, simplex, offset, max_steps, tol):
         if simplex:
             lb = us @ q - jnp.max(Vq)
         else:
-            lb = us @ q - jnp.sum(w) * jnp.maximum(jnp.max(Vq), 0.0)
+            lb = us @ q - jnp.maximum(jnp.sum(w), 1.0) * jnp.maximum(jnp.max(Vq), 0.0)
         return jnp.where(jnp.isfinite(lb), lb, -jnp.inf)
 
     lb = jnp.maximum(jnp.maximum(lower_bound(z), lower_bound(z_pur)), 0.0) * scale
@@ -691,7 +692,7 @@ def _fit_mse(V, u, p, simplex, offset, max_steps, tol):
     if simplex:
         gap = grad @ w - jnp.min(grad)
     else:
-        gap = grad @ w - jnp.sum(w) * jnp.minimum(jnp.min(grad), 0.0)
+        gap = grad @ w - jnp.maximum(jnp.sum(w), 1.0) * jnp.minimum(jnp.min(grad), 0.0)
     gap = jnp.maximum(gap, 0.0)
     finite = jnp.isfinite(mse) & jnp.all(jnp.isfinite(w))
     cert = finite & (gap <= _CERT_FACTOR * tol * scale * scale)
