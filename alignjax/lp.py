@@ -482,10 +482,16 @@ def solve_persuasion_lp(
     regret = jnp.where(real[None, :], jnp.max(h, axis=0, keepdims=True) - h, 0.0)
     beta = (fi_value - floor) / urange
     infeasible = beta < -100 * eps * jnp.maximum(1.0, jnp.abs(fi_value) / urange)
+    # Every obedient scheme gives the user at least NI, so a floor at or below NI is
+    # redundant: dropped, it cannot leave a tight redundant row (a degenerate dual).
+    ni_value = jnp.max(user_utility @ prior)
+    redundant = floor <= ni_value + 1e3 * eps * jnp.maximum(urange, jnp.abs(ni_value))
     # A floor at FI leaves no interior (only zero-regret actions may be recommended);
     # it is relaxed by a round-off margin, reported in max_violation.
     margin = _FLOOR_MARGIN(dtype)
-    beta_eff = jnp.where(infeasible | ~jnp.isfinite(beta), 2.0, jnp.clip(beta, margin, 2.0))
+    beta_eff = jnp.where(
+        infeasible | redundant | ~jnp.isfinite(beta), 2.0, jnp.clip(beta, margin, 2.0)
+    )
     data = _Data(p=p, V=V, D=D, h=-regret, f=-beta_eff)
 
     x_ipm, x_proj, lG, lh, steps, merit = _ipm(data, max_steps, tol)
@@ -511,7 +517,7 @@ def solve_persuasion_lp(
         jnp.arange(num_actions)[:, None], others
     ].set(eta_ar)
     nu = jnp.maximum(lh, 0.0) * vrange / urange
-    nu = jnp.where(has_floor & ~infeasible, nu, 0.0)
+    nu = jnp.where(has_floor & ~infeasible & ~redundant & jnp.isfinite(floor), nu, 0.0)
 
     value = jnp.sum(x * objective)
     uval = jnp.sum(x * user_utility)
@@ -520,7 +526,7 @@ def solve_persuasion_lp(
     # the dual bound and the value, and the largest violation, both within cert_tol.
     certified = (dual - value <= cert_tol * vrange) & (violation <= cert_tol * urange)
     status = _status(infeasible, certified, merit, steps, max_steps)
-    return LPSolution(
+    sol = LPSolution(
         recommendation=x,
         scheme=scheme_rows.T,
         eta=eta,
@@ -533,6 +539,57 @@ def solve_persuasion_lp(
         steps=steps,
         status=status,
     )
+    if has_floor:
+        sol = _prefer_full_information(sol, prior, objective, user_utility, floor, cert_tol)
+    return sol
+
+
+def _prefer_full_information(sol: LPSolution, prior, objective, user_utility, floor, cert_tol):
+    """Floors at (or just below) the full-information value FI, where competition in the
+    best-AI selection game drives them, leave the LP almost no interior. There the
+    optimum is (close to) closed form: recommend in each state the agent's favourite
+    among the user's best actions. Its dual certificate is ``eta = 0`` and ``nu`` the
+    largest ratio of the agent's gain to the user's loss over the other actions, so its
+    gap is ``nu * (FI - floor)``. It replaces the interior-point solution when it is
+    certified and the latter is not (or is worse).
+    """
+    dtype = prior.dtype
+    eps = jnp.finfo(dtype).eps
+    urange = jnp.maximum(jnp.max(user_utility) - jnp.min(user_utility), eps)
+    vrange = jnp.maximum(jnp.max(objective) - jnp.min(objective), eps)
+    best_u = jnp.max(user_utility, axis=0)
+    optimal = user_utility >= best_u[None, :] - 1e3 * eps * urange  # (A, Y)
+    a_star = jnp.argmax(jnp.where(optimal, objective, -jnp.inf), axis=0)
+    x = jax.nn.one_hot(a_star, user_utility.shape[0], axis=0, dtype=dtype) * prior[None, :]
+    loss = best_u[None, :] - user_utility  # the user's loss from each action
+    gain = objective - jnp.take_along_axis(objective, a_star[None, :], axis=0)
+    ratio = jnp.where(~optimal & (prior[None, :] > 0), jnp.maximum(gain, 0.0) / jnp.maximum(loss, eps), 0.0)
+    nu = jnp.max(ratio)
+    value = jnp.sum(x * objective)
+    uval = jnp.sum(x * user_utility)
+    fi = jnp.sum(prior * best_u)
+    slack = jnp.where(jnp.isfinite(floor), jnp.maximum(fi - floor, 0.0), jnp.inf)
+    dual = value + jnp.where(nu > 0, nu * slack, 0.0)
+    gains = x @ user_utility.T
+    violation = jnp.maximum(jnp.max(-(jnp.diag(gains)[:, None] - gains)), 0.0)
+    violation = jnp.maximum(violation, jnp.maximum(floor - uval, 0.0))
+    certified = (dual - value <= cert_tol * vrange) & (violation <= cert_tol * urange)
+    use = certified & ((sol.status != Status.OPTIMAL) | (value > sol.objective))
+    scheme = jnp.where(prior[:, None] > 0, x.T / jnp.where(prior > 0, prior, 1.0)[:, None], sol.scheme)
+    candidate = LPSolution(
+        recommendation=x,
+        scheme=scheme,
+        eta=jnp.zeros_like(sol.eta),
+        nu=nu,
+        objective=value,
+        user_value=uval,
+        dual_bound=dual,
+        gap=dual - value,
+        max_violation=violation,
+        steps=sol.steps,
+        status=jnp.asarray(Status.OPTIMAL, jnp.int32),
+    )
+    return jax.tree.map(lambda a, b: jnp.where(use, a, b), candidate, sol)
 
 
 # ----------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
 from alignjax.game import Game
-from alignjax.lp import LPSolution, default_lp_tol, solve_persuasion_lp
+from alignjax.lp import solve_persuasion_lp
 from alignjax.persuasion import PersuasionSolver
 from alignjax.response import full_information_value, no_information_value
 from alignjax.status import Status
@@ -227,67 +227,9 @@ class _Ctx(eqx.Module):
 
 
 def _lp(ctx: _Ctx, solver: SelectionSolver, i, floor):
-    if floor is not None:
-        # every obedient scheme gives the user at least NI: a floor at or below NI is
-        # redundant, and dropping it avoids a tight redundant constraint
-        scale = jnp.maximum(jnp.max(jnp.abs(ctx.user)), 1.0)
-        # (a finite floor below NI stands for "none": it keeps the dual bound finite)
-        floor = jnp.where(floor <= ctx.ni + _KNIFE * scale, ctx.ni - scale, floor)
-    sol = solve_persuasion_lp(
+    return solve_persuasion_lp(
         ctx.prior, ctx.agents[i], ctx.user, floor, max_steps=solver.lp.max_steps, tol=solver.lp.tol
     )
-    if floor is None:
-        return sol
-    return _prefer_full_information(sol, ctx.prior, ctx.agents[i], ctx.user, floor)
-
-
-def _prefer_full_information(sol: LPSolution, prior, objective, user_utility, floor) -> LPSolution:
-    """Floors at (or just below) the full-information value FI, where competition
-    drives this game, leave the LP almost no interior. There the optimum is (close to)
-    closed form: recommend in each state the agent's favourite among the user's best
-    actions. Its dual certificate is ``eta = 0`` and ``nu`` the largest ratio of the
-    agent's gain to the user's loss over the other actions, so its gap is
-    ``nu * (FI - floor)``. It replaces the interior-point solution when it is certified
-    and the latter is not (or is worse).
-    """
-    dtype = prior.dtype
-    eps = jnp.finfo(dtype).eps
-    urange = jnp.maximum(jnp.max(user_utility) - jnp.min(user_utility), eps)
-    vrange = jnp.maximum(jnp.max(objective) - jnp.min(objective), eps)
-    best_u = jnp.max(user_utility, axis=0)
-    optimal = user_utility >= best_u[None, :] - 1e3 * eps * urange  # (A, Y)
-    a_star = jnp.argmax(jnp.where(optimal, objective, -jnp.inf), axis=0)
-    x = jax.nn.one_hot(a_star, user_utility.shape[0], axis=0, dtype=dtype) * prior[None, :]
-    loss = best_u[None, :] - user_utility  # the user's loss from each action
-    gain = objective - jnp.take_along_axis(objective, a_star[None, :], axis=0)
-    ratio = jnp.where(~optimal & (prior[None, :] > 0), jnp.maximum(gain, 0.0) / jnp.maximum(loss, eps), 0.0)
-    nu = jnp.max(ratio)
-    value = jnp.sum(x * objective)
-    uval = jnp.sum(x * user_utility)
-    fi = jnp.sum(prior * best_u)
-    dual = value + nu * jnp.maximum(fi - floor, 0.0)
-    gains = x @ user_utility.T
-    violation = jnp.maximum(jnp.max(-(jnp.diag(gains)[:, None] - gains)), 0.0)
-    violation = jnp.maximum(violation, jnp.maximum(floor - uval, 0.0))
-    cert = 100 * default_lp_tol(dtype)
-    certified = (dual - value <= cert * vrange) & (violation <= cert * urange) & (floor <= fi + cert * urange)
-    use = certified & ((sol.status != Status.OPTIMAL) | (value > sol.objective))
-    col = jnp.sum(x, axis=0)
-    scheme = jnp.where(col[None, :] > 0, x / jnp.where(col > 0, col, 1.0), 1.0 / x.shape[0]).T
-    candidate = LPSolution(
-        recommendation=x,
-        scheme=scheme,
-        eta=jnp.zeros_like(sol.eta),
-        nu=nu,
-        objective=value,
-        user_value=uval,
-        dual_bound=dual,
-        gap=dual - value,
-        max_violation=violation,
-        steps=sol.steps,
-        status=jnp.asarray(Status.OPTIMAL, jnp.int32),
-    )
-    return jax.tree.map(lambda a, b: jnp.where(use, a, b), candidate, sol)
 
 
 def _payoff(ctx: _Ctx, i, x):
