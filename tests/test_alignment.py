@@ -339,3 +339,26 @@ def test_cli_alignment(capsys, tmp_path):
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "agent_utilities" in lines[0]
+
+
+@pytest.mark.slow
+def test_monopoly_guarantee():
+    """docs/theory.md, "Market alignment and what eps buys", case 1: the market's eps
+    buys nothing for a monopolist (two_agents.json: eps = 0, the seller alone leaves
+    the user below FI), but agent i's own error eps_i does: user value >= FI - 2 eps_i."""
+    game = aj.load_game(ROOT / "examples" / "two_agents.json")
+    mono = aj.persuasion.monopoly(game)
+    fi = float(aj.full_information_value(game.prior, game.user_utility))
+    assert float(alignment_error(game.user_utility, game.agent_utilities).epsilon) < 1e-12
+    assert float(mono.user_value[0]) < fi - 0.05
+    rng = np.random.default_rng(30)
+    n, K, A, Y = 64, 2, 3, 4
+    prior = rng.dirichlet(np.ones(Y), size=n)
+    u = rng.uniform(size=(n, A, Y))
+    U = u[:, None] + rng.uniform(-1, 1, size=(n, K, A, Y)) * rng.uniform(0, 0.3, size=(n, 1, 1, 1))
+    games = aj.Game(prior, u, U)
+    users = jax.jit(jax.vmap(lambda g: aj.persuasion.monopoly(g).user_value))(games)
+    own = fit_batch(u[:, None].repeat(K, 1).reshape(n * K, A, Y), U.reshape(n * K, 1, A, Y)).epsilon
+    fi = (prior * u.max(1)).sum(1)
+    bound = fi[:, None] - 2 * np.asarray(own).reshape(n, K)
+    assert np.all(np.asarray(users) >= bound - 1e-7)
