@@ -63,6 +63,7 @@ WeightSet = Literal["simplex", "nonneg"]
 _DEBUG = False
 _REG = 1e2
 _REFINE = 1
+_PURIFY_REFINE = 1
 _LEAF = 16  # leaf size of the recursive block factorisation
 _STEP_FRACTION = 0.99
 _ADAPT = 1.0
@@ -467,7 +468,7 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
     Ep = jnp.concatenate([keep, zeros_r])
     Np = Normal(Vp, act_r, prox, Ep)
     h = rows_T(act_r * (b[: 2 * n] - rows(xb, Vp)), Vp)
-    dx, _ = Np.saddle(h, 1.0 - Ep @ xb if simplex else jnp.zeros((), dtype), refine=2)
+    dx, _ = Np.saddle(h, 1.0 - Ep @ xb if simplex else jnp.zeros((), dtype), refine=_PURIFY_REFINE)
     x_pur = xb + dx
 
     # The dual likewise: the smallest change of the multipliers of the active rows (and
@@ -484,7 +485,7 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
         return y
 
     mu_ = dual_solve(g)
-    for _ in range(2):  # iterative refinement
+    for _ in range(_PURIFY_REFINE):  # iterative refinement
         zr = zr0 + act_r * rows(mu_, Vp)
         lam_p = lam + (Ep @ mu_ if simplex else 0.0)
         res = g - (rows_T(zr - zr0, Vp) + ((lam_p - lam) * Ep if simplex else 0.0)) - (prox * mu_)
