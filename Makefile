@@ -26,6 +26,7 @@ test-all: $(BIN)/alignjax
 ## bench: the side-by-side benchmarks
 bench: $(BIN)/alignjax
 	$(BIN)/python benchmarks/persuasion_vs_highs.py
+	$(BIN)/python benchmarks/alignment_vs_scipy.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
