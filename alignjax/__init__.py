@@ -16,6 +16,8 @@ from alignjax.alignment import (
 )
 from alignjax.game import Game, GameSpecError, game_from_dict, game_to_dict, load_game
 from alignjax.persuasion import PersuasionResult, PersuasionSolver
+from alignjax import simultaneous
+from alignjax.simultaneous import SimultaneousResult, SimultaneousSolver
 from alignjax.response import (
     best_response,
     full_information_value,
@@ -50,5 +52,8 @@ __all__ = [
     "posterior",
     "quantal_response",
     "response",
+    "simultaneous",
+    "SimultaneousResult",
+    "SimultaneousSolver",
     "status_name",
 ]

@@ -3,6 +3,7 @@
 Subcommands:
 
 * ``alignjax solve GAME.json --mode persuasion --agent I [--json] [--float32]``
+* ``alignjax solve GAME.json --mode simultaneous [--temperature TAU] [--signals M] [--json]``
 * ``alignjax alignment GAME.json [--norm sup|mse] [--weights simplex|nonneg] [--no-offset]
   [--json] [--float32]``: the market-alignment error of the agents for the user
 
@@ -137,7 +138,49 @@ def _solve_selection(game, args) -> dict:
     return out
 
 
+def _solve_simultaneous(game, args) -> dict:
+    import jax
+
+    from alignjax import simultaneous
+    from alignjax.status import status_name
+
+    tau = args.temperature
+    if tau is not None and (not math.isfinite(tau) or tau < 0):
+        raise CLIError(f"--temperature {tau}: must be a finite number >= 0")
+    signals = game.num_actions if args.signals is None else args.signals
+    if signals < 1:
+        raise CLIError(f"--signals {signals}: must be >= 1")
+    temperature = tau if tau else None  # 0 or absent: a best-responding user
+    solver = simultaneous.SimultaneousSolver()
+    try:
+        run = jax.jit(lambda g: simultaneous.solve(g, solver, temperature=temperature, signals=signals))
+        res = jax.device_get(run(game))
+    except ValueError as err:  # e.g. an exact evaluation over the memory budget
+        raise CLIError(f"{args.game}: {err}") from None
+    return {
+        "mode": "simultaneous",
+        "temperature": tau or 0.0,
+        "signals": signals,
+        "user_value": res.user_value,
+        "agent_values": res.agent_values,
+        "exploitability": res.exploitability,
+        "exact_certificate": bool(res.exact_certificate),
+        "gains": res.gains,
+        "best_response_values": res.best_response_values,
+        "full_information_value": res.full_information_value,
+        "no_information_value": res.no_information_value,
+        "status": status_name(res.status),
+        "iterations": res.iterations,
+        "final_search_temperature": res.final_search_temperature,
+        "monte_carlo": bool(res.monte_carlo),
+        "schemes": res.schemes,
+        "agents": list(game.agents) if game.agents else None,
+        "states": list(game.states) if game.states else None,
+    }
+
+
 _SOLVERS: dict[str, Callable] = {"persuasion": _solve_persuasion, "selection": _solve_selection}
+_SOLVERS["simultaneous"] = _solve_simultaneous
 
 
 def _print_human(out: dict) -> None:
@@ -281,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
+    p.add_argument(
+        "--temperature", type=float, default=None,
+        help="simultaneous: the user's quantal temperature (default: she best-responds)",
+    )
+    p.add_argument("--signals", type=int, default=None, help="simultaneous: messages per agent (default A)")
     p.set_defaults(func=_cmd_solve)
 
     p = sub.add_parser(
