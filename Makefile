@@ -11,22 +11,27 @@ $(BIN)/alignjax: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-## run: the main job on its embedded default
+## run: the main job (the sweep) on its embedded default; outputs in runs/default
 run: $(BIN)/alignjax
-	$(BIN)/alignjax solve examples/prosecutor_judge.json --mode persuasion --agent 0
+	$(BIN)/alignjax sweep --out runs/default
 
-## test: the test suite CI runs (slow cases excluded)
+# Compiled programs are cached on disk and shared by the test processes and the
+# command-line runs the tests start (XLA compilation dominates the suite's time).
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
+
+## test: the test suite CI runs (slow cases excluded), on two worker processes
 test: $(BIN)/alignjax
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile
 
 ## test-all: every test, slow ones included
 test-all: $(BIN)/alignjax
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 ## bench: the side-by-side benchmarks
 bench: $(BIN)/alignjax
 	$(BIN)/python benchmarks/persuasion_vs_highs.py
 	$(BIN)/python benchmarks/alignment_vs_scipy.py
+	$(BIN)/python benchmarks/simultaneous_scaling.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

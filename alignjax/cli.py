@@ -300,6 +300,153 @@ def _cmd_alignment(args) -> int:
 # ----------------------------------------------------------------------------------------
 
 
+def _cmd_sweep(args) -> int:
+    from alignjax import sweep
+
+    if args.print_default_config:
+        print(sweep.DEFAULT_CONFIG, end="")
+        return 0
+    if args.out is None:
+        raise CLIError("sweep: --out DIR is required")
+    sweep.maybe_initialize_distributed(
+        args.distributed, args.coordinator, args.num_processes, args.process_id
+    )
+    try:
+        cfg = sweep.load_config(args.config)
+        _configure_jax(cfg["dtype"] == "float32")
+        if args.dry_run:
+            cells = sweep.expand_cells(cfg)
+            print(f"{len(cells)} cells x {cfg['instances']} games = {len(cells) * cfg['instances']} games")
+            for cell in cells:
+                print(json.dumps(cell.describe()))
+            return 0
+        sweep.run_sweep(cfg, args.out, progress=not args.quiet, csv=True if args.csv else None)
+    except sweep.SweepConfigError as err:
+        raise CLIError(str(err)) from None
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
+# movielens
+# ----------------------------------------------------------------------------------------
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise CLIError(f"{option} {text!r}: expected comma-separated integers") from None
+
+
+def _float_list(text: str, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise CLIError(f"{option} {text!r}: expected comma-separated numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise CLIError(f"{option} {text!r}: values must be finite")
+    return values
+
+
+_MOVIELENS_OPTIONS = {  # MovieLensConfig field -> command-line option (for error messages)
+    "slate_size": "--slate-size", "prior": "--prior", "actions": "--actions", "levels": "--levels",
+    "biases": "--biases", "min_ratings": "--min-ratings", "variants": "--variants",
+    "max_agents": "--max-agents", "samples": "--samples", "sup_agents": "--sup-agents",
+    "selection_agents": "--selection-agents", "simultaneous_agents": "--simultaneous-agents",
+    "targets": "--targets", "seed": "--seed", "mf_rank": "--mf-rank", "mf_reg": "--mf-reg",
+    "mf_iterations": "--mf-iterations", "mf_test_fraction": "--mf-test-fraction",
+}
+
+
+def _cmd_movielens(args) -> int:
+    import logging
+    import time
+
+    _configure_jax(False)
+    from rich.console import Console
+
+    from alignjax.data.movielens import MovieLensConfig, MovieLensError, run_movielens
+
+    console = Console(stderr=True, quiet=args.quiet)
+    config = MovieLensConfig(
+        slate_size=args.slate_size, prior=args.prior, actions=args.actions, levels=args.levels,
+        biases=_float_list(args.biases, "--biases"), min_ratings=args.min_ratings,
+        variants=tuple(v.strip() for v in args.variants.split(",")), max_agents=args.max_agents,
+        samples=args.samples, sup_agents=_int_list(args.sup_agents, "--sup-agents"),
+        selection_agents=_int_list(args.selection_agents, "--selection-agents"),
+        simultaneous_agents=_int_list(args.simultaneous_agents, "--simultaneous-agents"),
+        targets=args.targets, seed=args.seed, mf_rank=args.mf_rank, mf_reg=args.mf_reg,
+        mf_iterations=args.mf_iterations,
+    )
+    try:
+        config.validate()
+    except ValueError as err:
+        field, _, msg = str(err).partition(": ")
+        raise CLIError(f"{_MOVIELENS_OPTIONS.get(field, field)}: {msg}") from None
+    # the loader's notes (skipped people, dropped ratings) go to the console, once
+    logger = logging.getLogger("alignjax.data.movielens")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = logging.Handler()
+    handler.emit = lambda record: console.print(f"note: {record.getMessage()}", highlight=False)
+    logger.addHandler(handler)
+    t0 = time.perf_counter()
+    try:
+        if args.quiet:
+            run = run_movielens(args.data, args.out, config)
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=console) as progress:
+                run = run_movielens(
+                    args.data, args.out, config, progress=progress,
+                    echo=lambda msg: progress.console.print(msg, highlight=False),
+                )
+    except MovieLensError as err:
+        raise CLIError(str(err)) from None
+    except ValueError as err:
+        field, _, msg = str(err).partition(": ")
+        if field in _MOVIELENS_OPTIONS:
+            raise CLIError(f"{_MOVIELENS_OPTIONS[field]}: {msg}") from None
+        raise CLIError(str(err)) from None
+    finally:
+        logger.removeHandler(handler)
+    wall = time.perf_counter() - t0
+    if not args.quiet:
+        _print_movielens(console, run)
+    print(f"alignjax movielens: wrote {len(run['outputs'])} files to {args.out} in {wall:.1f} s")
+    return 0
+
+
+def _print_movielens(console, run: dict) -> None:
+    from rich.table import Table
+
+    key = run["key_numbers"]
+    table = Table(title="Experiment A: alignment error (mean over target people)")
+    for col in ("variant / fit / bias", "K", "best fit of K", "best single", "uniform average"):
+        table.add_column(col, justify="right" if col != "variant / fit / bias" else "left")
+    for name, by_k in key["alignment"].items():
+        for k, v in by_k.items():
+            table.add_row(name, k, f"{v['error']:.4g}", f"{v['best_single']:.4g}", f"{v['uniform']:.4g}")
+    console.print(table)
+    table = Table(title="Experiment B: user's value, normalized (v - NI) / (FI - NI)")
+    for col in ("variant / game / bias", "K", "user", "monopoly", "certified"):
+        table.add_column(col, justify="right" if col != "variant / game / bias" else "left")
+    for name, by_k in key["games"].items():
+        for k, v in by_k.items():
+            table.add_row(name, k, f"{v['normalized']:.3f}", f"{v['monopoly_normalized']:.3f}", f"{v['certified']:.2f}")
+    console.print(table)
+    mf = run.get("matrix_factorisation")
+    if mf:
+        console.print(
+            f"matrix factorisation: held-out RMSE {mf['rmse']:.4f} (global mean {mf['global_mean_rmse']:.4f}, "
+            f"biases only {mf['bias_rmse']:.4f})", highlight=False,
+        )
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, status 2 (argparse's own convention)
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -341,6 +488,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
     p.set_defaults(func=_cmd_alignment)
+    p = sub.add_parser(
+        "sweep",
+        help="run a parameter sweep (the main job); without CONFIG the embedded default",
+    )
+    p.add_argument("config", nargs="?", default=None, help="CONFIG.toml (default: the embedded default)")
+    p.add_argument("--out", default=None, help="output directory (created, or resumed)")
+    p.add_argument("--csv", action="store_true", help="also write games.csv")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    p.add_argument("--print-default-config", action="store_true", help="print the embedded default config")
+    p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize first")
+    p.add_argument("--coordinator", default=None, help="coordinator address host:port (multi-process)")
+    p.add_argument("--num-processes", type=int, default=None)
+    p.add_argument("--process-id", type=int, default=None)
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser(
+        "movielens",
+        help="alignment and competition experiments on MovieLens people (README, 'Real data: MovieLens')",
+    )
+    p.add_argument("--data", required=True, help="a MovieLens release directory (ratings.csv, movies.csv)")
+    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    p.add_argument("--slate-size", type=int, default=12, help="movies per game, the most-rated (default 12)")
+    p.add_argument("--prior", choices=["uniform", "popularity"], default="uniform")
+    p.add_argument("--actions", choices=["binary", "graded"], default="binary")
+    p.add_argument("--levels", type=int, default=5, help="graded: engagement levels (default 5)")
+    p.add_argument("--biases", default="0,0.1", help="agents' engagement biases (default 0,0.1)")
+    p.add_argument("--min-ratings", type=int, default=20, help="skip people with fewer ratings (default 20)")
+    p.add_argument("--variants", default="observed,completed", help="observed and/or completed")
+    p.add_argument("--max-agents", type=int, default=100, help="A: largest K of the MSE curves (default 100)")
+    p.add_argument("--samples", type=int, default=8, help="A: agent subsets per K and person (default 8)")
+    p.add_argument("--sup-agents", default="1,2,5,10,25,50,100", help="A: the K grid of the sup-norm fits")
+    p.add_argument("--selection-agents", default="2,5,10", help="B: K of the best-AI selection game")
+    p.add_argument("--simultaneous-agents", default="2,3", help="B: K of the simultaneous game ('none': skip)")
+    p.add_argument("--targets", type=int, default=None, help="at most this many target people (default all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mf-rank", type=int, default=10, help="completion model: factors (default 10)")
+    p.add_argument("--mf-reg", type=float, default=0.1, help="completion model: penalty (default 0.1)")
+    p.add_argument("--mf-iterations", type=int, default=15, help="completion model: ALS sweeps (default 15)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or tables")
+    p.set_defaults(func=_cmd_movielens)
     return parser
 
 

@@ -333,7 +333,7 @@ def _first_best(v):
 # ----------------------------------------------------------------------------------------
 
 
-def _dynamics_exact(ctx: _Ctx, solver: SelectionSolver, X0):
+def _dynamics_exact(ctx: _Ctx, solver: SelectionSolver, X0, top):
     num_agents = X0.shape[0]
     dtype = X0.dtype
     v0 = jnp.sum(X0 * ctx.user, axis=(1, 2))
@@ -426,14 +426,16 @@ def _dynamics_exact(ctx: _Ctx, solver: SelectionSolver, X0):
 
     body = body_round_robin if solver.variant == "round_robin" else body_simultaneous
     st = lax.while_loop(cond, body, state)
-    gains, failed = _gains_exact(ctx, solver, st["X"], st["v"], st["s"], ctx.delta)
     # With delta = 0 the search stops within tol of the equilibrium level, where a
     # steep agent value can leave gains above tol. Candidate: every agent offers its
     # best scheme at the full-information value and the incumbent keeps the user; it
     # replaces the search's profile only if it is certified and the latter is not.
-    top = jax.vmap(lambda i: _lp(ctx, solver, i, ctx.fi))(jnp.arange(num_agents))
+    # Both profiles are certified in one vmapped call (one compiled LP copy).
     v_top = top.user_value
-    top_gains, top_failed = _gains_exact(ctx, solver, top.recommendation, v_top, st["s"], ctx.delta)
+    profiles = jnp.stack([st["X"], top.recommendation])
+    values = jnp.stack([st["v"], v_top])
+    pair = jax.vmap(lambda X, v: _gains_exact(ctx, solver, X, v, st["s"], ctx.delta))(profiles, values)
+    (gains, top_gains), (failed, top_failed) = pair[0], pair[1]
     use_top = (jnp.max(gains) > solver.tol) & (jnp.max(top_gains) <= solver.tol) & ~top_failed & jnp.all(
         top.status == Status.OPTIMAL
     )
@@ -560,11 +562,18 @@ def solve(
         x_ni=no_information_scheme(prior, user),
         delta=jnp.asarray(delta, dtype),
     )
-    monopoly = jax.vmap(lambda i: _lp(ctx, solver, i, None))(jnp.arange(num_agents))
+    # One vmapped LP call (one compiled copy of the solver) for each agent's monopoly
+    # scheme and its best scheme at the full-information value (a candidate below).
+    scale = jnp.maximum(jnp.max(jnp.abs(user)), 1.0)
+    floors = jnp.concatenate([jnp.full(num_agents, ctx.ni - scale), jnp.full(num_agents, ctx.fi)])
+    agent_of = jnp.concatenate([jnp.arange(num_agents), jnp.arange(num_agents)])
+    pre = jax.vmap(lambda i, f: _lp(ctx, solver, i, f))(agent_of, floors)
+    monopoly = jax.tree.map(lambda a: a[:num_agents], pre)
+    top = jax.tree.map(lambda a: a[num_agents:], pre)
     X0 = _initial_profile(ctx, solver, key) if solver.start != "monopoly" else monopoly.recommendation
 
     if evaluation_period is None:
-        st, gains, failed = _dynamics_exact(ctx, solver, X0)
+        st, gains, failed = _dynamics_exact(ctx, solver, X0, top)
         X, s = st["X"], st["s"]
         probs = jax.nn.one_hot(s, num_agents, dtype=dtype)
         cycle = st["cycle"]

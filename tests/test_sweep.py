@@ -1,0 +1,230 @@
+"""The sweep engine: config validation, outputs, resume, determinism, devices, processes."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alignjax import sweep
+from alignjax.cli import main
+
+TINY = """
+name = "tiny"
+seed = 3
+instances = 10
+[[study]]
+game = "persuasion"
+family = "hull"
+K = 2
+Y = 3
+A = 2
+family_params = { eps = [0.0, 0.1] }
+[[study]]
+game = "selection"
+family = "biased"
+K = 2
+Y = 3
+A = 2
+game_params = { delta = [0.0, 0.001] }
+"""
+
+
+def _cli(*args, env=None, timeout=600):
+    cmd = [sys.executable, "-m", "alignjax.cli", *map(str, args)]
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, config_path):
+    """One single-device, single-process run every other test compares with."""
+    out = tmp_path_factory.mktemp("ref") / "out"
+    proc = _cli("sweep", config_path, "--out", out, "--quiet", "--csv")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _numbers(out):
+    games = pd.read_parquet(Path(out) / "games.parquet")
+    cols = [c for c in games.columns if games[c].dtype.kind in "fi"]
+    return games, cols
+
+
+VALUES = ["user_value", "full_information_value", "no_information_value", "monopoly_best",
+          "monopoly_mean", "certificate", "alignment_eps"]
+
+
+def _same_numbers(a_dir, b_dir):
+    """Another device count or process count compiles a different (sharded) program,
+    so results agree to round-off, not bit for bit: values and certificates within
+    1e-9 (the solvers' tolerances are 1e-10 relative), the same statuses."""
+    a, _ = _numbers(a_dir)
+    b, _ = _numbers(b_dir)
+    assert list(a["instance"]) == list(b["instance"]) and list(a["cell"]) == list(b["cell"])
+    np.testing.assert_allclose(b[VALUES].to_numpy(float), a[VALUES].to_numpy(float), rtol=0, atol=1e-9)
+    assert list(a["status"]) == list(b["status"])
+
+
+def test_outputs(reference):
+    games, _ = _numbers(reference)
+    assert len(games) == 4 * 10  # 2 cells + 2 cells, 10 games each
+    for col in ("user_value", "full_information_value", "no_information_value", "normalized_value",
+                "certificate", "status", "seed", "instance", "K", "family.eps", "game.delta", "alignment_eps"):
+        assert col in games.columns
+    assert set(games["status"]) <= {"optimal", "max_steps", "cycle", "numerical"}
+    assert (games["status"] == "optimal").mean() > 0.9
+    # the hull family's measured distance to the hull never exceeds its eps
+    hull = games[games["family"] == "hull"]
+    assert np.all(hull["alignment_eps"] <= hull["family.eps"] + 1e-9)
+    assert (Path(reference) / "games.csv").exists()
+    summary = pd.read_csv(Path(reference) / "summary.csv")
+    assert len(summary) == 4 and "normalized_value_mean" in summary
+    run = json.loads((Path(reference) / "run.json").read_text())
+    for key in ("config", "config_hash", "versions", "devices", "wall_time_s"):
+        assert key in run
+    assert run["versions"]["jax"]
+    plots = list((Path(reference) / "plots").glob("*.png"))
+    assert plots and all(p.stat().st_size > 1000 for p in plots)
+
+
+def test_resume_and_determinism(reference, config_path, tmp_path):
+    """A rerun into a partial output directory skips finished chunks and ends with the
+    same final table; the numbers equal a fresh run's (same config, same seeds)."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    chunks = sorted((out / "chunks").glob("*.parquet"))
+    chunks[1].unlink()
+    (out / "games.parquet").unlink()
+    proc = _cli("sweep", config_path, "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert run["games_computed_this_run"] == 10  # only the missing chunk
+    a, cols = _numbers(reference)
+    b, _ = _numbers(out)
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_killed_run_loses_at_most_the_chunk_in_flight(config_path, reference, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "alignjax.cli", "sweep", str(config_path), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "chunks").glob("*.parquet")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = sorted((out / "chunks").glob("*.parquet"))
+    assert written, "no chunk finished before the kill"
+    for path in written:  # every file on disk is complete
+        assert len(pd.read_parquet(path)) == 10
+    proc = _cli("sweep", config_path, "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    a, cols = _numbers(reference)
+    b, _ = _numbers(out)
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_four_host_devices_give_the_same_numbers(config_path, reference, tmp_path):
+    out = tmp_path / "out"
+    proc = _cli("sweep", config_path, "--out", out, "--quiet",
+                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["devices"]) == 4
+    _same_numbers(reference, out)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_loopback_give_the_same_numbers(config_path, reference, tmp_path):
+    out = tmp_path / "out"
+    port = _free_port()
+    args = ["sweep", str(config_path), "--out", str(out), "--quiet", "--distributed",
+            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "alignjax.cli", *args, "--process-id", str(i)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in (0, 1)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    run = json.loads((out / "run.json").read_text())
+    assert run["processes"] == 2
+    _same_numbers(reference, out)
+
+
+def test_other_config_into_same_dir_is_refused(reference, tmp_path, capsys):
+    before = {p: p.read_bytes() for p in Path(reference).rglob("*") if p.is_file()}
+    other = tmp_path / "other.toml"
+    other.write_text(TINY.replace("seed = 3", "seed = 4"))
+    code = main(["sweep", str(other), "--out", str(reference), "--quiet"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "holds results of a different config" in err and len(err.strip().splitlines()) == 1
+    after = {p: p.read_bytes() for p in Path(reference).rglob("*") if p.is_file()}
+    assert before == after
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda t: t.replace('name = "tiny"', 'name = "tiny"\ncolour = 1'), "unknown key 'colour'"),
+        (lambda t: t.replace("instances = 10", 'instances = "ten"'), "key 'instances': expected an integer"),
+        (lambda t: t.replace("K = 2\nY = 3", "K = 0\nY = 3", 1), "study[0].K: sizes must be >= 1"),
+        (lambda t: t.replace("A = 2", "A = 1", 1), "study[0].A: need at least 2 actions"),
+        (lambda t: t.replace('family = "hull"', 'family = "nope"'), "study[0].family: unknown family 'nope'"),
+        (lambda t: t.replace('game = "persuasion"', 'game = "chess"'), "study[0].game: unknown game 'chess'"),
+        (lambda t: t.replace("eps = [0.0, 0.1]", "epsilon = 0.1"), "study[0].family_params: unknown key 'epsilon'"),
+        (lambda t: t.replace("eps = [0.0, 0.1]", "eps = -0.1"), "study[0].family_params.eps: values must be finite and >= 0"),
+        (lambda t: t.replace("delta = [0.0, 0.001]", "delta = -1"), "study[1].game_params.delta: must be >= 0"),
+        (lambda t: t + "solver = { speed = 11 }\n", "study[1].solver: unknown option 'speed'"),
+        (lambda t: t.replace('seed = 3', 'seed = 3\ndtype = "float16"'), "key 'dtype' must be"),
+        (lambda t: t.replace("[[study]]", "[[study]\n", 1), "malformed TOML"),
+    ],
+)
+def test_bad_configs_one_line_exit_2(tmp_path, capsys, edit, fragment):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(edit(TINY))
+    out = tmp_path / "out"
+    code = main(["sweep", str(cfg), "--out", str(out), "--quiet"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and str(cfg) in lines[0] and fragment in lines[0], err
+    assert not out.exists()
+
+
+def test_missing_config_file(tmp_path, capsys):
+    code = main(["sweep", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "o")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "no such file" in err
+
+
+def test_default_config_is_valid_and_small():
+    cfg = sweep.load_config(None)
+    cells = sweep.expand_cells(cfg)
+    games = {c.game for c in cells}
+    assert {"selection", "simultaneous"} <= games
+    assert {c.family for c in cells} >= {"hull", "random"}
+    assert len(cells) * cfg["instances"] <= 1000
