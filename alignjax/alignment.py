@@ -45,7 +45,6 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from alignjax import _linalg
 from alignjax.status import Status
 
 __all__ = [
@@ -132,7 +131,30 @@ class AlignmentResult(eqx.Module):
 # ----------------------------------------------------------------------------------------
 
 
-def _spd_factor(M):
+def _leaf_inverse(M, floor):
+    """Inverse of a small SPD matrix by Gauss-Jordan sweeps in a ``fori_loop`` (as
+    :func:`alignjax._linalg.spd_inverse`), with pivots below ``floor`` replaced by a huge
+    number: the direction of a numerically singular pivot is dropped from the solution
+    instead of blown up (Wright, "Modified Cholesky factorizations in interior-point
+    algorithms for linear programming", SIAM J. Optim. 1999)."""
+    n = M.shape[-1]
+    huge = 1.0 / jnp.finfo(M.dtype).eps ** 2
+    idx = jnp.arange(n)
+
+    def sweep(k, M):
+        d = M[k, k]
+        d = jnp.where(d > floor, d, huge)
+        col = M[:, k][:, None]
+        row = M[k, :][None, :]
+        in_row = (idx == k)[:, None]
+        in_col = (idx == k)[None, :]
+        updated = jnp.where(in_row | in_col, M / d, M - col * row / d)
+        return jnp.where(in_row & in_col, -1.0 / d, updated)
+
+    return -lax.fori_loop(0, n, sweep, M)
+
+
+def _spd_factor(M, floor=0.0):
     """Recursive 2x2 block factorisation of SPD ``M`` (n, n) for :func:`_spd_apply`.
 
     ``M = [[A, B], [B^T, C]]``: A is factored recursively, ``X = A^-1 B``, and the
@@ -144,13 +166,13 @@ def _spd_factor(M):
     """
     n = M.shape[-1]
     if n <= _LEAF:
-        return (_linalg.spd_inverse(M),)
+        return (_leaf_inverse(M, floor),)
     n1 = n // 2
     A, B, C = M[:n1, :n1], M[:n1, n1:], M[n1:, n1:]
-    fa = _spd_factor(A)
+    fa = _spd_factor(A, floor)
     X = _spd_apply(fa, B)
     S = C - B.T @ X
-    return (fa, X, _spd_factor(0.5 * (S + S.T)))
+    return (fa, X, _spd_factor(0.5 * (S + S.T), floor))
 
 
 def _spd_apply(fac, R):
@@ -169,12 +191,14 @@ class _Scaled(eqx.Module):
 
 
 def _spd_factor_scaled(M, reg):
-    """Factor ``M`` after Jacobi scaling to a unit diagonal, with ``reg`` added to it."""
+    """Factor ``M`` after Jacobi scaling to a unit diagonal, with ``reg`` added to it;
+    pivots that round-off drives below ``reg / 2`` are dropped (:func:`_leaf_inverse`)."""
     n = M.shape[-1]
     tiny = jnp.finfo(M.dtype).tiny
     d = jnp.sqrt(jnp.maximum(jnp.diagonal(M), tiny))
     Ms = M / (d[:, None] * d[None, :]) + reg * jnp.eye(n, dtype=M.dtype)
-    return _Scaled(_spd_factor(Ms), d)
+    # pivots below half the regularisation can only come from round-off
+    return _Scaled(_spd_factor(Ms, 0.5 * reg), d)
 
 
 def _scaled_apply(f: _Scaled, r):
@@ -258,7 +282,7 @@ def _prepare(user_utility, agent_utilities, entry_weights, norm, weights, where:
 # ----------------------------------------------------------------------------------------
 
 
-def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
+def _sup_ipm(V, u, mask, simplex: bool, offset: bool, max_steps: int, tol: float):
     """Mehrotra's predictor-corrector (Wright, "Primal-Dual Interior-Point Methods",
     SIAM 1997, Chapter 10) on ``min t`` over ``x = (w, [c], t)`` subject to
     ``A x - s = b``, ``s >= 0`` and (simplex) ``sum w = 1``, where the rows of A are::
@@ -271,10 +295,15 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
     form and the K x K Schur complement factored by :func:`_spd_factor`. The start is
     primal and dual feasible for the simplex and well centred.
 
+    Agents outside ``mask`` (duplicates) get a zero row, leave the simplex constraint
+    and cost 1 in the objective, so their weight goes to zero in a well-conditioned way.
+
     Returns the best iterate ``x``, its purified version, the multipliers ``z`` and the
     iteration statistics.
     """
     K, n = V.shape
+    V = V * mask[:, None]
+    maskf = mask.astype(V.dtype)
     dtype = V.dtype
     eps = jnp.finfo(dtype).eps
     tiny = jnp.finfo(dtype).tiny
@@ -303,8 +332,8 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
         return rows_T(z[: 2 * n], V) + jnp.concatenate([z[2 * n :], jnp.zeros(nr, dtype)])
 
     b = jnp.concatenate([-u, u, jnp.zeros(K, dtype)])
-    ET = jnp.concatenate([jnp.ones(K, dtype), jnp.zeros(nr, dtype)])
-    c_obj = jnp.zeros(K + nr, dtype).at[-1].set(1.0)
+    ET = jnp.concatenate([maskf, jnp.zeros(nr, dtype)])
+    c_obj = jnp.concatenate([1.0 - maskf, jnp.zeros(nr - 1, dtype), jnp.ones(1, dtype)])
 
     class Normal:
         """M = A_r^T diag(dres) A_r + diag(dx), A_r the residual rows built on Vmat, factored."""
@@ -362,7 +391,7 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
     b_norm = 1.0 + jnp.max(jnp.abs(b))
 
     def merit_of(x, z, lam, r_p, r_d, r_e):
-        pobj = x[-1]
+        pobj = c_obj @ x
         dobj = b @ z + (lam if simplex else 0.0)
         gap = jnp.abs(pobj - dobj) / (1.0 + jnp.abs(pobj))
         pres = jnp.maximum(jnp.max(jnp.abs(r_p)), jnp.abs(r_e)) / b_norm
@@ -371,21 +400,25 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
     def residuals(x, s, z, lam):
         r_p = A_op(x) - s - b
         r_d = AT_op(z) + (lam * ET if simplex else 0.0) - c_obj
-        r_e = jnp.sum(x[:K]) - 1.0 if simplex else jnp.zeros((), dtype)
+        r_e = maskf @ x[:K] - 1.0 if simplex else jnp.zeros((), dtype)
         return r_p, r_d, r_e
 
     # --- starting point: primal and dual feasible for the simplex, well centred ----------
-    w0 = jnp.full(K, 1.0 / K, dtype)
+    k_act = jnp.sum(maskf)
+    w0 = maskf / k_act
     e0 = w0 @ V - u
     c0 = -0.5 * (jnp.max(e0) + jnp.min(e0)) if offset else jnp.zeros((), dtype)
     emax = jnp.max(jnp.abs(e0 + c0))
     t0 = 2.0 * emax + 0.1
+    mu0 = jnp.mean(2.0 * emax + 0.1 - (e0 + c0)) * 0.5 / n  # ~ the residual rows' s z
+    w0 = jnp.where(mask, w0, mu0)  # masked agents: w y = mu0 with y = 1 (dual feasible)
     x0 = jnp.concatenate([w0, *([c0[None]] if offset else []), t0[None]])
     s0 = A_op(x0) - b
     zr = jnp.full(2 * n, 0.5 / n, dtype)
-    y0 = jnp.full(K, K * jnp.mean(s0[: 2 * n]) * 0.5 / n, dtype)
+    y_act = k_act * jnp.mean(s0[: 2 * n]) * 0.5 / n
+    y0 = jnp.where(mask, y_act, 1.0)
     z0 = jnp.concatenate([zr, y0])
-    lam0 = -y0[0] if simplex else jnp.zeros((), dtype)
+    lam0 = -y_act if simplex else jnp.zeros((), dtype)
     res0 = residuals(x0, s0, z0, lam0)
     state0 = (x0, s0, z0, lam0, *res0)
     merit0 = merit_of(x0, z0, lam0, *res0)
@@ -428,7 +461,7 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
         # residuals at the new point, updated with the directions (one pass over V)
         r_p_n = r_p + ap * (Adx - ds)
         r_d_n = r_d + ad * (AT_op(dz) + (dl * ET if simplex else 0.0))
-        r_e_n = jnp.sum(x_n[:K]) - 1.0 if simplex else r_e
+        r_e_n = maskf @ x_n[:K] - 1.0 if simplex else r_e
         new = (x_n, s_n, z_n, lam_n, r_p_n, r_d_n, r_e_n)
         merit = merit_of(x_n, z_n, lam_n, r_p_n, r_d_n, r_e_n)
         finite = jnp.isfinite(merit)
@@ -459,7 +492,7 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
     # keeps whichever point has the smaller error.
     active = s < z
     act_r = active[: 2 * n].astype(dtype)
-    fixed = active[2 * n :]
+    fixed = active[2 * n :] | ~mask
     keep = (~fixed).astype(dtype)
     Vp = V * keep[:, None]
     xb = x.at[:K].set(x[:K] * keep)
@@ -495,6 +528,25 @@ def _sup_ipm(V, u, simplex: bool, offset: bool, max_steps: int, tol: float):
     return x, x_pur, z[: 2 * n], z_pur, steps, best_merit, failed
 
 
+def _distinct_agents(Vs):
+    """(K,) mask keeping the first of every group of (numerically) identical agents.
+
+    Identical agents leave the hull and the cone unchanged but make the LP degenerate
+    (the normal matrix singular along ``e_i - e_j``), so all but one are taken out of
+    the interior-point method. Rows are compared through two fixed random projections
+    (K^2 comparisons of numbers rather than of rows), within ``100 eps`` of their size;
+    after centring, agents that differ by a constant count as identical, as they should
+    with a free offset.
+    """
+    K, n = Vs.shape
+    proj = np.random.default_rng(20260917).standard_normal((n, 2)) / np.sqrt(n)
+    h = Vs @ jnp.asarray(proj, Vs.dtype)  # (K, 2)
+    tol = 100 * jnp.finfo(Vs.dtype).eps * (1.0 + jnp.abs(h))
+    close = jnp.all(jnp.abs(h[:, None, :] - h[None, :, :]) <= tol[:, None, :], axis=-1)
+    earlier = jnp.arange(K)[None, :] < jnp.arange(K)[:, None]
+    return ~jnp.any(close & earlier, axis=1)
+
+
 def _fit_sup(V, u, simplex, offset, max_steps, tol):
     """Sup-norm fit in the user's units. V (K, n), u (n,)."""
     K, n = V.shape
@@ -510,10 +562,13 @@ def _fit_sup(V, u, simplex, offset, max_steps, tol):
     scale = jnp.where(scale > 0, scale, 1.0)
     Vs, us = Vc / scale, uc / scale
 
-    x_ipm, x_pur, z, z_pur, steps, merit, failed = _sup_ipm(Vs, us, simplex, offset, max_steps, tol)
+    mask = _distinct_agents(Vs)
+    x_ipm, x_pur, z, z_pur, steps, merit, failed = _sup_ipm(
+        Vs, us, mask, simplex, offset, max_steps, tol
+    )
 
     def finish(x):
-        w = jnp.maximum(x[:K], 0.0)
+        w = jnp.where(mask, jnp.maximum(x[:K], 0.0), 0.0)
         if simplex:
             tot = jnp.sum(w)
             w = jnp.where(tot > 0, w / jnp.where(tot > 0, tot, 1.0), 1.0 / K)
@@ -541,11 +596,11 @@ def _fit_sup(V, u, simplex, offset, max_steps, tol):
         if offset:
             q = q - jnp.mean(q)
         q = q / jnp.maximum(1.0, jnp.sum(jnp.abs(q)))
-        Vq = Vs @ q
+        Vq_max = jnp.max(jnp.where(mask, Vs @ q, -jnp.inf))  # duplicates change nothing
         if simplex:
-            lb = us @ q - jnp.max(Vq)
+            lb = us @ q - Vq_max
         else:
-            lb = us @ q - jnp.maximum(jnp.sum(w), 1.0) * jnp.maximum(jnp.max(Vq), 0.0)
+            lb = us @ q - jnp.maximum(jnp.sum(w), 1.0) * jnp.maximum(Vq_max, 0.0)
         return jnp.where(jnp.isfinite(lb), lb, -jnp.inf)
 
     lb = jnp.maximum(jnp.maximum(lower_bound(z), lower_bound(z_pur)), 0.0) * scale

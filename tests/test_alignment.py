@@ -31,13 +31,15 @@ SHAPES = {
     "general": (5, 3, 4, 150, 40, 40),  # 12 entries
     "wide": (6, 2, 2, 30, 10, 10),  # K = 6 > A Y = 4
     "single": (1, 2, 3, 15, 0, 5),  # K = 1
+    "large": (30, 3, 20, 60, 30, 30),  # slow tests only
+    "large_wide": (40, 2, 10, 60, 30, 30),  # K = 40 > A Y = 20; slow tests only
 }
 # every shape for the first and last configuration, the general one for all four
 SHAPE_CONFIGS = [
     (shape, w, o)
     for shape in SHAPES
     for (w, o) in CONFIGS
-    if shape == "general" or (w, o) in (CONFIGS[0], CONFIGS[-1])
+    if shape == "general" or (shape in ("wide", "single") and (w, o) in (CONFIGS[0], CONFIGS[-1]))
 ]
 
 
@@ -132,6 +134,22 @@ def test_sup_matches_highs(shape, weights, offset):
     # exactly inside the hull: error zero
     assert np.all(eps[inside] <= 1e-9), eps[inside].max()
     check_fit(res, u, U, None, weights, offset, "sup")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["large", "large_wide"])
+@pytest.mark.parametrize("weights, offset", CONFIGS)
+def test_sup_matches_highs_large(shape, weights, offset):
+    """Larger K, with many duplicated agents (a regression test: round-off once made
+    the block factorisation's pivots negative there)."""
+    test_sup_matches_highs(shape, weights, offset)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["large", "large_wide"])
+@pytest.mark.parametrize("offset", [True, False])
+def test_mse_nonneg_matches_nnls_large(shape, offset):
+    test_mse_matches_scipy(shape, "nonneg", offset)
 
 
 @pytest.mark.parametrize("shape, weights, offset", SHAPE_CONFIGS)
