@@ -933,21 +933,38 @@ def _summary(games):
     return pd.DataFrame(rows)
 
 
+def _params_label(row) -> str:
+    parts = []
+    for col, val in row.items():
+        if (col.startswith("family.") or col.startswith("game.")) and val is not None and val == val:
+            parts.append(f"{col.split('.', 1)[1]}={val:g}" if isinstance(val, float) else f"{col.split('.', 1)[1]}={val}")
+    return " ".join(parts)
+
+
 def _print_summary(summary, console) -> None:
     from rich.table import Table
 
-    table = Table(title="alignjax sweep: per-cell summary")
-    cols = ["study", "K", "Y", "A"] + [c for c in summary.columns if c.startswith("family.") or c.startswith("game.")]
-    for c in cols + ["certified", "normalized", "monopoly", "eps"]:
-        table.add_column(c, justify="right" if c not in ("study",) else "left")
+    table = Table(title="alignjax sweep: per-cell summary", title_justify="left")
+    for name, justify in (("study", "left"), ("K", "right"), ("Y,A", "right"), ("parameters", "left"),
+                          ("cert.", "right"), ("normalized", "right"), ("monopoly", "right"), ("eps", "right")):
+        table.add_column(name, justify=justify, overflow="fold")
     for _, r in summary.iterrows():
-        vals = [str(r[c]) if not isinstance(r[c], float) else f"{r[c]:g}" for c in cols]
-        vals.append(f"{r['certified']:.2f}")
-        vals.append(f"{r['normalized_value_mean']:.3f} ± {r['normalized_value_std']:.3f}")
-        vals.append(f"{r.get('monopoly_normalized_mean', float('nan')):.3f}")
-        vals.append(f"{r.get('alignment_eps_mean', float('nan')):.3g}")
-        table.add_row(*vals)
+        table.add_row(
+            str(r["study"]),
+            str(r["K"]),
+            f"{r['Y']},{r['A']}",
+            _params_label(r),
+            f"{r['certified']:.2f}",
+            f"{r['normalized_value_mean']:.3f}±{r['normalized_value_std']:.3f}",
+            f"{r.get('monopoly_normalized_mean', float('nan')):.3f}",
+            f"{r.get('alignment_eps_mean', float('nan')):.3f}",
+        )
     console.print(table)
+    console.print(
+        "normalized = (v - NI) / (FI - NI), mean ± std over the cell's games; monopoly: the same for "
+        "the best single agent alone; cert.: fraction certified (status optimal); eps: measured "
+        "sup-norm distance of the user's utility from the agents' hull"
+    )
 
 
 def _plots(games, out_dir: Path) -> list[str]:
