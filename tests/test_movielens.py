@@ -1,0 +1,505 @@
+"""MovieLens data: the loader's errors, the games built from the data, the matrix
+factorisation, the alignment fits against SciPy, and the ``alignjax movielens`` command.
+
+The data are never committed: the tests build a small slice (people with userId <= 150,
+the 60 most-rated movies) from the shared ``ml-latest-small`` release inside the test
+and skip with a reason when that folder is absent (set ``ALIGNJAX_MOVIELENS_DIR`` to
+point elsewhere). Loader errors use crafted CSVs in ``tmp_path`` and always run.
+
+References: ``scipy.optimize.linprog`` (HiGHS) for the sup norm, ``scipy.optimize.nnls``
+for the MSE with non-negative weights, exact KKT enumeration for the MSE on the
+simplex (``alignment_reference.py``), HiGHS for the persuasion LP (``reference.py``),
+and independent pandas computations of the ratings tables.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from alignjax.alignment import alignment_error
+from alignjax.cli import main
+from alignjax.data import movielens as ml
+from alignjax.data.movielens import MovieLensError, load_movielens
+from alignment_reference import mse_nnls, mse_simplex_kkt, sup_highs
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ALIGNJAX_MOVIELENS_DIR", ROOT.parent / "shared" / "data" / "ml-latest-small"))
+SLATE = 8  # slice: 8 people rated all of its 8 most-rated movies
+
+
+def _need_data():
+    if not (SHARED / "ratings.csv").is_file() or not (SHARED / "movies.csv").is_file():
+        pytest.skip(
+            f"MovieLens ml-latest-small not found at {SHARED} (download it from "
+            "https://grouplens.org/datasets/movielens/ or set ALIGNJAX_MOVIELENS_DIR)"
+        )
+
+
+@pytest.fixture(scope="module")
+def raw_slice(tmp_path_factory):
+    """The slice as written (pandas frames, read independently of the loader) and its dir."""
+    _need_data()
+    import pandas as pd
+
+    ratings = pd.read_csv(SHARED / "ratings.csv")
+    movies = pd.read_csv(SHARED / "movies.csv")
+    ratings = ratings[ratings["movieId"].isin(movies["movieId"])]
+    top = ratings["movieId"].value_counts().index[:60]
+    part = ratings[(ratings["userId"] <= 150) & ratings["movieId"].isin(top)]
+    d = tmp_path_factory.mktemp("ml-slice")
+    part.to_csv(d / "ratings.csv", index=False)
+    movies[movies["movieId"].isin(top)].to_csv(d / "movies.csv", index=False)
+    return d, part, movies
+
+
+@pytest.fixture(scope="module")
+def data(raw_slice):
+    return load_movielens(raw_slice[0], min_ratings=20)
+
+
+@pytest.fixture(scope="module")
+def observed(data):
+    return ml.build_slate(data, slate_size=SLATE, variant="observed")
+
+
+@pytest.fixture(scope="module")
+def completed(data):
+    model = ml.fit_als(data, rank=4, reg=0.1, iterations=10, seed=0)
+    return ml.build_slate(data, slate_size=SLATE, variant="completed", model=model)
+
+
+# ----------------------------------------------------------------------------------------
+# Loader errors (crafted files; no data needed)
+# ----------------------------------------------------------------------------------------
+
+HEADER = "userId,movieId,rating,timestamp\n"
+MOVIES = 'movieId,title,genres\n1,Toy Story (1995),Comedy\n2,"Heat, The (1995)",Action\n'
+
+
+def _release(tmp_path, ratings=None, movies=MOVIES):
+    d = tmp_path / "release"
+    d.mkdir()
+    if ratings is not None:
+        (d / "ratings.csv").write_text(ratings)
+    if movies is not None:
+        (d / "movies.csv").write_text(movies)
+    return d
+
+
+GOOD = HEADER + "".join(f"{u},{m},{(u + m) % 9 * 0.5 + 0.5},9\n" for u in (1, 2, 3) for m in (1, 2))
+
+
+@pytest.mark.parametrize(
+    "ratings, movies, fragment",
+    [
+        (None, MOVIES, "ratings.csv: no such file"),
+        (GOOD, None, "movies.csv: no such file"),
+        ("", MOVIES, "ratings.csv: empty file"),
+        ("userId,movieId,score,timestamp\n1,1,4.0,9\n", MOVIES, "missing column(s) 'rating'"),
+        (GOOD, "movieId,name\n1,x\n", "movies.csv: missing column(s) 'title'"),
+        (HEADER + "1,1,4.0,9\n1,2,abc,9\n", MOVIES, "ratings.csv, line 3: malformed row: column 'rating' has 'abc', not a number"),
+        (HEADER + "1,1,4.0,9\n2,1,4.0,9,5\n", MOVIES, "ratings.csv, line 3: malformed row: 5 fields, expected 4"),
+        (HEADER + "1,1,4.0,9\n2,1,4.0\n", MOVIES, "ratings.csv, line 3: malformed row: column 'timestamp' has no value"),
+        (HEADER + "1,1,4.0,9\n\n2,1,4.0,9\n", MOVIES, "ratings.csv, line 3: malformed row: empty line"),
+        (HEADER + "1,1,4.0,9\n2,1,4.0,9\n1.5,2,3.0,9\n", MOVIES, "ratings.csv, line 4: malformed row: column 'userId' has '1.5', not an integer"),
+        (HEADER + "1,1,4.0,9\n2,2,7.0,9\n", MOVIES, "ratings.csv, line 3: malformed row: rating 7 outside the scale [0.5, 5]"),
+        (HEADER + "1,1,4.0,9\n2,2,3.0,9\n1,1,2.0,9\n", MOVIES, "ratings.csv, line 4: a second rating of movie 1 by person 1 (the first is on line 2)"),
+        (GOOD, MOVIES + "1,Again (2000),Drama\n", "movies.csv, line 4: movieId 1 repeats line 2"),
+        (GOOD, "movieId,title,genres\nx,Toy Story (1995),Comedy\n", "movies.csv, line 2: malformed row: column 'movieId' has 'x', not an integer"),
+    ],
+)
+def test_loader_errors(tmp_path, ratings, movies, fragment):
+    d = _release(tmp_path, ratings, movies)
+    with pytest.raises(MovieLensError) as err:
+        load_movielens(d, min_ratings=1)
+    assert fragment in str(err.value)
+    assert str(d) in str(err.value)  # names the file (inside the directory)
+
+
+def test_loader_missing_directory(tmp_path):
+    with pytest.raises(MovieLensError, match="no such directory.*grouplens.org"):
+        load_movielens(tmp_path / "absent")
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(MovieLensError, match="not a directory"):
+        load_movielens(f)
+    with pytest.raises(ValueError, match="min_ratings"):
+        load_movielens(tmp_path, min_ratings=0)
+
+
+def test_loader_skips_and_drops_with_counts(tmp_path, caplog):
+    rows = HEADER + "".join(f"{u},{m},4.0,9\n" for u in (1, 2) for m in (1, 2)) + "3,1,2.5,9\n4,99,3.0,9\n"
+    d = _release(tmp_path, rows)
+    with caplog.at_level(logging.INFO, logger="alignjax.data.movielens"):
+        data = load_movielens(d, min_ratings=2)
+    assert data.dropped_ratings == 1 and data.skipped_people == 1
+    assert data.num_people == 2 and data.num_ratings == 4
+    log = caplog.text
+    assert "1 rating(s) of movies absent from movies.csv dropped (first on line 7: movieId 99)" in log
+    assert "1 person(s) with fewer than 2 ratings skipped (1 ratings)" in log
+    assert len(data.notes) == 2
+    # quoted titles with commas are read whole
+    assert "Heat, The (1995)" in set(data.movies["title"])
+
+
+# ----------------------------------------------------------------------------------------
+# The slice: loading, slates and games against independent pandas computations
+# ----------------------------------------------------------------------------------------
+
+
+def test_loader_on_slice(raw_slice, data):
+    _, part, _ = raw_slice
+    counts = part.groupby("userId").size()
+    kept = counts[counts >= 20].index
+    assert data.num_people == len(kept)
+    assert data.skipped_people == int((counts < 20).sum())
+    assert data.num_ratings == int(part["userId"].isin(kept).sum())
+    assert list(data.ratings.columns) == ["userId", "movieId", "rating"]
+
+
+def _independent_table(raw_slice, data):
+    """(movie ids, pivot table people x movies) of the slate, computed from the raw slice."""
+    _, part, _ = raw_slice
+    counts = part.groupby("userId").size()
+    part = part[part["userId"].isin(counts[counts >= 20].index)]
+    pop = part.groupby("movieId").size().reset_index(name="n").sort_values(["n", "movieId"], ascending=[False, True])
+    movies = pop["movieId"].to_numpy()[:SLATE]
+    table = part[part["movieId"].isin(movies)].pivot(index="userId", columns="movieId", values="rating")[movies]
+    return movies, pop["n"].to_numpy()[:SLATE], table
+
+
+def test_observed_slate(raw_slice, data, observed):
+    movies, pop, table = _independent_table(raw_slice, data)
+    full = table.dropna()
+    np.testing.assert_array_equal(observed.movie_ids, movies)
+    np.testing.assert_array_equal(observed.popularity, pop)
+    np.testing.assert_array_equal(observed.people, full.index.to_numpy())
+    np.testing.assert_array_equal(observed.ratings, full.to_numpy())
+    assert observed.observed.all() and len(observed.targets) == observed.num_people == 8
+
+
+def test_completed_slate(raw_slice, data, completed):
+    movies, _, table = _independent_table(raw_slice, data)
+    table = table.reindex(index=completed.people)
+    seen = ~np.isnan(table.to_numpy())
+    np.testing.assert_array_equal(completed.observed, seen)
+    np.testing.assert_array_equal(completed.ratings[seen], table.to_numpy()[seen])
+    filled = completed.ratings[~seen]
+    assert filled.size > 0 and np.all((filled >= 0.5) & (filled <= 5.0))
+    assert completed.num_people == data.num_people
+    np.testing.assert_array_equal(completed.targets, table.dropna().index.to_numpy())
+
+
+def test_game_values(observed):
+    """Utilities are the normalized ratings (binary: minus the person's prior mean;
+    graded: quadratic score), the priors are uniform or by popularity, and the bias
+    moves only the agents' watch (or engagement) utilities."""
+    user, *agents = [int(p) for p in observed.people[:4]]
+    rows = observed.index([user, *agents])
+    n = (observed.ratings[rows] - 0.5) / 4.5
+    for prior in ("uniform", "popularity"):
+        p = np.full(SLATE, 1 / SLATE) if prior == "uniform" else observed.popularity / observed.popularity.sum()
+        for bias in (0.0, 0.3):
+            g = ml.movielens_game(observed, user, agents, prior=prior, bias=bias)
+            assert g.actions == ("skip", "watch") and g.states == observed.titles
+            assert g.agents == tuple(f"person {a}" for a in agents)
+            np.testing.assert_allclose(g.prior, p, rtol=0, atol=1e-15)
+            np.testing.assert_allclose(g.user_utility[0], 0.0)
+            np.testing.assert_allclose(g.user_utility[1], n[0] - n[0] @ p, atol=1e-15)
+            np.testing.assert_allclose(g.agent_utilities[:, 0], 0.0)
+            np.testing.assert_allclose(g.agent_utilities[:, 1], n[1:] - (n[1:] @ p)[:, None] + bias, atol=1e-15)
+            # without information she is indifferent: NI = 0
+            assert abs(float(np.max(np.asarray(g.user_utility) @ p))) < 1e-15
+    g = ml.movielens_game(observed, user, agents, actions="graded", levels=5, bias=0.2)
+    levels = np.linspace(0, 1, 5)
+    np.testing.assert_allclose(g.user_utility, 1 - (levels[:, None] - n[0][None]) ** 2, atol=1e-15)
+    np.testing.assert_allclose(
+        g.agent_utilities, 1 - (levels[None, :, None] - n[1:, None, :]) ** 2 + 0.2 * levels[None, :, None], atol=1e-15
+    )
+    assert g.actions == tuple(f"level {a}/4" for a in range(5))
+
+
+def test_game_errors(observed, completed):
+    a, b, c = (int(p) for p in observed.people[:3])
+    with pytest.raises(ValueError, match="also one of its agents"):
+        ml.movielens_game(observed, a, [a, b])
+    with pytest.raises(ValueError, match="repeated"):
+        ml.movielens_game(observed, a, [b, b])
+    with pytest.raises(ValueError, match="not among the slate"):
+        ml.movielens_game(observed, a, [10**9])
+    partial = int(completed.people[~completed.observed.all(axis=1)][0])
+    with pytest.raises(ValueError, match="did not rate the whole slate"):
+        ml.movielens_game(completed, partial, [a])
+    with pytest.raises(ValueError, match="actions"):
+        ml.movielens_game(observed, a, [b], actions="ternary")
+    with pytest.raises(ValueError, match="prior"):
+        ml.movielens_game(observed, a, [b], prior="zipf")
+
+
+def test_draw_players_do_not_depend_on_the_batch(completed):
+    t1, a1 = ml.draw_players(completed, np.arange(6), num_agents=3, seed=4)
+    t2, a2 = ml.draw_players(completed, [4], num_agents=3, seed=4)
+    assert t1[4] == t2[0] and np.array_equal(a1[4], a2[0])
+    assert set(t1) <= set(completed.targets)
+    assert all(t not in a for t, a in zip(t1, a1)) and all(len(set(a)) == 3 for a in a1)
+    with pytest.raises(ValueError, match="num_agents"):
+        ml.draw_players(completed, [0], num_agents=completed.num_people, seed=0)
+
+
+def test_family(raw_slice):
+    d = str(raw_slice[0])
+    g = ml.movielens_family({"slate_size": SLATE}, num_games=5, num_agents=3, seed=1, data_dir=d)
+    assert g.prior.shape == (5, SLATE) and g.agent_utilities.shape == (5, 3, 2, SLATE)
+    g2 = ml.movielens_family(
+        {"slate_size": SLATE, "actions": "graded", "levels": 4, "variant": "completed", "prior": "popularity", "bias": 0.1},
+        num_games=3, num_agents=10, seed=1, data_dir=d,
+    )
+    assert g2.user_utility.shape == (3, 4, SLATE) and g2.agent_utilities.shape == (3, 10, 4, SLATE)
+    for params, key in [
+        ({"slate": 8}, "'slate'"),
+        ({"variant": "imputed"}, "'variant'"),
+        ({"levels": 1}, "'levels'"),
+        ({"bias": float("nan")}, "'bias'"),
+        ({"min_ratings": 0}, "'min_ratings'"),
+    ]:
+        with pytest.raises(ValueError, match=key):
+            ml.movielens_family(params, num_games=1, num_agents=1, seed=0, data_dir=d)
+    with pytest.raises(MovieLensError, match="no such directory"):
+        ml.movielens_family({}, num_games=1, num_agents=1, seed=0, data_dir=d + "-absent")
+
+
+# ----------------------------------------------------------------------------------------
+# Matrix factorisation
+# ----------------------------------------------------------------------------------------
+
+
+def test_group_ridge_matches_lstsq(rng):
+    """Each group's solution equals the least-squares solution of its ridge problem
+    written as an augmented system (an independent formulation)."""
+    n, groups, d = 400, 7, 4
+    g = rng.integers(0, groups, n)
+    g[g == 3] = 2  # group 3 has no data: theta = 0
+    features = rng.normal(size=(50, d))
+    index = rng.integers(0, 50, n)
+    y = rng.normal(size=n)
+    reg = 0.3
+    theta = ml._group_ridge(g, groups, features, index, y, reg)
+    for k in range(groups):
+        X = features[index[g == k]]
+        lam = reg * max(len(X), 1)
+        aug = np.vstack([X, np.sqrt(lam) * np.eye(d)])
+        rhs = np.concatenate([y[g == k], np.zeros(d)])
+        np.testing.assert_allclose(theta[k], np.linalg.lstsq(aug, rhs, rcond=None)[0], atol=1e-12)
+    np.testing.assert_array_equal(theta[3], 0.0)
+
+
+def test_als_recovers_low_rank_ratings(rng):
+    import pandas as pd
+
+    users, movies, rank = 60, 40, 2
+    P, Q = rng.normal(size=(users, rank)), rng.normal(size=(movies, rank))
+    full = 3.0 + 0.4 * P @ Q.T
+    mask = rng.random((users, movies)) < 0.6
+    u, m = np.nonzero(mask)
+    df = pd.DataFrame({"userId": u, "movieId": m, "rating": full[mask]})
+    model = ml.fit_als(df, rank=rank, reg=1e-4, iterations=60, seed=0, rating_scale=(-100, 100))
+    u, m = np.nonzero(~mask)
+    rmse = np.sqrt(np.mean((model.predict(u, m) - full[~mask]) ** 2))
+    assert rmse < 0.02, rmse
+
+
+def test_als_held_out_rmse_beats_the_global_mean(data):
+    rep = ml.evaluate_als(data, rank=4, reg=0.1, iterations=10, seed=0)
+    assert rep.num_test == round(0.1 * data.num_ratings)
+    assert rep.rmse < rep.global_mean_rmse, rep
+
+
+@pytest.mark.slow
+def test_als_held_out_rmse_full_release():
+    """On all of ml-latest-small the default model beats both baselines (measured: RMSE
+    0.867 against 1.049 for the global mean and 0.878 for the biases alone)."""
+    _need_data()
+    rep = ml.evaluate_als(load_movielens(SHARED), seed=0)
+    assert rep.rmse < rep.bias_rmse < rep.global_mean_rmse, rep
+
+
+# ----------------------------------------------------------------------------------------
+# Alignment fits on real people against SciPy
+# ----------------------------------------------------------------------------------------
+
+
+def _pool(observed, bias=0.0):
+    p = ml.slate_prior(observed, "uniform")
+    u = ml.utilities(observed.ratings, p, rating_scale=observed.rating_scale)
+    U = ml.utilities(observed.ratings, p, bias=bias, rating_scale=observed.rating_scale)
+    return u[0], U[1:], ml._entry_weights(p, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bias", [0.0, 0.1])
+def test_alignment_fits_exact_against_scipy(observed, bias):
+    """The fits of person 0 by subsets of the 7 others equal SciPy's optima (both
+    norms, both weight sets; each subset size is its own compiled shape)."""
+    u, U, entry = _pool(observed, bias)
+    for idx in ([0], [1, 4], list(range(7))):
+        sub = U[idx]
+        for weights in ("simplex", "nonneg"):
+            ref = sup_highs(u, sub, simplex=weights == "simplex")[0]
+            res = alignment_error(u, sub, norm="sup", weights=weights)
+            assert abs(float(res.epsilon) - ref) <= 1e-9 * max(1.0, ref), (idx, weights)
+            reference = mse_simplex_kkt if weights == "simplex" else mse_nnls
+            ref = reference(u, sub, entry)[0]
+            res = alignment_error(u, sub, norm="mse", weights=weights, entry_weights=entry)
+            assert abs(float(res.epsilon) - ref) <= 1e-10 * max(1.0, ref) + 1e-15, (idx, weights)
+
+
+def test_alignment_experiment_exact_against_scipy(observed):
+    """Experiment A's rows on real people: at K = pool size every subset is the whole
+    pool, so the error, the uniform-average baseline and the best single agent are
+    SciPy's optima; at K = 1 the fit is the subset's single agent. Checked with and
+    without the engagement bias."""
+    targets = observed.targets[:2]
+    rows = ml.alignment_experiment(
+        observed, targets=targets, max_agents=7, num_samples=2, sup_agents=(1, 7), biases=(0.0, 0.1)
+    )
+    assert set(rows["fit"]) == {"mse_simplex", "mse_nonneg", "sup_simplex"}
+    assert (rows["certified"] == 1.0).all()
+    assert len(rows) == 2 * 2 * (7 + 7 + 2)
+    for bias in (0.0, 0.1):
+        p = ml.slate_prior(observed, "uniform")
+        entry = ml._entry_weights(p, 2)
+        util = ml.utilities(observed.ratings, p, rating_scale=observed.rating_scale)
+        agents = ml.utilities(observed.ratings, p, bias=bias, rating_scale=observed.rating_scale)
+        for t in targets:
+            i = int(observed.index([t])[0])
+            u, U = util[i], np.delete(agents, i, axis=0)
+            avg = U.mean(axis=0, keepdims=True)
+            refs = {
+                "mse_simplex": (mse_simplex_kkt(u, U, entry)[0], mse_simplex_kkt(u, avg, entry)[0],
+                                [mse_simplex_kkt(u, U[[k]], entry)[0] for k in range(7)]),
+                "mse_nonneg": (mse_nnls(u, U, entry)[0], mse_nnls(u, avg, entry)[0],
+                               [mse_nnls(u, U[[k]], entry)[0] for k in range(7)]),
+                "sup_simplex": (sup_highs(u, U)[0], sup_highs(u, avg)[0], [sup_highs(u, U[[k]])[0] for k in range(7)]),
+            }
+            for fit, (ref_all, ref_avg, singles) in refs.items():
+                r = rows[(rows["target"] == t) & (rows["fit"] == fit) & (rows["bias"] == bias)].set_index("K")
+                tol = 1e-9 * max(ref_all, 1e-3)
+                assert abs(r.loc[7, "error"] - ref_all) <= tol, (fit, bias, r.loc[7, "error"], ref_all)
+                assert abs(r.loc[7, "uniform"] - ref_avg) <= 1e-9 * max(ref_avg, 1e-3), (fit, bias)
+                assert abs(r.loc[7, "best_single"] - min(singles)) <= 1e-9 * max(min(singles), 1e-3), (fit, bias)
+                assert r.loc[1, "error"] == pytest.approx(r.loc[1, "best_single"], abs=1e-12)
+                assert min(singles) - 1e-12 <= r.loc[1, "error"] <= max(singles) + 1e-12
+    summary = ml.summarize_alignment(rows)
+    assert (summary["targets"] == 2).all()
+
+
+# ----------------------------------------------------------------------------------------
+# The command
+# ----------------------------------------------------------------------------------------
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--slate-size", "1"], "--slate-size: slate_size must be >= 2"),
+        (["--biases", "0,x"], "--biases '0,x': expected comma-separated numbers"),
+        (["--variants", "observed,imputed"], "--variants: each must be one of"),
+        (["--selection-agents", "0"], "--selection-agents: agent counts must be integers >= 1"),
+        (["--slate-size", "200"], "slate_size=200: the data have only 60 rated movies"),
+    ],
+)
+def test_cli_bad_options(capsys, tmp_path, raw_slice, args, fragment):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "movielens", "--data", raw_slice[0], "--out", out, "--quiet", *args)
+    assert code == 2 and fragment in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_cli_bad_data(capsys, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "movielens", "--data", tmp_path / "absent", "--out", out)
+    assert code == 2 and "no such directory" in err and not out.exists()
+    d = _release(tmp_path, HEADER + "1,1,4.0,9\n1,2,x,9\n")
+    code, _, err = run_cli(capsys, "movielens", "--data", d, "--out", out)
+    assert code == 2 and f"{d / 'ratings.csv'}, line 3: malformed row" in err and not out.exists()
+
+
+# (the same shapes as test_alignment_experiment_exact_against_scipy: nothing new to compile)
+TINY = ["--slate-size", SLATE, "--targets", 3, "--samples", 2, "--max-agents", 7, "--sup-agents", "1,7",
+        "--mf-rank", 4, "--mf-iterations", 10, "--biases", "0", "--quiet"]
+
+
+def test_cli_alignment_end_to_end(capsys, tmp_path, raw_slice):
+    """A tiny run of experiment A on the observed variant (the completed variant and
+    experiment B's games compile more shapes: see the slow test)."""
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(
+        capsys, "movielens", "--data", raw_slice[0], "--out", out, *TINY, "--variants", "observed",
+        "--selection-agents", "none", "--simultaneous-agents", "none",
+    )
+    assert code == 0, err
+    assert "wrote" in stdout
+    run = json.loads((out / "run.json").read_text())
+    for name in ("alignment_per_target.csv", "alignment_summary.csv", "alignment.png", "run.json"):
+        assert (out / name).is_file() and name in run["outputs"]
+    assert not any(p.name.endswith(".tmp") for p in out.iterdir())
+    import pandas as pd
+
+    summary = pd.read_csv(out / "alignment_summary.csv")
+    assert set(summary["variant"]) == {"observed"} and (summary["targets"] == 3).all()
+    assert set(summary["fit"]) == {"mse_simplex", "mse_nonneg", "sup_simplex"}
+    assert sorted(set(summary["K"])) == list(range(1, 8))
+    assert run["matrix_factorisation"] is None and not run["games_run"]
+    assert run["data"]["skipped_people"] > 0 and run["wall_time_s"] > 0
+    assert (out / "alignment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_cli_full_end_to_end(capsys, tmp_path, raw_slice):
+    """Both experiments on the slice: the selection games' values lie between NI and FI,
+    every certified equilibrium meets the bound of docs/theory.md, and the monopoly
+    baseline is the persuasion solution of each agent alone (checked against HiGHS)."""
+    from reference import persuasion_highs
+
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys, "movielens", "--data", raw_slice[0], "--out", out, *TINY,
+        "--selection-agents", "2", "--simultaneous-agents", "2",
+    )
+    assert code == 0, err
+    import pandas as pd
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["matrix_factorisation"]["rmse"] < run["matrix_factorisation"]["global_mean_rmse"]
+    assert set(pd.read_csv(out / "alignment_summary.csv")["variant"]) == {"observed", "completed"}
+    games = pd.read_csv(out / "games.csv")
+    sel = games[games["game"] == "selection"]
+    assert len(sel) == 6 and sel["certified"].all()
+    assert (sel["user_value"] <= sel["fi"] + 1e-9).all() and (sel["user_value"] >= sel["ni"] - 1e-9).all()
+    assert sel["within_bound"].all()
+    assert (out / "games.png").is_file()
+    assert run["key_numbers"]["games"]
+    # the monopoly baseline of the first game: each agent's persuasion alone, whose
+    # agent values match HiGHS
+    from alignjax import persuasion
+
+    slate = ml.build_slate(load_movielens(raw_slice[0]), slate_size=SLATE, variant="observed")
+    row = sel[sel["variant"] == "observed"].iloc[0]
+    agents = ml._game_players(slate, np.array([row["target"]]), 2, 0)[0]
+    g = ml.movielens_game(slate, int(row["target"]), agents)
+    mono = persuasion.monopoly(g)
+    assert row["monopoly_mean"] == pytest.approx(float(np.mean(mono.user_value)), abs=1e-9)
+    for k in range(2):
+        ref = persuasion_highs(np.asarray(g.prior), np.asarray(g.user_utility), np.asarray(g.agent_utilities[k]))[0]
+        assert float(mono.agent_value[k]) == pytest.approx(ref, abs=1e-8)
