@@ -642,18 +642,17 @@ def prepare_output(out_dir: Path, cfg: dict, digest: str) -> None:
 class _Runner:
     """Compiled chunk functions, cached by (game type, shapes, solver, statics, chunk)."""
 
-    def __init__(self, devices, vmap_batch: int):
+    def __init__(self, devices):
         import jax
         from jax.sharding import Mesh
 
         self.jax = jax
         self.devices = devices
         self.mesh = Mesh(np.asarray(devices), ("games",))
-        self.vmap_batch = vmap_batch
         self.cache: dict = {}
 
-    def function(self, cell: Cell, statics: dict, chunk: int):
-        key = (cell.game, cell.K, cell.Y, cell.A, cell.solver, tuple(sorted(statics.items())), chunk)
+    def function(self, cell: Cell, statics: dict, chunk: int, batch: int):
+        key = (cell.game, cell.K, cell.Y, cell.A, cell.solver, tuple(sorted(statics.items())), chunk, batch)
         if key in self.cache:
             return self.cache[key]
         jax = self.jax
@@ -662,8 +661,7 @@ class _Runner:
 
         gt = GAME_TYPES[cell.game]
         solver = gt.make_solver(dict(cell.solver))
-        local = chunk // len(self.devices)
-        batch = min(self.vmap_batch, local)
+        batch = min(batch, chunk // len(self.devices))
 
         def one(game, key, params):
             out = gt.run(game, solver, dict(params, **statics), key)
@@ -714,29 +712,35 @@ def _memory_budget(devices, fraction: float) -> int:
     return int(total * fraction / max(len(devices), 1))
 
 
-def choose_chunk(cell: Cell, cfg: dict, devices, vmap_batch: int) -> int:
-    """Games per device call: the config's ``chunk``, or the memory budget over a
-    per-game estimate, rounded to a multiple of (devices x vmap_batch) and capped at
-    the cell's instances (rounded up)."""
+def choose_chunk(cell: Cell, cfg: dict, devices, vmap_batch: int) -> tuple[int, int]:
+    """``(chunk, batch)``: games per device call and games vmapped together.
+
+    Only ``batch`` games per device are in flight at once (``jax.lax.map`` runs the
+    local chunk in batches), so the memory estimate bounds the batch: the largest
+    ``batch <= vmap_batch`` whose working set (a generous per-game estimate of the
+    game type) fits the budget, ``memory_fraction`` of the device's memory. The
+    chunk is the config's ``chunk`` or 16 batches per device, rounded to a multiple
+    of (devices x batch) and capped at the cell's instances (rounded up).
+
+    Raises:
+        SweepConfigError: a single game over the budget (naming what to lower).
+    """
     n_dev = len(devices)
-    unit = n_dev * vmap_batch
-    if cfg["chunk"]:
-        chunk = cfg["chunk"]
-    else:
-        itemsize = 8 if cfg["dtype"] == "float64" else 4
-        per_game = max(GAME_TYPES[cell.game].bytes_per_game(cell.K, cell.Y, cell.A, dict(cell.game_params), itemsize), 1)
-        budget = _memory_budget(devices, cfg["memory_fraction"])
-        # with lax.map only vmap_batch games per device are live at a time
-        live = per_game * vmap_batch
-        if live > budget:
-            raise SweepConfigError(
-                f"study '{cell.study_name}': one batch of {vmap_batch} games needs about {live / 2**20:.0f} MiB, "
-                f"over the budget of {budget / 2**20:.0f} MiB per device; lower K, Y, A (or signals) or vmap_batch"
-            )
-        chunk = 16 * unit
+    itemsize = 8 if cfg["dtype"] == "float64" else 4
+    per_game = max(GAME_TYPES[cell.game].bytes_per_game(cell.K, cell.Y, cell.A, dict(cell.game_params), itemsize), 1)
+    budget = _memory_budget(devices, cfg["memory_fraction"])
+    if per_game > budget:
+        raise SweepConfigError(
+            f"study '{cell.study_name}': one game (K={cell.K}, Y={cell.Y}, A={cell.A}) needs about "
+            f"{per_game / 2**20:.0f} MiB, over the budget of {budget / 2**20:.0f} MiB per device; "
+            "lower K, Y, A (or signals), or raise memory_fraction"
+        )
+    batch = max(1, min(vmap_batch, budget // per_game))
+    unit = n_dev * batch
+    chunk = cfg["chunk"] or 16 * unit
     chunk = max(unit, int(math.ceil(chunk / unit)) * unit)
     cap = int(math.ceil(cfg["instances"] / unit)) * unit
-    return min(chunk, cap)
+    return min(chunk, cap), batch
 
 
 def _versions() -> dict:
@@ -809,7 +813,7 @@ def run_sweep(
     devices = jax.devices()
     on_cpu = devices[0].platform == "cpu"
     vmap_batch = cfg["vmap_batch"] or (16 if on_cpu else 1024)
-    runner = _Runner(devices, vmap_batch)
+    runner = _Runner(devices)
     cells = expand_cells(cfg)
     total_games = len(cells) * cfg["instances"]
     chunk_dir = out_dir / "chunks"
@@ -835,7 +839,7 @@ def run_sweep(
     with bar:
         task = bar.add_task("cells 0/%d" % len(cells), total=total_games, rate="")
         for n_cell, cell in enumerate(cells):
-            chunk = choose_chunk(cell, cfg, devices, vmap_batch)
+            chunk, batch = choose_chunk(cell, cfg, devices, vmap_batch)
             params, statics = _split_params(cell)
             seed_games = cell.games_seed(cfg["seed"])
             n_chunks = int(math.ceil(cfg["instances"] / chunk))
@@ -846,7 +850,7 @@ def run_sweep(
                     done_games += hi - lo
                     bar.update(task, completed=done_games)
                     continue
-                fn, sharding = runner.function(cell, statics, chunk)
+                fn, sharding = runner.function(cell, statics, chunk, batch)
                 indices = np.arange(lo, lo + chunk)
                 valid = indices < hi
                 gen_idx = np.where(valid, indices, hi - 1)  # pad with the last game

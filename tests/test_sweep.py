@@ -228,3 +228,19 @@ def test_default_config_is_valid_and_small():
     assert {"selection", "simultaneous"} <= games
     assert {c.family for c in cells} >= {"hull", "random"}
     assert len(cells) * cfg["instances"] <= 1000
+
+
+def test_memory_estimate_bounds_the_batch_and_refuses_impossible_sizes(config_path):
+    import jax
+
+    cfg = sweep.load_config(config_path)
+    cell = sweep.expand_cells(cfg)[0]
+    devices = jax.devices()
+    chunk, batch = sweep.choose_chunk(cell, cfg, devices, 16)
+    assert batch == 16 and chunk % (len(devices) * batch) == 0 and chunk >= cfg["instances"]
+    per_game = sweep.GAME_TYPES[cell.game].bytes_per_game(cell.K, cell.Y, cell.A, {}, 8)
+    budget = sweep._memory_budget(devices, 1.0)
+    tight = dict(cfg, memory_fraction=3.5 * per_game / budget)
+    assert sweep.choose_chunk(cell, tight, devices, 16)[1] == 3
+    with pytest.raises(sweep.SweepConfigError, match="lower K, Y, A"):
+        sweep.choose_chunk(cell, dict(cfg, memory_fraction=0.5 * per_game / budget), devices, 16)
