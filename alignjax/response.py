@@ -30,6 +30,7 @@ __all__ = [
     "scheme_values",
     "full_information_value",
     "no_information_value",
+    "normalized_value",
     "default_tie_atol",
 ]
 
@@ -236,3 +237,14 @@ def no_information_value(prior: Float[Array, " Y"], user_utility: Float[Array, "
     """The user's value on her prior alone: ``max_a sum_y P(y) u(a, y)``."""
     return jnp.max(jnp.sum(prior[..., None, :] * user_utility, axis=-1), axis=-1)
 
+
+
+def normalized_value(value, full_information, no_information):
+    """``(v - NI) / (FI - NI)``: 0 at the no-information value, 1 at full information.
+
+    Defined as 1 when ``FI = NI`` (information is worthless to the user). Works on
+    arrays of any shape (NumPy or JAX).
+    """
+    spread = full_information - no_information
+    safe = jnp.where(spread > 0, spread, 1.0)
+    return jnp.where(spread > 0, (value - no_information) / safe, 1.0)

@@ -58,7 +58,7 @@ from jaxtyping import Array, Bool, Float, Int
 from alignjax.game import Game
 from alignjax.lp import solve_persuasion_lp
 from alignjax.persuasion import PersuasionSolver
-from alignjax.response import full_information_value, no_information_value
+from alignjax.response import full_information_value, no_information_value, normalized_value
 from alignjax.status import Status
 
 __all__ = [
@@ -600,7 +600,6 @@ def solve(
     ).astype(jnp.int32)
     col = jnp.sum(X, axis=1, keepdims=True)  # (K, 1, Y)
     schemes = jnp.swapaxes(jnp.where(col > 0, X / jnp.where(col > 0, col, 1.0), 1.0 / X.shape[1]), 1, 2)
-    spread = fi - ni
     return SelectionResult(
         recommendations=X,
         schemes=schemes,
@@ -612,7 +611,7 @@ def solve(
         full_information_value=fi,
         no_information_value=ni,
         value_ratio=user_value / fi,
-        normalized_value=jnp.where(spread > 0, (user_value - ni) / jnp.where(spread > 0, spread, 1.0), 1.0),
+        normalized_value=normalized_value(user_value, fi, ni),
         monopoly_best=jnp.max(monopoly.user_value),
         monopoly_mean=jnp.mean(monopoly.user_value),
         gains=gains,

@@ -150,15 +150,14 @@ class GameType:
 
 
 def _common_metrics(game, user_value, fi, ni):
-    import jax.numpy as jnp
+    from alignjax.response import normalized_value
 
-    spread = fi - ni
     return {
         "user_value": user_value,
         "full_information_value": fi,
         "no_information_value": ni,
         "value_ratio": user_value / fi,
-        "normalized_value": jnp.where(spread > 0, (user_value - ni) / jnp.where(spread > 0, spread, 1.0), 1.0),
+        "normalized_value": normalized_value(user_value, fi, ni),
     }
 
 
@@ -906,6 +905,12 @@ def run_sweep(
 _SUMMARY_METRICS = ("normalized_value", "value_ratio", "user_value", "certificate", "alignment_eps")
 
 
+def _normalized(value, fi, ni):
+    from alignjax.response import normalized_value
+
+    return np.asarray(normalized_value(*(np.asarray(x, float) for x in (value, fi, ni))))
+
+
 def _summary(games):
     import pandas as pd
 
@@ -930,8 +935,7 @@ def _summary(games):
             if m in group:
                 row[f"{m}_mean"] = group[m].astype(float).mean()
         if {"monopoly_best", "full_information_value", "no_information_value"} <= set(group):
-            spread = (group["full_information_value"] - group["no_information_value"]).astype(float)
-            norm_mono = np.where(spread > 0, (group["monopoly_best"] - group["no_information_value"]) / spread.where(spread > 0, 1.0), 1.0)
+            norm_mono = _normalized(group["monopoly_best"], group["full_information_value"], group["no_information_value"])
             row["monopoly_normalized_mean"] = float(np.mean(norm_mono))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -984,9 +988,8 @@ def _plots(games, out_dir: Path) -> list[str]:
     if "game.temperature" in games:
         tau = games["game.temperature"]
         games.loc[tau.notna() & (tau.astype(float) > 0), "user_model"] = "quantal"
-    spread = (games["full_information_value"] - games["no_information_value"]).astype(float)
-    games["monopoly_normalized"] = np.where(
-        spread > 0, (games["monopoly_best"] - games["no_information_value"]) / spread.where(spread > 0, 1.0), 1.0
+    games["monopoly_normalized"] = _normalized(
+        games["monopoly_best"], games["full_information_value"], games["no_information_value"]
     )
     for (game, model), df in games.groupby(["game", "user_model"]):
         # against eps: the hull family's eps, with games outside the hull at the right
