@@ -18,13 +18,15 @@ computes the best such fit:
   a distribution ``p`` over entries (uniform by default, e.g. the prior), a convex
   quadratic program in ``w`` solved exactly by an active-set method.
 
-What a given ``eps`` buys the user in each game of the project is derived in
-``docs/theory.md`` ("Market alignment and what eps buys"). In short, with
-``eps`` the sup-norm error on the simplex: in the best-AI selection game her
-equilibrium loss against the full-information value is at most ``2 eps``, and the
-same holds in simultaneous persuasion with a best-responding user under the
-paper's equilibrium-selection assumptions; a quantal user loses an additional
-temperature term; single-agent persuasion has no such guarantee.
+What a given ``eps`` buys the user in each game is derived in ``docs/theory.md``
+("Market alignment and what eps buys"; proven bounds, simplex weights, ``g_i`` the
+agents' best-response gains, zero at an exact equilibrium): best-AI selection with
+tie margin ``delta``: ``FI - v <= max(delta, 2 eps + sum_i w_i g_i)``; simultaneous
+persuasion with a best-responding user (agents see the state and have at least Y
+messages): ``FI - v <= 2 eps + sum_i w_i g_i``; a quantal user at temperature
+``tau`` adds ``tau log A``. Single-agent persuasion: the market's ``eps`` buys
+nothing, but an agent's own error ``eps_i`` (the fit with K = 1) gives
+``FI - 2 eps_i``.
 
 Shapes (one problem; use ``jax.vmap`` for batches): ``user_utility`` (A, Y),
 ``agent_utilities`` (K, A, Y), ``entry_weights`` (A, Y).
@@ -823,12 +825,14 @@ def alignment_error(
 
     Written for one problem and compiled with ``jax.jit`` (once per shape, dtype and
     options); batch with ``jax.vmap``. What ``eps`` guarantees the user in each game
-    is derived in ``docs/theory.md``, "Market alignment and what eps buys":
-    with the sup-norm error on the simplex, her equilibrium loss against her
-    full-information value is at most ``2 eps`` in the best-AI selection game (plus
-    the agents' approximation slack), likewise in simultaneous persuasion with a
-    best-responding user under the paper's assumptions, plus a temperature term for
-    a quantal user; single-agent persuasion has no such guarantee.
+    is derived in ``docs/theory.md``, "Market alignment and what eps buys": with the
+    sup-norm error on the simplex and agents' best-response gains ``g_i``, her loss
+    against her full-information value is at most ``max(delta, 2 eps + sum w_i g_i)``
+    in the best-AI selection game (tie margin ``delta``) and ``2 eps + sum w_i g_i``
+    in simultaneous persuasion with a best-responding user (agents who see the state
+    and have at least Y messages), plus ``tau log A`` for a quantal user at
+    temperature ``tau``; single-agent persuasion has no guarantee from the market's
+    ``eps`` (only from the agent's own, K = 1, error).
 
     Args:
         user_utility: (A, Y) ``u(a, y)``.
