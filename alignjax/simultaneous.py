@@ -233,7 +233,10 @@ class SimultaneousResult(eqx.Module):
             best responses (a lower bound on the true exploitability).
         temperature: () the user's temperature the values refer to (0: best response).
         final_search_temperature: () the last temperature of the annealing schedule.
-        iterations: () search steps taken (each one or two gradient evaluations).
+        iterations: () steps of each search (``stages * steps_per_stage``; an
+            extragradient step evaluates the field twice, a best-response round runs
+            every candidate's inner steps).
+        search: () index of the kept search: ``dynamics[search // restarts]``.
         monte_carlo: () True when payoffs were estimated by sampling profiles.
         lp_status: (K,) status codes of the certificate LPs.
         status: () ``OPTIMAL`` when ``exploitability <= tol``, ``MAX_STEPS`` when the
@@ -253,6 +256,7 @@ class SimultaneousResult(eqx.Module):
     temperature: Float[Array, ""]
     final_search_temperature: Float[Array, ""]
     iterations: Int[Array, ""]
+    search: Int[Array, ""]
     monte_carlo: Bool[Array, ""]
     lp_status: Int[Array, " K"]
     status: Int[Array, ""]
@@ -891,22 +895,20 @@ def _exact_exploitability(game, schemes, values, max_steps, tol):
     )
 
 
-def _estimated_exploitability(
-    game, logits, values, temperature, solver, key, monte_carlo, value_key=None
-):
+def _estimated_exploitability(game, logits, values, temperature, solver, key, monte_carlo):
+    """Gains of multi-start gradient best responses, all agents at once (vmapped)."""
     num_agents = game.num_agents
     utilities = _utilities(game)
     user_range = jnp.max(game.user_utility) - jnp.min(game.user_utility)
     user_range = jnp.where(user_range > 0, user_range, 1.0)
     eval_t = jnp.asarray(temperature, logits.dtype)
     temps = _inner_temperatures(solver, user_range, eval_t, solver.br_steps)
-    optimizer = solver.make_optimizer()
     schemes = jax.nn.softmax(logits, axis=-1)
-    keys = jax.random.split(key, num_agents)
+    all_rivals = None if monte_carlo else _rival_profiles(schemes)
 
     def one(i, k):
         if monte_carlo:
-            k_fix = value_key if value_key is not None else k
+            k_fix, k = jax.random.split(k)  # common random numbers along one best response
 
             def value_fn(scheme, tau, hard):
                 profile = schemes.at[i].set(scheme)
@@ -916,13 +918,13 @@ def _estimated_exploitability(
             rivals = None
         else:
             value_fn = None
-            rivals = _rival_profiles(schemes)[i]
+            rivals = all_rivals[i]
         return _gradient_best_response(
             game.prior, game.user_utility, game.agent_utilities[i], rivals, logits[i], k,
             temps, eval_t, solver, value_fn,
         )[0]
 
-    best = jnp.stack([one(i, keys[i]) for i in range(num_agents)])
+    best = jax.vmap(one)(jnp.arange(num_agents), jax.random.split(key, num_agents))
     gains = jnp.maximum(best - values, 0.0)
     return Exploitability(
         exploitability=jnp.sum(gains),
@@ -1106,7 +1108,6 @@ def _best_response_dynamics(game, solver, logits0, temps, mode, key):
     best responses; one round per stage, at the stage's temperature."""
     num_agents = game.num_agents
     utilities = _utilities(game)
-    optimizer = solver.make_optimizer()
     user_range = jnp.max(game.user_utility) - jnp.min(game.user_utility)
     user_range = jnp.where(user_range > 0, user_range, 1.0)
 
@@ -1267,6 +1268,7 @@ def solve(
         temperature=eval_t,
         final_search_temperature=temps[-1],
         iterations=jnp.asarray(solver.stages * solver.steps_per_stage, jnp.int32),
+        search=pick.astype(jnp.int32),
         monte_carlo=jnp.asarray(value_mode == "monte_carlo"),
         lp_status=cert.lp_status,
         status=status,
