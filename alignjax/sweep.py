@@ -416,6 +416,11 @@ def validate_config(raw: dict, source: str = "config") -> dict:
             key: _family_values(fparams.get(key, default), f"{where}.family_params.{key}", key)
             for key, default in fam.params.items()
         }
+        if fam.check is not None:  # families that read files (file, movielens) check them here
+            try:
+                fam.check(st["family_params"], st["K"], st["Y"], st["A"], cfg["instances"])
+            except ValueError as err:
+                raise SweepConfigError(f"{where}.{err}") from None
         gt = GAME_TYPES[st["game"]]
         gparams = st.get("game_params", {})
         for key in gparams:
@@ -1021,7 +1026,10 @@ def _plots(games, out_dir: Path) -> list[str]:
         label_cols = [c for c in df.columns if c.startswith("family.") and df[c].notna().any()]
         for (fam, *fvals), g in df.groupby(["family"] + label_cols, dropna=False):
             stats = g.groupby("K")["normalized_value"].describe(percentiles=[0.25, 0.75])
-            label = fam + "".join(f" {c.split('.', 1)[1]}={v:g}" for c, v in zip(label_cols, fvals) if v == v)
+            label = fam + "".join(
+                f" {c.split('.', 1)[1]}={os.path.basename(v) if isinstance(v, str) else format(v, 'g')}"
+                for c, v in zip(label_cols, fvals) if v == v
+            )
             ax.plot(stats.index, stats["mean"], marker="o", label=label)
             ax.fill_between(stats.index, stats["25%"], stats["75%"], alpha=0.2)
         mono = df.groupby("K")["monopoly_normalized"].mean()

@@ -93,6 +93,7 @@ __all__ = [
     "movielens_games",
     "movielens_family",
     "FAMILY_DEFAULTS",
+    "SWEEP_PARAMS",
     "MovieLensConfig",
     "alignment_experiment",
     "summarize_alignment",
@@ -988,7 +989,9 @@ def _cached_model(path: str, min_ratings: int, stamp: tuple) -> ALSModel:
     return fit_als(data, rating_scale=data.rating_scale)
 
 
-def movielens_family(params: dict, *, num_games: int, num_agents: int, seed: int, data_dir: str):
+def movielens_family(
+    params: dict, *, num_games: int, num_agents: int, seed: int, data_dir: str, indices=None, dtype=None
+):
     """A batch of MovieLens games for a sweep: game i of a family is fixed by
     ``(data_dir, params, num_agents, seed, i)`` (:func:`draw_players`).
 
@@ -1003,6 +1006,9 @@ def movielens_family(params: dict, *, num_games: int, num_agents: int, seed: int
         seed: the draw's seed.
         data_dir: a MovieLens release directory (read once per process and cached,
             as are the slate and, for ``"completed"``, the factorisation).
+        indices: the game indices i (default ``0..num_games-1``; then ``num_games``
+            is ignored in favour of ``len(indices)``).
+        dtype: floating dtype (default JAX's default float).
 
     Returns:
         A batched :class:`alignjax.Game` with leading axis ``num_games``.
@@ -1017,9 +1023,125 @@ def movielens_family(params: dict, *, num_games: int, num_agents: int, seed: int
     stamp = _file_stamp(path)
     _cached_data(path, p["min_ratings"], stamp)  # errors about the data come first
     slate = _cached_slate(path, p["min_ratings"], stamp, p["slate_size"], p["variant"])
-    targets, agents = draw_players(slate, np.arange(num_games), num_agents=num_agents, seed=seed)
+    indices = np.arange(num_games) if indices is None else np.asarray(indices, np.int64).ravel()
+    targets, agents = draw_players(slate, indices, num_agents=num_agents, seed=seed)
     return movielens_games(
-        slate, targets, agents, prior=p["prior"], actions=p["actions"], levels=p["levels"], bias=p["bias"]
+        slate, targets, agents, prior=p["prior"], actions=p["actions"], levels=p["levels"], bias=p["bias"],
+        dtype=dtype,
+    )
+
+
+SWEEP_PARAMS = {
+    "data": "",
+    "actions": "binary",
+    "prior": "uniform",
+    "bias": 0.0,
+    "variant": "observed",
+    "min_ratings": 20,
+}
+"""Parameters of the sweep's ``movielens`` family and their defaults; the slate size
+is the cell's ``Y`` and the number of actions its ``A`` (``docs/sweep.md``)."""
+
+
+def _sweep_params(params: dict, num_states: int, num_actions: int) -> tuple[str, dict]:
+    """The data directory and the :func:`movielens_family` parameters of one sweep cell.
+
+    Raises:
+        ValueError: the message starts with the config key at fault relative to the
+            study (``family_params.data: ...``, ``A: ...``).
+    """
+    data = params.get("data", "")
+    if not isinstance(data, str) or not data:
+        raise ValueError(
+            "family_params.data: required: the path of a MovieLens release directory "
+            "(ratings.csv, movies.csv; download from https://grouplens.org/datasets/movielens/)"
+        )
+    path = os.path.realpath(os.path.expanduser(data))
+    if not os.path.isdir(path):
+        raise ValueError(f"family_params.data: no such directory: {data}")
+    for name in ("ratings.csv", "movies.csv"):
+        if not os.path.isfile(os.path.join(path, name)):
+            raise ValueError(f"family_params.data: {os.path.join(data, name)}: no such file")
+    for key, allowed in (("actions", _ACTIONS), ("prior", _PRIORS), ("variant", _VARIANTS)):
+        value = params.get(key, SWEEP_PARAMS[key])
+        if value not in allowed:
+            raise ValueError(f"family_params.{key}: must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    bias = params.get("bias", 0.0)
+    if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):
+        raise ValueError(f"family_params.bias: must be a finite number; got {bias!r}")
+    min_ratings = params.get("min_ratings", SWEEP_PARAMS["min_ratings"])
+    if isinstance(min_ratings, bool) or not isinstance(min_ratings, (int, float)) or min_ratings != int(min_ratings) \
+            or min_ratings < 1:
+        raise ValueError(f"family_params.min_ratings: must be an integer >= 1; got {min_ratings!r}")
+    if num_states < 2:
+        raise ValueError(f"Y: the movielens family's Y is the slate size, the number of movies (>= 2); got {num_states}")
+    actions = params.get("actions", SWEEP_PARAMS["actions"])
+    if actions == "binary" and num_actions != 2:
+        raise ValueError(
+            f"A: the movielens family with actions = \"binary\" has A = 2 (skip, watch); got {num_actions} "
+            "(actions = \"graded\" gives A engagement levels)"
+        )
+    p = {
+        "slate_size": int(num_states),
+        "actions": actions,
+        "levels": max(int(num_actions), 2),
+        "prior": params.get("prior", SWEEP_PARAMS["prior"]),
+        "bias": float(bias),
+        "variant": params.get("variant", SWEEP_PARAMS["variant"]),
+        "min_ratings": int(min_ratings),
+    }
+    return path, p
+
+
+def sweep_check(params: dict, num_agents, num_states, num_actions, instances: int) -> None:
+    """Validate a sweep study of the ``movielens`` family (every combination of its
+    values): the data directory, the parameters, ``Y`` (slate size), ``A`` (2 for
+    ``"binary"``, the number of levels for ``"graded"``) and ``K`` (at most the number
+    of other people on the slate). Loads the data and builds the slates (both cached
+    for the run that follows).
+
+    Raises:
+        ValueError: the message starts with the config key at fault (``family_params.data``,
+            ``K``, ``Y``, ``A``, ...).
+    """
+    import itertools
+
+    keys = sorted(params)
+    for values in itertools.product(*(params[k] for k in keys)):
+        cell = dict(zip(keys, values))
+        for Y in num_states:
+            for A in num_actions:
+                path, p = _sweep_params(cell, Y, A)
+                try:
+                    stamp = _file_stamp(path)
+                    _cached_data(path, p["min_ratings"], stamp)
+                    slate = _cached_slate(path, p["min_ratings"], stamp, p["slate_size"], p["variant"])
+                except MovieLensError as err:
+                    raise ValueError(f"family_params.data: {err}") from None
+                except ValueError as err:
+                    raise ValueError(f"Y: {err}") from None
+                pool = slate.num_people - 1
+                if max(num_agents) > pool:
+                    raise ValueError(
+                        f"K: {max(num_agents)} agents, but the {p['variant']} slate of the {Y} most-rated movies "
+                        f"in {cell['data']} has only {pool} people besides the user"
+                        + (" (variant = \"completed\" has more)" if p["variant"] == "observed" else "")
+                    )
+
+
+def sweep_games(params: dict, indices, num_agents: int, num_states: int, num_actions: int, seed: int, dtype):
+    """The sweep's ``movielens`` family: games ``indices`` of one cell as a batched
+    :class:`alignjax.Game` (``Y`` = slate size, ``A`` = 2 for ``"binary"`` or the
+    number of ``"graded"`` levels). The data, slate and factorisation are read once
+    per process (cached).
+
+    Raises:
+        ValueError: as :func:`sweep_check`; :class:`MovieLensError` for malformed data.
+    """
+    path, p = _sweep_params(params, num_states, num_actions)
+    indices = np.asarray(indices, np.int64).ravel()
+    return movielens_family(
+        p, num_games=len(indices), num_agents=num_agents, seed=seed, data_dir=path, indices=indices, dtype=dtype
     )
 
 
