@@ -4,6 +4,9 @@ Subcommands:
 
 * ``alignjax solve GAME.json --mode persuasion --agent I [--json] [--float32]``
 * ``alignjax solve GAME.json --mode simultaneous [--temperature TAU] [--signals M] [--json]``
+* ``alignjax solve GAME.json --mode conversation --rounds R [--temperature TAU] [--signals M]
+  [--user-signals L] [--json]``: the multi-round conversation; the GAME.json may carry
+  the joint prior ``information`` (Y, XU, XB)
 * ``alignjax alignment GAME.json [--norm sup|mse] [--weights simplex|nonneg] [--no-offset]
   [--json] [--float32]``: the market-alignment error of the agents for the user
 
@@ -183,6 +186,59 @@ _SOLVERS: dict[str, Callable] = {"persuasion": _solve_persuasion, "selection": _
 _SOLVERS["simultaneous"] = _solve_simultaneous
 
 
+def _solve_conversation(game, args) -> dict:
+    import jax
+
+    from alignjax import conversation
+    from alignjax.status import status_name
+
+    tau = args.temperature
+    if tau is not None and (not math.isfinite(tau) or tau < 0):
+        raise CLIError(f"--temperature {tau}: must be a finite number >= 0")
+    rounds = args.rounds
+    if rounds < 1:
+        raise CLIError(f"--rounds {rounds}: must be >= 1")
+    signals = game.num_actions if args.signals is None else args.signals
+    if signals < 1:
+        raise CLIError(f"--signals {signals}: must be >= 1")
+    user_signals = game.num_user_types if args.user_signals is None else args.user_signals
+    if user_signals < 1:
+        raise CLIError(f"--user-signals {user_signals}: must be >= 1")
+    temperature = tau if tau else None
+    solver = conversation.ConversationSolver()
+    try:
+        run = jax.jit(
+            lambda g: conversation.solve(
+                g, solver, rounds=rounds, temperature=temperature, signals=signals, user_signals=user_signals
+            )
+        )
+        res = jax.device_get(run(game))
+    except ValueError as err:  # an exact evaluation over the memory budget
+        raise CLIError(f"{args.game}: {err}") from None
+    return {
+        "mode": "conversation",
+        "rounds": rounds,
+        "temperature": tau or 0.0,
+        "signals": signals,
+        "user_signals": user_signals,
+        "user_value": res.user_value,
+        "agent_values": res.agent_values,
+        "full_information_value": res.full_information_value,
+        "no_information_value": res.no_information_value,
+        "exploitability": res.exploitability,
+        "exploitability_is_estimate": True,
+        "gains": res.gains,
+        "best_response_values": res.best_response_values,
+        "status": status_name(res.status),
+        "iterations": res.iterations,
+        "final_search_temperature": res.final_search_temperature,
+        "information_shape": list(game.information.shape),
+    }
+
+
+_SOLVERS["conversation"] = _solve_conversation
+
+
 def _print_human(out: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -217,9 +273,17 @@ def _cmd_solve(args) -> int:
         raise CLIError(f"--floor must be a finite number; got {args.floor}")
     dtype = jnp.float32 if args.float32 else jnp.float64
     try:
-        game = load_game(args.game, dtype=dtype)
+        if args.mode == "conversation":
+            from alignjax.conversation import load_conversation_game
+
+            game = load_conversation_game(args.game, dtype=dtype)
+        else:
+            game = load_game(args.game, dtype=dtype)
     except GameSpecError as err:
-        raise CLIError(str(err)) from None
+        msg = str(err)
+        if "unknown field 'information'" in msg:
+            msg += " (the joint prior is read by --mode conversation only)"
+        raise CLIError(msg) from None
     out = _SOLVERS[args.mode](game, args)
     out = _jsonable(out)
     if args.json:
@@ -473,9 +537,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
     p.add_argument(
         "--temperature", type=float, default=None,
-        help="simultaneous: the user's quantal temperature (default: she best-responds)",
+        help="simultaneous, conversation: the user's quantal temperature (default: she best-responds)",
     )
-    p.add_argument("--signals", type=int, default=None, help="simultaneous: messages per agent (default A)")
+    p.add_argument(
+        "--signals", type=int, default=None, help="simultaneous, conversation: messages per agent (default A)"
+    )
+    p.add_argument("--rounds", type=int, default=1, help="conversation: rounds R (default 1)")
+    p.add_argument(
+        "--user-signals", type=int, default=None,
+        help="conversation: the user's messages per round (default XU, the values of her feature)",
+    )
     p.set_defaults(func=_cmd_solve)
 
     p = sub.add_parser(

@@ -45,7 +45,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from alignjax.game import Game
+from alignjax.game import Game, GameSpecError, game_from_dict, load_json
 from alignjax.simultaneous import _inner_temperatures, _outcome, temperature_schedule
 from alignjax.status import Status
 
@@ -66,6 +66,8 @@ __all__ = [
     "no_information_value",
     "exploitability",
     "solve",
+    "conversation_game_from_dict",
+    "load_conversation_game",
 ]
 
 _INFO_ATOL = 1e-6
@@ -855,3 +857,66 @@ def solve(
         search=pick.astype(jnp.int32),
         status=status,
     )
+
+
+# ----------------------------------------------------------------------------------------
+# GAME.json with an `information` field
+# ----------------------------------------------------------------------------------------
+
+
+def conversation_game_from_dict(data, *, source: str = "game", dtype=None) -> ConversationGame:
+    """A :class:`ConversationGame` from a parsed GAME.json object.
+
+    The fields of :func:`alignjax.game.game_from_dict`, plus an optional
+    ``information``: Y lists of XU lists of XB numbers, the joint prior ``P(y, x_u,
+    x_b)``; non-negative, summing to 1 within 1e-6, with state marginal ``sum_{x_u,
+    x_b} P(y, x_u, x_b)`` equal to ``prior`` within 1e-6. Absent: the agents observe
+    the state and the user nothing (shape (Y, 1, Y), :func:`from_game`).
+
+    Raises:
+        GameSpecError: naming ``source`` and the field for any malformed entry.
+    """
+    game = game_from_dict(data, source=source, dtype=dtype, extra_fields=("information",))
+    if data.get("information") is None:
+        return from_game(game)
+    try:
+        info = np.asarray(data["information"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise GameSpecError(
+            f"{source}: field 'information' must be a nested list of numbers (Y lists of XU lists "
+            "of XB numbers) with equal-length rows"
+        ) from None
+    Y = game.num_states
+    if info.ndim != 3 or info.shape[0] != Y or min(info.shape) < 1:
+        raise GameSpecError(
+            f"{source}: field 'information' has shape {info.shape}, expected (Y, XU, XB) with "
+            f"Y = {Y} to match 'prior'"
+        )
+    if not np.all(np.isfinite(info)):
+        raise GameSpecError(f"{source}: field 'information' has non-finite entries")
+    if np.any(info < 0):
+        raise GameSpecError(f"{source}: field 'information' has negative entries")
+    if abs(info.sum() - 1) > _INFO_ATOL:
+        raise GameSpecError(
+            f"{source}: field 'information' sums to {info.sum():.9g}, not 1 (tolerance {_INFO_ATOL:g})"
+        )
+    off = np.max(np.abs(info.sum(axis=(1, 2)) - np.asarray(game.prior)))
+    if off > _INFO_ATOL:
+        raise GameSpecError(
+            f"{source}: field 'information' has state marginal sum over (x_u, x_b) differing from "
+            f"'prior' by {off:.3g} (tolerance {_INFO_ATOL:g})"
+        )
+    return ConversationGame(jnp.asarray(info, game.prior.dtype), game.user_utility, game.agent_utilities)
+
+
+def load_conversation_game(path, *, dtype=None) -> ConversationGame:
+    """Read a GAME.json file with an optional ``information`` field
+    (:func:`conversation_game_from_dict`).
+
+    Raises:
+        GameSpecError: unreadable file, malformed JSON or a malformed field, naming
+            the file and the field.
+    """
+    import os
+
+    return conversation_game_from_dict(load_json(path), source=os.fspath(path), dtype=dtype)
