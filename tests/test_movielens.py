@@ -274,6 +274,161 @@ def test_family(raw_slice):
 
 
 # ----------------------------------------------------------------------------------------
+# The sweep's movielens family (config -> cells -> games)
+# ----------------------------------------------------------------------------------------
+
+SWEEP_TOML = """
+seed = 5
+instances = 4
+[[study]]
+game = "persuasion"
+family = "movielens"
+K = 3
+Y = {slate}
+A = 2
+family_params = {{ data = "{data}", bias = [0.0, 0.25] }}
+[[study]]
+game = "selection"
+family = "movielens"
+K = 2
+Y = {slate}
+A = 4
+family_params = {{ data = "{data}", actions = "graded", prior = "popularity", bias = 0.1 }}
+"""
+
+
+def _validate(text):
+    import tomllib
+
+    from alignjax import sweep
+
+    return sweep.validate_config(tomllib.loads(text), "cfg.toml")
+
+
+def _match_person(row, candidates):
+    """The one person (index into ``candidates``) whose row equals ``row``."""
+    hits = np.flatnonzero(np.all(np.abs(candidates - row[None]) < 1e-12, axis=1))
+    assert len(hits) == 1, f"{len(hits)} people match"
+    return int(hits[0])
+
+
+def test_sweep_family_builds_real_people_once_per_process(raw_slice, data, monkeypatch):
+    """Through the sweep API: every game's user and agents are distinct people of
+    the raw slice who rated the whole slate, with the utilities recomputed from their
+    raw ratings; games do not depend on the chunk; the data are read once."""
+    from alignjax import generators, sweep
+
+    calls = []
+    real = ml.load_movielens
+    monkeypatch.setattr(ml, "load_movielens", lambda *a, **k: calls.append(a) or real(*a, **k))
+    for cache in (ml._cached_data, ml._cached_slate, ml._cached_model):
+        cache.cache_clear()
+    d = str(raw_slice[0])
+    cfg = _validate(SWEEP_TOML.format(slate=SLATE, data=d))
+    cells = sweep.expand_cells(cfg)
+    assert [(c.family, c.K, c.Y, c.A, dict(c.family_params)["bias"]) for c in cells] == [
+        ("movielens", 3, SLATE, 2, 0.0), ("movielens", 3, SLATE, 2, 0.25), ("movielens", 2, SLATE, 4, 0.1)
+    ]
+    movies, pop, table = _independent_table(raw_slice, data)
+    full = table.dropna()
+    n_all = (full.to_numpy() - 0.5) / 4.5  # normalized ratings of the people who rated all
+    levels = np.linspace(0, 1, 4)
+    for cell in cells:
+        fp = dict(cell.family_params)
+        seed = cell.games_seed(cfg["seed"])
+        g = generators.generate(cell.family, None, np.arange(4), cell.K, cell.Y, cell.A, fp, seed=seed)
+        part = generators.generate(cell.family, None, np.array([3, 1]), cell.K, cell.Y, cell.A, fp, seed=seed)
+        for name in ("prior", "user_utility", "agent_utilities"):
+            np.testing.assert_array_equal(np.asarray(getattr(part, name)), np.asarray(getattr(g, name))[[3, 1]])
+        p = np.full(SLATE, 1 / SLATE) if fp["prior"] == "uniform" else pop / pop.sum()
+        np.testing.assert_allclose(np.asarray(g.prior), np.broadcast_to(p, (4, SLATE)), rtol=0, atol=1e-15)
+        u, U, bias = np.asarray(g.user_utility), np.asarray(g.agent_utilities), fp["bias"]
+        for n in range(4):
+            if fp["actions"] == "binary":
+                centred = n_all - (n_all @ p)[:, None]
+                user = _match_person(u[n, 1], centred)
+                agents = [_match_person(U[n, k, 1] - bias, centred) for k in range(cell.K)]
+                expected_u = np.stack([np.zeros(SLATE), centred[user]])
+                expected_U = np.stack([np.stack([np.zeros(SLATE), centred[a] + bias]) for a in agents])
+            else:
+                user = _match_person((u[n, -1] - u[n, 0] + 1) / 2, n_all)
+                agents = [_match_person((U[n, k, -1] - U[n, k, 0] + 1 - bias) / 2, n_all) for k in range(cell.K)]
+                expected_u = 1 - (levels[:, None] - n_all[user][None]) ** 2
+                expected_U = np.stack([1 - (levels[:, None] - n_all[a][None]) ** 2 + bias * levels[:, None] for a in agents])
+            assert user not in agents and len(set(agents)) == cell.K
+            np.testing.assert_allclose(u[n], expected_u, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(U[n], expected_U, rtol=0, atol=1e-12)
+    assert len(calls) == 1, "the data must be read once per process"
+
+
+def test_sweep_family_missing_data_dir_exits_2(tmp_path, capsys):
+    """No data needed: a missing directory is one line naming the key and the path."""
+    absent = tmp_path / "ml-absent"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SWEEP_TOML.format(slate=SLATE, data=absent))
+    out = tmp_path / "out"
+    code = main(["sweep", str(cfg), "--out", str(out), "--quiet"])
+    _, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert f"study[0].family_params.data: no such directory: {absent}" in lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda t: t.replace('bias = [0.0, 0.25] }', 'bias = 0.0 }').replace("A = 2", "A = 3", 1),
+         'study[0].A: the movielens family with actions = "binary" has A = 2'),
+        (lambda t: t.replace("K = 3", "K = 8", 1), "study[0].K: 8 agents, but the observed slate"),
+        (lambda t: t.replace(f"Y = {SLATE}", "Y = 1", 1), "study[0].Y: the movielens family's Y is the slate size"),
+        (lambda t: t.replace(f"Y = {SLATE}", "Y = 30", 1), "study[0].Y: slate_size=30: only"),
+        (lambda t: t.replace('prior = "popularity"', 'prior = "zipf"'), "study[1].family_params.prior: must be one of"),
+        (lambda t: t.replace('actions = "graded"', 'actions = "graded", slate = 3'),
+         "study[1].family_params: unknown key 'slate' for family 'movielens'"),
+        (lambda t: t.replace("bias = 0.1", "bias = -0.1"), "study[1].family_params.bias: values must be finite and >= 0"),
+    ],
+)
+def test_sweep_family_bad_configs(raw_slice, edit, fragment):
+    from alignjax.sweep import SweepConfigError
+
+    text = SWEEP_TOML.format(slate=SLATE, data=raw_slice[0])
+    with pytest.raises(SweepConfigError) as info:
+        _validate(edit(text))
+    assert fragment in str(info.value) and str(info.value).startswith("cfg.toml: "), str(info.value)
+
+
+def test_sweep_family_completed_variant_has_more_agents(raw_slice, data):
+    """K beyond the fully observed people is refused for "observed" and accepted for
+    "completed", whose agents are every person of the data."""
+    from alignjax import generators, sweep
+
+    text = SWEEP_TOML.format(slate=SLATE, data=raw_slice[0]).replace("K = 3", "K = 12", 1)
+    cfg = _validate(text.replace("bias = [0.0, 0.25] }", 'bias = 0.0, variant = "completed" }'))
+    cell = sweep.expand_cells(cfg)[0]
+    g = generators.generate(cell.family, None, np.arange(2), 12, SLATE, 2, dict(cell.family_params), seed=1)
+    assert g.agent_utilities.shape == (2, 12, 2, SLATE)
+    assert np.all(np.isfinite(np.asarray(g.agent_utilities)))
+
+
+@pytest.mark.slow
+def test_sweep_movielens_end_to_end(raw_slice, tmp_path):
+    """A tiny sweep of the movielens family runs and writes certified values between
+    the no-information and full-information values."""
+    import pandas as pd
+
+    from alignjax import sweep
+
+    text = SWEEP_TOML.format(slate=SLATE, data=raw_slice[0]).replace("instances = 4", "instances = 2")
+    cfg = _validate(text)
+    sweep.run_sweep(cfg, tmp_path / "out", progress=False)
+    games = pd.read_parquet(tmp_path / "out" / "games.parquet")
+    assert len(games) == 6 and set(games["family.data"]) == {str(raw_slice[0])}
+    assert np.all(games["user_value"] <= games["full_information_value"] + 1e-8)
+    assert np.all(games["user_value"] >= games["no_information_value"] - 1e-8)
+
+
+# ----------------------------------------------------------------------------------------
 # Matrix factorisation
 # ----------------------------------------------------------------------------------------
 
