@@ -284,6 +284,66 @@ def register_game_type(name: str, game_type: GameType) -> None:
     GAME_TYPES[name] = game_type
 
 
+# The multi-round conversation (alignjax.conversation): the random families' games with
+# the agents observing the state and the user nothing (x_b = y, trivial x_u, a silent user).
+
+
+def _run_conversation(game, solver, params, key):
+    import jax.numpy as jnp
+
+    from alignjax import conversation, persuasion
+
+    res = conversation.solve(
+        conversation.from_game(game), solver, rounds=params["rounds"], temperature=params["temperature"],
+        signals=params["signals"], user_signals=1, key=key,
+    )
+    mono = persuasion.monopoly(game)
+    out = _common_metrics(game, res.user_value, res.full_information_value, res.no_information_value)
+    out.update(
+        certificate=res.exploitability,
+        exact_certificate=res.exact_certificate,
+        status=res.status,
+        converged=res.status == 0,
+        iterations=res.iterations,
+        monopoly_best=jnp.max(mono.user_value),
+        monopoly_mean=jnp.mean(mono.user_value),
+    )
+    return out
+
+
+def _conversation_solver(options):
+    from alignjax import conversation
+
+    return conversation.ConversationSolver(**options)
+
+
+def _conversation_bytes(K, Y, A, p, s):
+    """The exact evaluation's estimate times the live copies of one search step
+    (K + 1 reverse passes, extragradient's two fields, the restarts and the
+    best-response starts, all vmapped), plus the monopoly LPs."""
+    from alignjax.conversation import ConversationSolver, conversation_memory_bytes
+
+    solver = ConversationSolver()
+    rounds = int(p.get("rounds") or 1)
+    one = conversation_memory_bytes(K, Y, 1, Y, A, p.get("signals") or A, 1, rounds)
+    one = one * s // 8
+    copies = 2 * (K + 2) * solver.restarts + (K + 1) * (solver.br_starts + 1) * 2
+    return copies * one + K * _lp_bytes(Y, A, s)
+
+
+register_game_type(
+    "conversation",
+    GameType(
+        make_solver=_conversation_solver,
+        run=_run_conversation,
+        params={"rounds": 1, "temperature": None, "signals": None},
+        static_params=("rounds", "signals"),
+        bytes_per_game=_conversation_bytes,
+        certificate="exploitability",
+    ),
+)
+
+
 # ----------------------------------------------------------------------------------------
 # Config: loading and validation (every error names the key)
 # ----------------------------------------------------------------------------------------
@@ -472,7 +532,7 @@ def _game_values(value, where, key):
             raise SweepConfigError(f"{where}: expected finite numbers, got {v!r}")
         if key in ("delta", "temperature") and v < 0:
             raise SweepConfigError(f"{where}: must be >= 0; got {v}")
-        if key in ("evaluation_period", "signals") and v <= 0:
+        if key in ("evaluation_period", "signals", "rounds") and v <= 0:
             raise SweepConfigError(f"{where}: must be > 0; got {v}")
         if key in ("signals", "agent", "rounds") and int(v) != v:
             raise SweepConfigError(f"{where}: must be an integer; got {v}")
