@@ -361,6 +361,13 @@ def test_sweep_family_builds_real_people_once_per_process(raw_slice, data, monke
     assert len(calls) == 1, "the data must be read once per process"
 
 
+def test_sweep_family_registered_with_the_module_defaults():
+    from alignjax.generators import FAMILIES
+
+    fam = FAMILIES["movielens"]
+    assert fam.batched and fam.check is not None and fam.params == ml.SWEEP_PARAMS
+
+
 def test_sweep_family_missing_data_dir_exits_2(tmp_path, capsys):
     """No data needed: a missing directory is one line naming the key and the path."""
     absent = tmp_path / "ml-absent"
