@@ -257,17 +257,19 @@ def conversation_memory_bytes(
     num_agents: int, num_states: int, num_user_types: int, num_agent_types: int,
     num_actions: int, signals: int, user_signals: int, rounds: int, dtype=None,
 ) -> int:
-    """Estimated peak bytes of one exact evaluation and its gradient (one game).
+    """Estimated peak bytes of one exact evaluation with every player's gradient (one game).
 
     With ``T = (L M^K)^R`` transcripts, the evaluation holds the joint ``P(y, x_u,
-    x_b, transcript)`` (Y XU XB T numbers) and the gathered factor of the last agent
-    (XB T numbers), then the (Y, XU T) marginal with the expected utilities and
-    responses of every player (about 2 (K + 2) A XU T numbers); reverse-mode
-    differentiation keeps the last round's intermediates alive, about twice the
-    forward figure. The estimate is ``itemsize * (4 Y XU XB T + 4 XB T + 4 (K + 2) A
-    XU T + rule sizes)``; the benchmark ``benchmarks/conversation_memory.py`` sets it
-    beside XLA's compiled memory analysis. Under ``vmap`` multiply by the batch.
-    Python integers throughout: no overflow however large the request.
+    x_b, transcript)`` (Y XU XB T numbers), the gathered factor of the last agent
+    (XB T numbers), and the (Y, XU T) marginal with the expected utilities and
+    responses of every player (about 2 (K + 2) A XU T numbers). The search's field,
+    each player's gradient of its own value, runs K + 1 reverse passes side by side,
+    each keeping about two copies of the joint alive. The estimate is ``itemsize *
+    ((2 K + 4) Y XU XB T + 4 XB T + 4 (K + 2) A XU T + 4 rule sizes)``: at K = 2 it
+    bounds XLA's compiled temporaries of the pseudo-gradient (about 6 copies of the
+    joint) and of the values alone (about 1), as ``benchmarks/conversation_memory.py``
+    and the tests measure. Under ``vmap`` multiply by the batch. Python integers
+    throughout: no overflow however large the request.
     """
     itemsize = jnp.dtype(dtype or jnp.result_type(float)).itemsize
     K, Y, XU, XB, A, M, L, R = (int(v) for v in (
@@ -275,7 +277,7 @@ def conversation_memory_bytes(
     T = (L * M**K) ** R
     users, agents = rule_shapes(K, XU, XB, L, M, R)
     rules = sum(math.prod(s) for s in users) + sum(math.prod(s) for s in agents)
-    return itemsize * (4 * Y * XU * XB * T + 4 * XB * T + 4 * (K + 2) * A * XU * T + 4 * rules)
+    return itemsize * ((2 * K + 4) * Y * XU * XB * T + 4 * XB * T + 4 * (K + 2) * A * XU * T + 4 * rules)
 
 
 def _memory_error(where, need, budget, K, L, M, R):
