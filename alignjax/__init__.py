@@ -18,6 +18,8 @@ from alignjax.game import Game, GameSpecError, game_from_dict, game_to_dict, loa
 from alignjax.persuasion import PersuasionResult, PersuasionSolver
 from alignjax import simultaneous
 from alignjax.simultaneous import SimultaneousResult, SimultaneousSolver
+from alignjax import conversation
+from alignjax.conversation import ConversationGame, ConversationResult, ConversationRules, ConversationSolver
 from alignjax.response import (
     best_response,
     full_information_value,
@@ -36,6 +38,11 @@ __all__ = [
     "alignment",
     "alignment_curve",
     "alignment_error",
+    "conversation",
+    "ConversationGame",
+    "ConversationResult",
+    "ConversationRules",
+    "ConversationSolver",
     "Game",
     "GameSpecError",
     "PersuasionResult",
