@@ -335,7 +335,13 @@ def _check_rules(rules: ConversationRules, game: ConversationGame, where: str, p
                     raise ValueError(f"{where}: 'rules' has negative or non-finite entries")
                 if np.any(np.abs(arr.sum(-1) - 1) > _RULE_ATOL):
                     raise ValueError(f"{where}: rows of 'rules' must sum to 1 within {_RULE_ATOL:g}")
-    return R, L, M
+        else:  # traced (under jit or vmap): check at run time
+            bad_neg = jnp.any(jnp.stack([jnp.any(x < -_RULE_ATOL) | ~jnp.all(jnp.isfinite(x)) for x in leaves]))
+            bad_sum = jnp.any(jnp.stack([jnp.any(jnp.abs(jnp.sum(x, -1) - 1) > _RULE_ATOL) for x in leaves]))
+            first = eqx.error_if(rules.user[0], bad_neg, f"{where}: 'rules' has negative or non-finite entries")
+            first = eqx.error_if(first, bad_sum, f"{where}: rows of 'rules' must sum to 1 within {_RULE_ATOL:g}")
+            rules = ConversationRules(user=(first, *rules.user[1:]), agents=rules.agents)
+    return R, L, M, rules
 
 
 def random_logits(
@@ -443,10 +449,12 @@ def values(
             (concrete) rules that are not conditional distributions, an unknown
             ``tie_break``, or an evaluation over ``memory_budget`` (the message gives
             the bytes and says to lower the rounds R first).
+        equinox.EquinoxRuntimeError: traced rules found invalid at run time (under
+            ``jit``/``vmap``).
     """
     if tie_break not in ("uniform", "first"):
         raise ValueError(f"conversation.values: tie_break must be 'uniform' or 'first'; got {tie_break!r}")
-    R, L, M = _check_rules(rules, game, "conversation.values", probabilities=True)
+    R, L, M, rules = _check_rules(rules, game, "conversation.values", probabilities=True)
     _check_memory("conversation.values", game, M, L, R, game.information.dtype, memory_budget)
     vals = _values(game, rules, game.num_agents, L, M, temperature, tie_break)
     return vals[0], vals[1:]
@@ -460,7 +468,7 @@ def values_from_logits(
     Raises:
         ValueError: as :func:`values` (shapes, memory).
     """
-    R, L, M = _check_rules(logits, game, "conversation.values_from_logits", probabilities=False)
+    R, L, M, _ = _check_rules(logits, game, "conversation.values_from_logits", probabilities=False)
     _check_memory("conversation.values_from_logits", game, M, L, R, game.information.dtype, memory_budget)
     vals = _values(game, softmax_rules(logits), game.num_agents, L, M, temperature)
     return vals[0], vals[1:]
@@ -754,7 +762,7 @@ def exploitability(
     Raises:
         ValueError: mismatched shapes or an evaluation over the memory budget.
     """
-    R, L, M = _check_rules(logits, game, "conversation.exploitability", probabilities=False)
+    R, L, M, _ = _check_rules(logits, game, "conversation.exploitability", probabilities=False)
     _check_memory("conversation.exploitability", game, M, L, R, game.information.dtype, solver.memory_budget)
     key = jax.random.PRNGKey(0) if key is None else key
     dtype = game.information.dtype

@@ -292,6 +292,8 @@ def test_bad_input(rng):
         cv.values(cg, _rules(user, [agents[0], agents[1][:, :, :1]]))
     with pytest.raises(ValueError, match="rows of 'rules' must sum to 1"):
         cv.values(cg, _rules(user, [agents[0], 2 * agents[1]]))
+    with pytest.raises(Exception, match="rows of 'rules' must sum to 1"):  # run time, under jit
+        jax.block_until_ready(_values(cg, _rules(user, [agents[0], 2 * agents[1]]), 0.0))
     # memory: refused before allocating, with the size in bytes and what to lower
     need = cv.conversation_memory_bytes(2, 3, 1, 3, 2, 2, 1, 12)
     with pytest.raises(ValueError, match=rf"needs about {need:,} bytes per game.*lower the number of rounds R"):
