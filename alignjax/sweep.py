@@ -318,16 +318,17 @@ def _conversation_solver(options):
 
 
 def _conversation_bytes(K, Y, A, p, s):
-    """The exact evaluation's estimate times the live copies of one search step
-    (K + 1 reverse passes, extragradient's two fields, the restarts and the
-    best-response starts, all vmapped), plus the monopoly LPs."""
+    """``conversation_memory_bytes`` (the values with all K + 1 players' reverse passes)
+    once per live field: extragradient's two per restart, and two per best-response
+    start (the K + 1 players' starts are vmapped, one reverse pass each); plus the
+    monopoly LPs. Generous by construction; the whole search's footprint has not been
+    measured against XLA (the evaluation's has: benchmarks/conversation_memory.py)."""
     from alignjax.conversation import ConversationSolver, conversation_memory_bytes
 
     solver = ConversationSolver()
     rounds = int(p.get("rounds") or 1)
-    one = conversation_memory_bytes(K, Y, 1, Y, A, p.get("signals") or A, 1, rounds)
-    one = one * s // 8
-    copies = 2 * (K + 2) * solver.restarts + (K + 1) * (solver.br_starts + 1) * 2
+    one = conversation_memory_bytes(K, Y, 1, Y, A, int(p.get("signals") or A), 1, rounds) * s // 8
+    copies = 2 * solver.restarts + 2 * (solver.br_starts + 1)
     return copies * one + K * _lp_bytes(Y, A, s)
 
 
