@@ -160,6 +160,14 @@ def test_values_match_numpy_enumeration(rng):
             got = np.asarray(_values(cg, _rules(user, agents), tau))
             ref = conversation_values_numpy(info, game.user_utility, game.agent_utilities, user, agents, tau)
             np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    # float32: the same game at a float32 tolerance (quantal, away from tie flips)
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    cg32 = cv.ConversationGame(f32(info), f32(game.user_utility), f32(game.agent_utilities))
+    rules32 = cv.ConversationRules(user=tuple(map(f32, user)), agents=tuple(map(f32, agents)))
+    got32 = _values(cg32, rules32, 0.25)
+    assert got32.dtype == jnp.float32
+    ref = conversation_values_numpy(info, game.user_utility, game.agent_utilities, user, agents, 0.25)
+    np.testing.assert_allclose(np.asarray(got32, np.float64), ref, rtol=0, atol=1e-5)
 
 
 @jax.jit
