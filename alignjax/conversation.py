@@ -301,7 +301,20 @@ def _check_memory(where, game, M, L, R, dtype, budget):
     return need
 
 
+def _check_game(game, where: str):
+    if not isinstance(game, ConversationGame):
+        raise ValueError(
+            f"{where}: 'game' must be a ConversationGame (see conversation.from_game); got {type(game).__name__}"
+        )
+    if game.information.ndim != 3:
+        raise ValueError(
+            f"{where} takes one game; got 'information' of shape {game.information.shape} "
+            "(a batch: use jax.vmap over the game)"
+        )
+
+
 def _check_rules(rules: ConversationRules, game: ConversationGame, where: str, probabilities: bool):
+    _check_game(game, where)
     if not isinstance(rules, ConversationRules):
         raise ValueError(f"{where}: 'rules' must be a ConversationRules; got {type(rules).__name__}")
     R = len(rules.user)
@@ -809,8 +822,7 @@ def solve(
             concrete temperature, or an evaluation over ``solver.memory_budget`` (the
             message gives the bytes and says to lower ``rounds`` first).
     """
-    if not isinstance(game, ConversationGame):
-        raise ValueError(f"conversation.solve: 'game' must be a ConversationGame (see from_game); got {type(game).__name__}")
+    _check_game(game, "conversation.solve")
     R = int(rounds)
     M = game.num_actions if signals is None else int(signals)
     L = game.num_user_types if user_signals is None else int(user_signals)

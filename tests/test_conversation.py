@@ -311,6 +311,12 @@ def test_bad_input(rng):
     assert cv.conversation_memory_bytes(2, 3, 1, 3, 2, 2, 1, 40) > 2**64  # Python ints: no overflow
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         cv.solve(cg, rounds=0)
+    with pytest.raises(ValueError, match="'game' must be a ConversationGame"):
+        cv.solve(game, rounds=1)
+    batch = jax.vmap(lambda i: cv.ConversationGame(i, game.user_utility, game.agent_utilities, validate=False))(
+        jnp.stack([cg.information, cg.information]))
+    with pytest.raises(ValueError, match="takes one game"):
+        cv.values(batch, _rules(user, agents))
 
 
 # ----------------------------------------------------------------------------------------
