@@ -11,6 +11,13 @@ from reference import persuasion_highs, random_games
 
 SIZES = [(2, 2), (8, 8), (16, 16), (32, 8)]  # (Y, A)
 N_GAMES = 1000
+# CI runs all 1,000 games at the small sizes and the first 250 at the two large ones
+# (the HiGHS loop and the compile dominate there); `make test-all` runs all 1,000.
+CASES = [
+    pytest.param(Y, A, n, marks=[pytest.mark.slow] if n == N_GAMES and Y >= 16 else [])
+    for Y, A in SIZES
+    for n in ([250, N_GAMES] if Y >= 16 else [N_GAMES])
+]
 
 
 def _batched_lp(prior, sender, user, floor=None):
@@ -24,13 +31,13 @@ def _batched_lp(prior, sender, user, floor=None):
     return jax.jit(lambda *a: jax.lax.map(one, a, batch_size=16))(*args)
 
 
-@pytest.mark.parametrize("Y, A", SIZES)
-def test_matches_highs_float64(Y, A):
+@pytest.mark.parametrize("Y, A, n", CASES)
+def test_matches_highs_float64(Y, A, n):
     rng = np.random.default_rng(1000 * Y + A)
-    prior, user, agents = random_games(rng, N_GAMES, Y, A)
+    prior, user, agents = (x[:n] for x in random_games(rng, N_GAMES, Y, A))
     sender = agents[:, 0]
     sol = _batched_lp(jnp.asarray(prior), jnp.asarray(sender), jnp.asarray(user))
-    ref = np.array([persuasion_highs(prior[i], user[i], sender[i])[0] for i in range(N_GAMES)])
+    ref = np.array([persuasion_highs(prior[i], user[i], sender[i])[0] for i in range(n)])
     err = np.abs(np.asarray(sol.objective) - ref)
     assert err.max() < 1e-6, f"worst |ours - HiGHS| = {err.max():.2e}"
     assert np.asarray(sol.max_violation).max() < 1e-7
@@ -43,6 +50,7 @@ def test_matches_highs_float64(Y, A):
     np.testing.assert_allclose(np.asarray(sol.recommendation).sum(1), prior, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     reason="float32 accuracy 1e-4 against HiGHS is not met yet: the float32 interior-point "

@@ -36,6 +36,10 @@ A = 2
 game_params = { delta = [0.0, 0.001] }
 """
 
+# The device and process tests compile sharded programs of their own (no cache
+# hits across device counts), so they run the cheap half of TINY: persuasion only.
+SMALL = TINY.split("[[study]]")[0] + "[[study]]" + TINY.split("[[study]]")[1]
+
 
 def _cli(*args, env=None, timeout=600):
     cmd = [sys.executable, "-m", "alignjax.cli", *map(str, args)]
@@ -55,6 +59,22 @@ def reference(tmp_path_factory, config_path):
     """One single-device, single-process run every other test compares with."""
     out = tmp_path_factory.mktemp("ref") / "out"
     proc = _cli("sweep", config_path, "--out", out, "--quiet", "--csv")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_config_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg_small") / "small.toml"
+    path.write_text(SMALL)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_reference(tmp_path_factory, small_config_path):
+    """The single-device, single-process run of SMALL."""
+    out = tmp_path_factory.mktemp("ref_small") / "out"
+    proc = _cli("sweep", small_config_path, "--out", out, "--quiet")
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -141,14 +161,14 @@ def test_killed_run_loses_at_most_the_chunk_in_flight(config_path, reference, tm
     pd.testing.assert_frame_equal(a[cols], b[cols])
 
 
-def test_four_host_devices_give_the_same_numbers(config_path, reference, tmp_path):
+def test_four_host_devices_give_the_same_numbers(small_config_path, small_reference, tmp_path):
     out = tmp_path / "out"
-    proc = _cli("sweep", config_path, "--out", out, "--quiet",
+    proc = _cli("sweep", small_config_path, "--out", out, "--quiet",
                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert proc.returncode == 0, proc.stderr
     run = json.loads((out / "run.json").read_text())
     assert len(run["devices"]) == 4
-    _same_numbers(reference, out)
+    _same_numbers(small_reference, out)
 
 
 def _free_port():
@@ -157,10 +177,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_on_loopback_give_the_same_numbers(config_path, reference, tmp_path):
+def test_two_processes_on_loopback_give_the_same_numbers(small_config_path, small_reference, tmp_path):
     out = tmp_path / "out"
     port = _free_port()
-    args = ["sweep", str(config_path), "--out", str(out), "--quiet", "--distributed",
+    args = ["sweep", str(small_config_path), "--out", str(out), "--quiet", "--distributed",
             "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
     procs = [
         subprocess.Popen([sys.executable, "-m", "alignjax.cli", *args, "--process-id", str(i)],
@@ -171,7 +191,7 @@ def test_two_processes_on_loopback_give_the_same_numbers(config_path, reference,
     assert all(p.returncode == 0 for p in procs), outs
     run = json.loads((out / "run.json").read_text())
     assert run["processes"] == 2
-    _same_numbers(reference, out)
+    _same_numbers(small_reference, out)
 
 
 def test_other_config_into_same_dir_is_refused(reference, tmp_path, capsys):
