@@ -114,6 +114,14 @@ def solve(
     num_agents = game.num_agents
     if isinstance(agent, int) and not 0 <= agent < num_agents:
         raise ValueError(f"agent must be in [0, {num_agents}); got {agent}")
+    # Compiled once per shape, dtype, solver and floor/no floor (inlined under an outer
+    # jax.jit or jax.vmap); the agent index and the floor are traced.
+    floor = None if floor is None else jnp.asarray(floor, game.prior.dtype)
+    return _solve_compiled(game, solver, jnp.asarray(agent, jnp.int32), floor, bool(throw))
+
+
+@eqx.filter_jit
+def _solve_compiled(game, solver, agent, floor, throw):
     sender = game.agent_utilities[agent]
     sol = solve_persuasion_lp(
         game.prior,

@@ -551,6 +551,15 @@ def solve(
     if evaluation_period is not None and not isinstance(evaluation_period, jax.core.Tracer):
         if float(evaluation_period) <= 0:
             raise ValueError(f"evaluation_period must be > 0; got {evaluation_period}")
+    # Compiled once per shape, dtype and solver (inlined when called under jax.jit or
+    # jax.vmap); delta and T are traced, so new values do not recompile.
+    T = None if evaluation_period is None else jnp.asarray(evaluation_period, dtype)
+    return _solve_compiled(game, solver, jnp.asarray(delta, dtype), T, key)
+
+
+@eqx.filter_jit
+def _solve_compiled(game, solver, delta, evaluation_period, key):
+    dtype = game.prior.dtype
     prior, user, agents = game.prior, game.user_utility, game.agent_utilities
     num_agents = game.num_agents
     ctx = _Ctx(
