@@ -427,6 +427,12 @@ def solve_persuasion_lp(
     Raises:
         ValueError: at trace time, for mismatched shapes.
     """
+    # One compiled (and traced) body per shape, dtype, max_steps and tol: direct calls
+    # compile once, and a caller that solves several LPs of one shape traces it once.
+    return _solve_persuasion_lp_jit(prior, objective, user_utility, floor, max_steps=max_steps, tol=tol)
+
+
+def _solve_persuasion_lp(prior, objective, user_utility, floor=None, *, max_steps=100, tol=None):
     prior = jnp.asarray(prior)
     dtype = jnp.result_type(prior, objective, user_utility)
     prior, objective, user_utility = (jnp.asarray(a, dtype) for a in (prior, objective, user_utility))
@@ -646,6 +652,9 @@ def revelation_dual_bound(
     lam = jnp.maximum(multipliers, 0)
     lagr = objective + jnp.einsum("sr,sry->sy", lam, rows)
     return jnp.sum(prior * jnp.max(lagr, axis=0))
+
+
+_solve_persuasion_lp_jit = jax.jit(_solve_persuasion_lp, static_argnames=("max_steps", "tol"))
 
 
 def solve_revelation_lp(
