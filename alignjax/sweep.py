@@ -168,6 +168,27 @@ def _alignment_metric(game):
     return fit.epsilon
 
 
+def _search_metrics(game, res):
+    """Metrics of an equilibrium search (simultaneous, conversation): values, the
+    exploitability as the certificate, and the monopoly baselines."""
+    import jax.numpy as jnp
+
+    from alignjax import persuasion
+
+    mono = persuasion.monopoly(game)
+    out = _common_metrics(game, res.user_value, res.full_information_value, res.no_information_value)
+    out.update(
+        certificate=res.exploitability,
+        exact_certificate=res.exact_certificate,
+        status=res.status,
+        converged=res.status == 0,
+        iterations=res.iterations,
+        monopoly_best=jnp.max(mono.user_value),
+        monopoly_mean=jnp.mean(mono.user_value),
+    )
+    return out
+
+
 def _run_persuasion(game, solver, params, key):
     import jax.numpy as jnp
 
@@ -210,24 +231,11 @@ def _run_selection(game, solver, params, key):
 
 
 def _run_simultaneous(game, solver, params, key):
-    import jax.numpy as jnp
-
-    from alignjax import persuasion, simultaneous
+    from alignjax import simultaneous
 
     tau = params["temperature"]
     res = simultaneous.solve(game, solver, temperature=tau, signals=params["signals"], key=key)
-    mono = persuasion.monopoly(game)
-    out = _common_metrics(game, res.user_value, res.full_information_value, res.no_information_value)
-    out.update(
-        certificate=res.exploitability,
-        exact_certificate=res.exact_certificate,
-        status=res.status,
-        converged=res.status == 0,
-        iterations=res.iterations,
-        monopoly_best=jnp.max(mono.user_value),
-        monopoly_mean=jnp.mean(mono.user_value),
-    )
-    return out
+    return _search_metrics(game, res)
 
 
 def _selection_solver(options):
@@ -289,26 +297,13 @@ def register_game_type(name: str, game_type: GameType) -> None:
 
 
 def _run_conversation(game, solver, params, key):
-    import jax.numpy as jnp
-
-    from alignjax import conversation, persuasion
+    from alignjax import conversation
 
     res = conversation.solve(
         conversation.from_game(game), solver, rounds=params["rounds"], temperature=params["temperature"],
         signals=params["signals"], user_signals=1, key=key,
     )
-    mono = persuasion.monopoly(game)
-    out = _common_metrics(game, res.user_value, res.full_information_value, res.no_information_value)
-    out.update(
-        certificate=res.exploitability,
-        exact_certificate=res.exact_certificate,
-        status=res.status,
-        converged=res.status == 0,
-        iterations=res.iterations,
-        monopoly_best=jnp.max(mono.user_value),
-        monopoly_mean=jnp.mean(mono.user_value),
-    )
-    return out
+    return _search_metrics(game, res)
 
 
 def _conversation_solver(options):
@@ -1021,7 +1016,8 @@ def _print_summary(summary, console) -> None:
     table = Table(title="alignjax sweep: per-cell summary", title_justify="left")
     for name, justify in (("study", "left"), ("K", "right"), ("Y,A", "right"), ("parameters", "left"),
                           ("cert.", "right"), ("normalized", "right"), ("monopoly", "right"), ("eps", "right")):
-        table.add_column(name, justify=justify, overflow="fold")
+        # the study's longest word ("simultaneous") stays whole on an 80-column terminal
+        table.add_column(name, justify=justify, overflow="fold", min_width=12 if name == "study" else None)
     for _, r in summary.iterrows():
         table.add_row(
             str(r["study"]),
