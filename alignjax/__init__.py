@@ -16,6 +16,8 @@ from alignjax.alignment import (
 )
 from alignjax.game import Game, GameSpecError, game_from_dict, game_to_dict, load_game
 from alignjax.persuasion import PersuasionResult, PersuasionSolver
+from alignjax import selection
+from alignjax.selection import SelectionResult, SelectionSolver
 from alignjax import simultaneous
 from alignjax.simultaneous import SimultaneousResult, SimultaneousSolver
 from alignjax import conversation
@@ -47,6 +49,8 @@ __all__ = [
     "GameSpecError",
     "PersuasionResult",
     "PersuasionSolver",
+    "SelectionResult",
+    "SelectionSolver",
     "Status",
     "best_response",
     "full_information_value",
@@ -56,6 +60,7 @@ __all__ = [
     "lp",
     "no_information_value",
     "persuasion",
+    "selection",
     "posterior",
     "quantal_response",
     "response",

@@ -22,6 +22,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -284,7 +285,15 @@ def _cmd_solve(args) -> int:
         if "unknown field 'information'" in msg:
             msg += " (the joint prior is read by --mode conversation only)"
         raise CLIError(msg) from None
-    out = _SOLVERS[args.mode](game, args)
+    try:
+        out = _SOLVERS[args.mode](game, args)
+    except Exception as err:  # noqa: BLE001 - only an out-of-memory failure is translated
+        if "RESOURCE_EXHAUSTED" not in str(err):
+            raise
+        raise CLIError(
+            f"{args.game}: --mode {args.mode} ran out of device memory ({str(err).splitlines()[0][:160]}); "
+            "lower --signals (or --rounds), or use a smaller game"
+        ) from None
     out = _jsonable(out)
     if args.json:
         print(json.dumps(out, indent=2))
@@ -414,6 +423,19 @@ def _float_list(text: str, option: str) -> tuple[float, ...]:
     return values
 
 
+def _check_writable_dir(out: Path) -> None:
+    """An output directory that could not be created or written is reported now."""
+    import os
+
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CLIError(f"{out}: cannot write the output directory: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CLIError(f"{out}: cannot write the output directory: {probe} is not writable")
+
+
 _MOVIELENS_OPTIONS = {  # MovieLensConfig field -> command-line option (for error messages)
     "slate_size": "--slate-size", "prior": "--prior", "actions": "--actions", "levels": "--levels",
     "biases": "--biases", "min_ratings": "--min-ratings", "variants": "--variants",
@@ -449,6 +471,9 @@ def _cmd_movielens(args) -> int:
     except ValueError as err:
         field, _, msg = str(err).partition(": ")
         raise CLIError(f"{_MOVIELENS_OPTIONS.get(field, field)}: {msg}") from None
+    if any(b < 0 for b in config.biases):
+        raise CLIError(f"--biases {args.biases!r}: engagement biases must be >= 0 (a bias toward 'watch')")
+    _check_writable_dir(Path(args.out))  # before minutes of work, creating nothing
     # the loader's notes (skipped people, dropped ratings) go to the console, once
     logger = logging.getLogger("alignjax.data.movielens")
     logger.setLevel(logging.INFO)
@@ -611,6 +636,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as err:
         print(f"alignjax: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("alignjax: interrupted (a sweep resumes when the same command is run again)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

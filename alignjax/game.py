@@ -220,6 +220,16 @@ def _validate_values(prior, user_utility, agent_utilities):
 def _field_array(data: dict, field: str, ndim: int, source: str) -> np.ndarray:
     if field not in data:
         raise GameSpecError(f"{source}: missing field '{field}'")
+    def numbers_only(x):
+        if isinstance(x, list):
+            return all(numbers_only(v) for v in x)
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if not numbers_only(data[field]):
+        raise GameSpecError(
+            f"{source}: field '{field}' must be a nested list of numbers (JSON numbers, not "
+            "strings or true/false)"
+        )
     try:
         arr = np.asarray(data[field], dtype=np.float64)
     except (TypeError, ValueError):

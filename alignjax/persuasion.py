@@ -102,7 +102,9 @@ def solve(
         A :class:`PersuasionResult`.
 
     Raises:
-        ValueError: a batched game (vmap it instead), or a concrete ``agent`` out of range.
+        ValueError: a batched game (vmap it instead), or a concrete ``agent`` out of range
+            (a traced ``agent`` out of range gives status ``NUMERICAL`` and a NaN
+            ``agent_value``).
         equinox.EquinoxRuntimeError: with ``throw=True``, when the status is not
             ``OPTIMAL`` (infeasible floor, iteration cap, numerical breakdown).
     """
@@ -145,6 +147,14 @@ def _solve_compiled(game, solver, agent, floor, throw):
         nu=sol.nu,
         steps=sol.steps,
         status=sol.status,
+    )
+    # a traced agent index out of range would be clamped by the indexing above: such
+    # a result is flagged (status NUMERICAL, NaN agent value), never reported optimal
+    valid = (agent >= 0) & (agent < game.num_agents)
+    result = eqx.tree_at(
+        lambda r: (r.agent_value, r.status),
+        result,
+        (jnp.where(valid, result.agent_value, jnp.nan), jnp.where(valid, result.status, Status.NUMERICAL)),
     )
     if throw:
         result = eqx.error_if(

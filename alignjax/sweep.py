@@ -495,14 +495,50 @@ def validate_config(raw: dict, source: str = "config") -> dict:
                 raise SweepConfigError(
                     f"{where}.solver: unknown option '{key}' for game {st['game']!r}; known: {sorted(fields)}"
                 )
+        default_solver = gt.make_solver({})
+        for key, value in solver.items():
+            _check_solver_option(value, getattr(default_solver, key), f"{where}.solver.{key}")
         try:
             gt.make_solver(solver)
         except (TypeError, ValueError) as err:
             raise SweepConfigError(f"{where}.solver: {err}") from None
         st["solver"] = solver
+        if "agent" in st["game_params"]:
+            for agent in st["game_params"]["agent"]:
+                if agent is None or not 0 <= agent < min(st["K"]):
+                    raise SweepConfigError(
+                        f"{where}.game_params.agent: must be an integer in [0, K) for every K of the study "
+                        f"(smallest K = {min(st['K'])}); got {agent!r}"
+                    )
         studies.append(st)
     cfg["study"] = studies
     return cfg
+
+
+def _check_solver_option(value, default, where):
+    """A solver option takes the type of its default: integers >= 1 (counts, caps),
+    finite numbers > 0 or >= 0 as the default is, strings, true/false; nested solver
+    objects (e.g. the LP's) are not set from a config."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+        want = "true/false"
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= min(default, 1)
+        want = f"an integer >= {min(default, 1)}"
+    elif isinstance(default, float):
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+              and (value > 0 if default > 0 else value >= 0 if default >= 0 else True))
+        want = "a finite number" + (" > 0" if default > 0 else " >= 0" if default >= 0 else "")
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+        want = "a string"
+    elif default is None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        want = "a finite number > 0"
+    else:
+        raise SweepConfigError(f"{where}: this option cannot be set from a config (it is a {type(default).__name__})")
+    if not ok:
+        raise SweepConfigError(f"{where}: expected {want}; got {value!r}")
 
 
 def _family_values(value, where, key):
@@ -635,6 +671,15 @@ def expand_cells(cfg: dict) -> list[Cell]:
 # ----------------------------------------------------------------------------------------
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Write ``path`` by calling ``write(tmp_path)`` on a temporary file in the same
     directory, then renaming it over ``path`` (never a half-written file)."""
@@ -642,6 +687,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for everyone open() would allow
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -690,8 +736,11 @@ def prepare_output(out_dir: Path, cfg: dict, digest: str) -> None:
         return
     if out_dir.exists() and any(p for p in out_dir.iterdir() if not p.name.startswith(".")):
         raise SweepConfigError(f"{out_dir}: not empty and not a sweep output directory; choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(marker, {"hash": digest, "config": cfg})
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(marker, {"hash": digest, "config": cfg})
+    except OSError as err:
+        raise SweepConfigError(f"{out_dir}: cannot write the output directory: {err.strerror or err}") from None
 
 
 # ----------------------------------------------------------------------------------------
@@ -793,7 +842,7 @@ def choose_chunk(cell: Cell, cfg: dict, devices, vmap_batch: int) -> tuple[int, 
         raise SweepConfigError(
             f"study '{cell.study_name}': one game (K={cell.K}, Y={cell.Y}, A={cell.A}) needs about "
             f"{per_game / 2**20:.0f} MiB, over the budget of {budget / 2**20:.0f} MiB per device; "
-            "lower K, Y, A (or signals), or raise memory_fraction"
+            "lower K, Y, A or the game's size parameters (signals, rounds), or raise memory_fraction"
         )
     batch = max(1, min(vmap_batch, budget // per_game))
     unit = n_dev * batch
@@ -865,8 +914,6 @@ def run_sweep(
     out_dir = Path(out_dir)
     digest = config_hash(cfg)
     is_writer = jax.process_index() == 0
-    if is_writer:
-        prepare_output(out_dir, cfg, digest)
     dtype = jnp.float64 if cfg["dtype"] == "float64" else jnp.float32
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)
@@ -875,6 +922,10 @@ def run_sweep(
     vmap_batch = cfg["vmap_batch"] or (16 if on_cpu else 1024)
     runner = _Runner(devices)
     cells = expand_cells(cfg)
+    for cell in cells:  # a cell over the memory budget is refused before anything is written
+        choose_chunk(cell, cfg, devices, vmap_batch)
+    if is_writer:
+        prepare_output(out_dir, cfg, digest)
     total_games = len(cells) * cfg["instances"]
     chunk_dir = out_dir / "chunks"
 
@@ -1122,7 +1173,8 @@ def finalize(out_dir: Path, cfg: dict, cells: list[Cell], record: dict, *, csv: 
     console.print(
         f"[bold]done[/bold]: {record['games']} games in {record['cells']} cells, "
         f"{record['games_computed_this_run']} computed this run, wall time {record['wall_time_s']:.1f} s; "
-        f"outputs in {out_dir}"
+        f"outputs in {out_dir}",
+        soft_wrap=True,  # one line, whatever the terminal width (scripts grep it)
     )
 
 

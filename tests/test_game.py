@@ -125,3 +125,13 @@ def test_load_game_file_errors(tmp_path):
     bad.write_text("{ not json")
     with pytest.raises(GameSpecError, match=r"bad.json: malformed JSON at line 1"):
         load_game(bad)
+
+
+@pytest.mark.parametrize("prior", [["0.3", 0.7], [True, 0], [0.3, None]])
+def test_load_game_numbers_only(tmp_path, prior):
+    """JSON strings and true/false are not numbers (NumPy would convert them)."""
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps({"prior": prior, "user_utility": [[1, 0], [0, 1]],
+                                "agent_utilities": [[[1, 1], [0, 0]]]}))
+    with pytest.raises(GameSpecError, match=r"g.json: field 'prior' must be a nested list of numbers"):
+        load_game(path)

@@ -178,3 +178,17 @@ def test_no_lapack_custom_calls_in_compiled_solver():
     f = jax.jit(jax.vmap(lambda p, v, u: solve_persuasion_lp(p, v, u, 0.5)))
     hlo = f.lower(jnp.ones((4, 3)) / 3, jnp.ones((4, 3, 3)), jnp.ones((4, 3, 3))).compile().as_text()
     assert 'custom_call_target="lapack' not in hlo
+
+
+def test_traced_agent_out_of_range_is_flagged():
+    """A traced agent index cannot raise; out of range it must not pass for optimal
+    (jnp indexing would clamp it to the last agent)."""
+    game = Game(jnp.array([0.3, 0.7]), jnp.array([[1.0, 0.0], [0.0, 1.0]]),
+                jnp.array([[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]]))
+    run = jax.jit(lambda a: persuasion.solve(game, agent=a, throw=False))
+    for bad in (2, 5, -1):
+        res = run(bad)
+        assert int(res.status) == Status.NUMERICAL and np.isnan(float(res.agent_value))
+    res = run(0)
+    assert int(res.status) == Status.OPTIMAL
+    np.testing.assert_allclose(res.agent_value, 0.6, atol=1e-9)

@@ -221,6 +221,11 @@ def test_other_config_into_same_dir_is_refused(reference, tmp_path, capsys):
         (lambda t: t + "solver = { speed = 11 }\n", "study[1].solver: unknown option 'speed'"),
         (lambda t: t.replace('seed = 3', 'seed = 3\ndtype = "float16"'), "key 'dtype' must be"),
         (lambda t: t.replace("[[study]]", "[[study]\n", 1), "malformed TOML"),
+        (lambda t: t.replace("eps = [0.0, 0.1] }", "eps = [0.0, 0.1] }\ngame_params = { agent = 5 }", 1),
+         "study[0].game_params.agent: must be an integer in [0, K)"),
+        (lambda t: t + 'solver = { max_rounds = "x" }\n', "study[1].solver.max_rounds: expected an integer >= 1"),
+        (lambda t: t + "solver = { max_rounds = -5 }\n", "study[1].solver.max_rounds: expected an integer >= 1"),
+        (lambda t: t + "solver = { lp = 3 }\n", "study[1].solver.lp: this option cannot be set from a config"),
     ],
 )
 def test_bad_configs_one_line_exit_2(tmp_path, capsys, edit, fragment):
@@ -264,3 +269,33 @@ def test_memory_estimate_bounds_the_batch_and_refuses_impossible_sizes(config_pa
     assert sweep.choose_chunk(cell, tight, devices, 16)[1] == 3
     with pytest.raises(sweep.SweepConfigError, match="lower K, Y, A"):
         sweep.choose_chunk(cell, dict(cfg, memory_fraction=0.5 * per_game / budget), devices, 16)
+
+
+def test_refusals_before_writing_and_unwritable_out(tmp_path, capsys):
+    """A cell over the memory budget is refused before anything is written (a corrected
+    config can then use the same --out); an --out that cannot be created is one line."""
+    cfg = tmp_path / "conv.toml"
+    cfg.write_text('instances = 2\n[[study]]\ngame = "conversation"\nfamily = "random"\n'
+                   "K = 2\nY = 3\nA = 2\ngame_params = { rounds = 40 }\n")
+    out = tmp_path / "out"
+    code = main(["sweep", str(cfg), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "rounds" in err[0] and "MiB" in err[0]
+    assert not out.exists()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    cfg.write_text(cfg.read_text().replace("conversation", "persuasion").replace("game_params = { rounds = 40 }\n", ""))
+    code = main(["sweep", str(cfg), "--out", str(blocker / "sub"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot write the output directory" in err[0]
+
+
+def test_output_files_are_readable_by_others(reference):
+    """Atomic writes go through mkstemp (mode 0600); the results get open()'s mode."""
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("games.parquet", "run.json", "config.json", "summary.csv"):
+        mode = stat.S_IMODE((Path(reference) / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, (name, oct(mode))
