@@ -105,8 +105,9 @@ def _solve_selection(game, args) -> dict:
     if args.delta is not None and (not math.isfinite(args.delta) or args.delta < 0):
         raise CLIError(f"--delta must be a finite number >= 0; got {args.delta}")
     if args.evaluation_period is not None:
-        if not math.isfinite(args.evaluation_period) or args.evaluation_period <= 0:
-            raise CLIError(f"--evaluation-period must be > 0; got {args.evaluation_period}")
+        T = args.evaluation_period
+        if not math.isfinite(T) or T < 1 or T != int(T):
+            raise CLIError(f"--evaluation-period: the number of sampled interactions, an integer >= 1; got {T:g}")
         if args.delta:
             raise CLIError("--delta applies to exact evaluation only; drop it or --evaluation-period")
     delta = args.delta or 0.0
@@ -322,7 +323,10 @@ def _cmd_alignment(args) -> int:
     try:
         game = load_game(args.game, dtype=dtype)
     except GameSpecError as err:
-        raise CLIError(str(err)) from None
+        msg = str(err)
+        if "unknown field 'information'" in msg:
+            msg += " (the joint prior is read by alignjax solve --mode conversation only)"
+        raise CLIError(msg) from None
     res = jax.device_get(
         alignment_error(
             game.user_utility,

@@ -237,6 +237,9 @@ def _field_array(data: dict, field: str, ndim: int, source: str) -> np.ndarray:
             f"{source}: field '{field}' must be a nested list of numbers with {ndim} "
             "dimension(s) and equal-length rows"
         ) from None
+    if arr.size == 0:
+        what = {"prior": "state", "user_utility": "action", "agent_utilities": "agent"}.get(field, "entry")
+        raise GameSpecError(f"{source}: field '{field}' is empty; need at least one {what}")
     if arr.ndim != ndim:
         raise GameSpecError(
             f"{source}: field '{field}' must have {ndim} dimension(s); got shape {arr.shape}"

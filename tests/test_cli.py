@@ -100,3 +100,5 @@ def test_selection_bad_options(capsys):
     assert code == 2 and out == "" and "--delta" in err
     code, out, err = run_cli(capsys, "solve", EXAMPLE, "--mode", "selection", "--evaluation-period", "0")
     assert code == 2 and out == "" and "--evaluation-period" in err
+    code, out, err = run_cli(capsys, "solve", EXAMPLE, "--mode", "selection", "--evaluation-period", "1.5")
+    assert code == 2 and out == "" and "an integer >= 1" in err

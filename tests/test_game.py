@@ -103,6 +103,7 @@ def test_json_round_trip(tmp_path):
         (lambda d: d.update(prior=[0.6, 0.3, 0.3]), "field 'prior' sums to 1.2"),
         (lambda d: d.update(user_utility=[[1, 2, 3], [4, 5]]), "field 'user_utility' must be a nested list"),
         (lambda d: d.update(agent_utilities=[[1, 2, 3]]), "field 'agent_utilities' must have 3 dimension(s)"),
+        (lambda d: d.update(agent_utilities=[]), "field 'agent_utilities' is empty; need at least one agent"),
         (lambda d: d.update(actions=["x"]), "field 'actions' has 1 names, expected 2"),
         (lambda d: d.update(colour="red"), "unknown field 'colour'"),
         (lambda d: d.update(prior=[0.5, "a", 0.5]), "field 'prior' must be a nested list"),
