@@ -269,23 +269,10 @@ def _cmd_solve(args) -> int:
     _configure_jax(args.float32)
     import jax.numpy as jnp
 
-    from alignjax.game import GameSpecError, load_game
-
     if args.floor is not None and not math.isfinite(args.floor):
         raise CLIError(f"--floor must be a finite number; got {args.floor}")
     dtype = jnp.float32 if args.float32 else jnp.float64
-    try:
-        if args.mode == "conversation":
-            from alignjax.conversation import load_conversation_game
-
-            game = load_conversation_game(args.game, dtype=dtype)
-        else:
-            game = load_game(args.game, dtype=dtype)
-    except GameSpecError as err:
-        msg = str(err)
-        if "unknown field 'information'" in msg:
-            msg += " (the joint prior is read by --mode conversation only)"
-        raise CLIError(msg) from None
+    game = _load_game(args.game, dtype, conversation=args.mode == "conversation")
     try:
         out = _SOLVERS[args.mode](game, args)
     except Exception as err:  # noqa: BLE001 - only an out-of-memory failure is translated
@@ -316,17 +303,10 @@ def _cmd_alignment(args) -> int:
     import jax.numpy as jnp
 
     from alignjax.alignment import alignment_error
-    from alignjax.game import GameSpecError, load_game
     from alignjax.status import status_name
 
     dtype = jnp.float32 if args.float32 else jnp.float64
-    try:
-        game = load_game(args.game, dtype=dtype)
-    except GameSpecError as err:
-        msg = str(err)
-        if "unknown field 'information'" in msg:
-            msg += " (the joint prior is read by alignjax solve --mode conversation only)"
-        raise CLIError(msg) from None
+    game = _load_game(args.game, dtype)
     res = jax.device_get(
         alignment_error(
             game.user_utility,
@@ -425,6 +405,23 @@ def _float_list(text: str, option: str) -> tuple[float, ...]:
     if not all(math.isfinite(v) for v in values):
         raise CLIError(f"{option} {text!r}: values must be finite")
     return values
+
+
+def _load_game(path, dtype, conversation: bool = False):
+    """GAME.json as a Game (or a ConversationGame); a malformed file is a CLIError."""
+    from alignjax.game import GameSpecError, load_game
+
+    try:
+        if conversation:
+            from alignjax.conversation import load_conversation_game
+
+            return load_conversation_game(path, dtype=dtype)
+        return load_game(path, dtype=dtype)
+    except GameSpecError as err:
+        msg = str(err)
+        if "unknown field 'information'" in msg:
+            msg += " (the joint prior is read by alignjax solve --mode conversation only)"
+        raise CLIError(msg) from None
 
 
 def _check_writable_dir(out: Path) -> None:

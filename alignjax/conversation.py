@@ -46,7 +46,13 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from alignjax.game import Game, GameSpecError, game_from_dict, load_json
-from alignjax.simultaneous import _inner_temperatures, _outcome, temperature_schedule
+from alignjax.simultaneous import (
+    _check_search_options,
+    _inner_temperatures,
+    _outcome,
+    make_optimizer,
+    temperature_schedule,
+)
 from alignjax.status import Status
 
 __all__ = [
@@ -556,17 +562,11 @@ class ConversationSolver(eqx.Module):
     def __check_init__(self):
         if self.dynamics not in _DYNAMICS:
             raise ValueError(f"ConversationSolver: dynamics must be one of {_DYNAMICS}; got {self.dynamics!r}")
-        for name in ("stages", "steps_per_stage", "restarts", "br_starts", "br_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"ConversationSolver: {name} must be >= 1; got {getattr(self, name)}")
-        if not 0 < self.temperature_end <= self.temperature_start:
-            raise ValueError(
-                "ConversationSolver: need 0 < temperature_end <= temperature_start; got "
-                f"{self.temperature_end} and {self.temperature_start}"
-            )
+        _check_search_options(self)
 
     def make_optimizer(self) -> optax.GradientTransformation:
-        return self.optimizer if self.optimizer is not None else optax.adam(self.learning_rate)
+        """The optimizer on the logits: ``optimizer`` or ``optax.adam(learning_rate)``."""
+        return make_optimizer(self)
 
 
 class ConversationExploitability(eqx.Module):

@@ -175,20 +175,32 @@ class SimultaneousSolver(eqx.Module):
             raise ValueError(
                 f"SimultaneousSolver: estimator must be one of {_ESTIMATORS}; got {self.estimator!r}"
             )
-        for name in ("stages", "steps_per_stage", "br_starts", "br_steps", "lp_max_steps", "restarts"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"SimultaneousSolver: {name} must be >= 1; got {getattr(self, name)}")
+        _check_search_options(self, ("lp_max_steps",))
         if self.samples < 2:
             raise ValueError(f"SimultaneousSolver: samples must be >= 2; got {self.samples}")
-        if not 0 < self.temperature_end <= self.temperature_start:
-            raise ValueError(
-                "SimultaneousSolver: need 0 < temperature_end <= temperature_start; got "
-                f"{self.temperature_end} and {self.temperature_start}"
-            )
 
     def make_optimizer(self) -> optax.GradientTransformation:
         """The optimizer on the logits: ``optimizer`` or ``optax.adam(learning_rate)``."""
-        return self.optimizer if self.optimizer is not None else optax.adam(self.learning_rate)
+        return make_optimizer(self)
+
+
+def _check_search_options(solver, extra_counts=()) -> None:
+    """The annealed search's options (shared with the conversation solver): counts
+    >= 1 and ``0 < temperature_end <= temperature_start``; errors name the class."""
+    cls = type(solver).__name__
+    for name in ("stages", "steps_per_stage", "restarts", "br_starts", "br_steps", *extra_counts):
+        if int(getattr(solver, name)) < 1:
+            raise ValueError(f"{cls}: {name} must be >= 1; got {getattr(solver, name)}")
+    if not 0 < solver.temperature_end <= solver.temperature_start:
+        raise ValueError(
+            f"{cls}: need 0 < temperature_end <= temperature_start; got "
+            f"{solver.temperature_end} and {solver.temperature_start}"
+        )
+
+
+def make_optimizer(solver) -> optax.GradientTransformation:
+    """A search's optimizer on the logits: ``solver.optimizer`` or ``optax.adam(solver.learning_rate)``."""
+    return solver.optimizer if solver.optimizer is not None else optax.adam(solver.learning_rate)
 
 
 class Exploitability(eqx.Module):

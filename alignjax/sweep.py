@@ -41,6 +41,7 @@ Outputs in DIR (all written atomically: a temporary file in DIR, then ``os.repla
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -171,11 +172,6 @@ def _alignment_metric(game):
 def _search_metrics(game, res):
     """Metrics of an equilibrium search (simultaneous, conversation): values, the
     exploitability as the certificate, and the monopoly baselines."""
-    import jax.numpy as jnp
-
-    from alignjax import persuasion
-
-    mono = persuasion.monopoly(game)
     out = _common_metrics(game, res.user_value, res.full_information_value, res.no_information_value)
     out.update(
         certificate=res.exploitability,
@@ -183,10 +179,19 @@ def _search_metrics(game, res):
         status=res.status,
         converged=res.status == 0,
         iterations=res.iterations,
-        monopoly_best=jnp.max(mono.user_value),
-        monopoly_mean=jnp.mean(mono.user_value),
+        **_monopoly_metrics(game),
     )
     return out
+
+
+def _monopoly_metrics(game, solver=None):
+    """The monopoly baselines: the user's value with the best and the average single agent."""
+    import jax.numpy as jnp
+
+    from alignjax import persuasion
+
+    mono = persuasion.monopoly(game) if solver is None else persuasion.monopoly(game, solver)
+    return {"monopoly_best": jnp.max(mono.user_value), "monopoly_mean": jnp.mean(mono.user_value)}
 
 
 def _run_persuasion(game, solver, params, key):
@@ -196,7 +201,6 @@ def _run_persuasion(game, solver, params, key):
 
     agent = jnp.asarray(params["agent"], jnp.int32)
     res = persuasion.solve(game, solver, agent=agent, throw=False)
-    mono = persuasion.monopoly(game, solver)
     out = _common_metrics(game, res.user_value, res.full_information_value, res.no_information_value)
     out.update(
         agent_value=res.agent_value,
@@ -204,8 +208,7 @@ def _run_persuasion(game, solver, params, key):
         status=res.status,
         converged=res.status == 0,
         iterations=res.steps,
-        monopoly_best=jnp.max(mono.user_value),
-        monopoly_mean=jnp.mean(mono.user_value),
+        **_monopoly_metrics(game, solver),
     )
     return out
 
@@ -671,13 +674,12 @@ def expand_cells(cfg: dict) -> list[Cell]:
 # ----------------------------------------------------------------------------------------
 
 
-def _current_umask() -> int:
+@functools.cache
+def _umask() -> int:
+    """The process's umask (read once, when the first file is written)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-_UMASK = _current_umask()
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -687,7 +689,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for everyone open() would allow
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for everyone open() would allow
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -922,8 +924,8 @@ def run_sweep(
     vmap_batch = cfg["vmap_batch"] or (16 if on_cpu else 1024)
     runner = _Runner(devices)
     cells = expand_cells(cfg)
-    for cell in cells:  # a cell over the memory budget is refused before anything is written
-        choose_chunk(cell, cfg, devices, vmap_batch)
+    # chunk sizes of every cell; a cell over the memory budget is refused before anything is written
+    plans = [choose_chunk(cell, cfg, devices, vmap_batch) for cell in cells]
     if is_writer:
         prepare_output(out_dir, cfg, digest)
     total_games = len(cells) * cfg["instances"]
@@ -950,7 +952,7 @@ def run_sweep(
     with bar:
         task = bar.add_task("cells 0/%d" % len(cells), total=total_games, rate="")
         for n_cell, cell in enumerate(cells):
-            chunk, batch = choose_chunk(cell, cfg, devices, vmap_batch)
+            chunk, batch = plans[n_cell]
             params, statics = _split_params(cell)
             seed_games = cell.games_seed(cfg["seed"])
             n_chunks = int(math.ceil(cfg["instances"] / chunk))
