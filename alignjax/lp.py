@@ -46,6 +46,7 @@ from jax import lax
 from jaxtyping import Array, Float, Int
 
 from alignjax import _linalg
+from alignjax._simplex import simplex
 from alignjax.status import Status
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "solve_persuasion_lp",
     "persuasion_dual_bound",
     "default_lp_tol",
+    "LP_METHODS",
     "RevelationLPSolution",
     "solve_revelation_lp",
     "revelation_dual_bound",
@@ -406,6 +408,8 @@ def solve_persuasion_lp(
     *,
     max_steps: int = 100,
     tol: float | None = None,
+    method: str = "auto",
+    max_pivots: int | None = None,
 ) -> LPSolution:
     """Solve the persuasion LP (module docstring) for one game.
 
@@ -415,24 +419,42 @@ def solve_persuasion_lp(
         user_utility: (A, Y) the user's utility u(a, y).
         floor: () a lower bound on the user's value ``sum x u``, or ``None``
             (may be ``-inf``, and may be traced).
-        max_steps: iteration cap (static).
-        tol: relative tolerance on the scaled residuals and gap (default
+        max_steps: interior-point iteration cap (static).
+        tol: relative tolerance on the scaled residuals and gap, and the simplex
+            method's tolerance on reduced costs and feasibility (default
             :func:`default_lp_tol`).
+        method: ``"ipm"`` (the interior-point method), ``"simplex"`` (the primal
+            simplex method from full revelation, :mod:`alignjax._simplex`) or
+            ``"auto"``: the interior-point method in float64, the simplex method in
+            float32, where the interior-point method's normal equations lose too
+            much precision near the optimum (``docs/lp.md``). Static.
+        max_pivots: the simplex method's pivot cap (static); ``None`` means four
+            times the number of constraints, ``4 (Y + A (A - 1) + 1)``.
 
     Returns:
         An :class:`LPSolution`. ``status`` is ``INFEASIBLE`` when the floor exceeds
         the user's full-information value (the largest she can get); then the
-        returned point is the solution without the floor.
+        returned point is the solution without the floor. ``steps`` counts
+        interior-point iterations or simplex pivots.
 
     Raises:
-        ValueError: at trace time, for mismatched shapes.
+        ValueError: at trace time, for mismatched shapes or an unknown ``method``.
     """
     # One compiled (and traced) body per shape, dtype, max_steps and tol: direct calls
     # compile once, and a caller that solves several LPs of one shape traces it once.
-    return _solve_persuasion_lp_jit(prior, objective, user_utility, floor, max_steps=max_steps, tol=tol)
+    return _solve_persuasion_lp_jit(
+        prior, objective, user_utility, floor, max_steps=max_steps, tol=tol, method=method, max_pivots=max_pivots
+    )
 
 
-def _solve_persuasion_lp(prior, objective, user_utility, floor=None, *, max_steps=100, tol=None):
+LP_METHODS = ("auto", "ipm", "simplex")
+
+
+def _solve_persuasion_lp(
+    prior, objective, user_utility, floor=None, *, max_steps=100, tol=None, method="auto", max_pivots=None
+):
+    if method not in LP_METHODS:
+        raise ValueError(f"solve_persuasion_lp: 'method' must be one of {LP_METHODS}; got {method!r}")
     prior = jnp.asarray(prior)
     dtype = jnp.result_type(prior, objective, user_utility)
     prior, objective, user_utility = (jnp.asarray(a, dtype) for a in (prior, objective, user_utility))
@@ -450,6 +472,8 @@ def _solve_persuasion_lp(prior, objective, user_utility, floor=None, *, max_step
         )
     num_actions = user_utility.shape[0]
     tol = default_lp_tol(dtype) if tol is None else tol
+    use_simplex = method == "simplex" or (method == "auto" and jnp.finfo(dtype).bits < 64)
+    cap = 4 * (num_states + num_actions * (num_actions - 1) + 1) if max_pivots is None else max_pivots
     has_floor = floor is not None
     floor = jnp.asarray(-jnp.inf if floor is None else floor, dtype)
     eps = jnp.finfo(dtype).eps
@@ -500,7 +524,13 @@ def _solve_persuasion_lp(prior, objective, user_utility, floor=None, *, max_step
     )
     data = _Data(p=p, V=V, D=D, h=-regret, f=-beta_eff)
 
-    x_ipm, x_proj, lG, lh, steps, merit = _ipm(data, max_steps, tol)
+    if use_simplex:
+        # the vertex itself; its certificate is checked below like the interior point's
+        x_ipm, lG, lh, steps, vertex_optimal, capped = simplex(p, V, D, regret, beta_eff, cap, tol)
+        x_proj = x_ipm
+        merit = jnp.where(vertex_optimal, 0.0, 1.0)
+    else:
+        x_ipm, x_proj, lG, lh, steps, merit = _ipm(data, max_steps, tol)
 
     # --- back to the user's units --------------------------------------------------------
     def to_user_units(x_raw):
@@ -531,7 +561,10 @@ def _solve_persuasion_lp(prior, objective, user_utility, floor=None, *, max_step
     # The status comes from the certificate itself, in the scaled units: the gap between
     # the dual bound and the value, and the largest violation, both within cert_tol.
     certified = (dual - value <= cert_tol * vrange) & (violation <= cert_tol * urange)
-    status = _status(infeasible, certified, merit, steps, max_steps)
+    if use_simplex:
+        status = _status(infeasible, certified, merit, jnp.where(capped, cap, 0), cap)
+    else:
+        status = _status(infeasible, certified, merit, steps, max_steps)
     sol = LPSolution(
         recommendation=x,
         scheme=scheme_rows.T,
@@ -654,7 +687,9 @@ def revelation_dual_bound(
     return jnp.sum(prior * jnp.max(lagr, axis=0))
 
 
-_solve_persuasion_lp_jit = jax.jit(_solve_persuasion_lp, static_argnames=("max_steps", "tol"))
+_solve_persuasion_lp_jit = jax.jit(
+    _solve_persuasion_lp, static_argnames=("max_steps", "tol", "method", "max_pivots")
+)
 
 
 def solve_revelation_lp(

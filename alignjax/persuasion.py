@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from alignjax.game import Game
-from alignjax.lp import solve_persuasion_lp
+from alignjax.lp import LP_METHODS, solve_persuasion_lp
 from alignjax.response import full_information_value, no_information_value
 from alignjax.status import Status
 
@@ -31,18 +31,26 @@ __all__ = ["PersuasionSolver", "PersuasionResult", "solve", "monopoly"]
 
 
 class PersuasionSolver(eqx.Module):
-    """Hyperparameters of the persuasion LP solver (a primal-dual interior-point method).
+    """Hyperparameters of the persuasion LP solver (:func:`alignjax.lp.solve_persuasion_lp`).
 
     Attributes:
-        max_steps: iteration cap (static).
-        tol: relative tolerance on the scaled residuals and duality gap; ``None``
+        max_steps: interior-point iteration cap (static).
+        tol: relative tolerance on the scaled residuals and duality gap (and the
+            simplex method's tolerance on reduced costs and feasibility); ``None``
             means 1e-10 in float64 and 1e-6 in float32. A result is reported
             ``OPTIMAL`` when its certificate (gap and largest violation) is within
             ``100 * tol`` of the utilities' range.
+        method: ``"auto"`` (the interior-point method in float64, the simplex
+            method in float32), ``"ipm"`` or ``"simplex"`` (static).
     """
 
     max_steps: int = eqx.field(static=True, default=100)
     tol: float | None = eqx.field(static=True, default=None)
+    method: str = eqx.field(static=True, default="auto")
+
+    def __check_init__(self):
+        if self.method not in LP_METHODS:
+            raise ValueError(f"PersuasionSolver: 'method' must be one of {LP_METHODS}; got {self.method!r}")
 
 
 class PersuasionResult(eqx.Module):
@@ -132,6 +140,7 @@ def _solve_compiled(game, solver, agent, floor, throw):
         floor,
         max_steps=solver.max_steps,
         tol=solver.tol,
+        method=solver.method,
     )
     result = PersuasionResult(
         scheme=sol.scheme,

@@ -228,7 +228,13 @@ class _Ctx(eqx.Module):
 
 def _lp(ctx: _Ctx, solver: SelectionSolver, i, floor):
     return solve_persuasion_lp(
-        ctx.prior, ctx.agents[i], ctx.user, floor, max_steps=solver.lp.max_steps, tol=solver.lp.tol
+        ctx.prior,
+        ctx.agents[i],
+        ctx.user,
+        floor,
+        max_steps=solver.lp.max_steps,
+        tol=solver.lp.tol,
+        method=solver.lp.method,
     )
 
 
@@ -319,7 +325,9 @@ def _initial_profile(ctx: _Ctx, solver: SelectionSolver, key):
         raise ValueError("SelectionSolver(start='random') needs a PRNG key: solve(..., key=...)")
     objectives = jax.random.uniform(key, (num_agents, num_actions, num_states), ctx.prior.dtype)
     sols = jax.vmap(
-        lambda V: solve_persuasion_lp(ctx.prior, V, ctx.user, max_steps=solver.lp.max_steps, tol=solver.lp.tol)
+        lambda V: solve_persuasion_lp(
+            ctx.prior, V, ctx.user, max_steps=solver.lp.max_steps, tol=solver.lp.tol, method=solver.lp.method
+        )
     )(objectives)
     return sols.recommendation
 

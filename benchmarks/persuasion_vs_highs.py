@@ -2,6 +2,7 @@
 
     python benchmarks/persuasion_vs_highs.py                 # CPU defaults: Y=A=8 and 16, batch 4096
     python benchmarks/persuasion_vs_highs.py --sizes 16x16 --batch 65536 --chunk 8192   # accelerator
+    python benchmarks/persuasion_vs_highs.py --float32      # the simplex method (float32 default)
 
 HiGHS (scipy.optimize.linprog, method="highs") solves ``--highs-samples`` of the same
 games one at a time, building each LP as a user would; its per-game time is scaled
@@ -30,6 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--chunk", type=int, default=16, help="games per vmapped chunk")
     parser.add_argument("--highs-samples", type=int, default=400)
     parser.add_argument("--float32", action="store_true")
+    parser.add_argument("--method", default="auto", choices=["auto", "ipm", "simplex"],
+                        help="LP method (auto: interior point in float64, simplex in float32)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -43,7 +46,8 @@ def main(argv=None) -> int:
     from reference import persuasion_highs, random_games
 
     dtype = jnp.float32 if args.float32 else jnp.float64
-    print(f"# persuasion LP: alignjax interior point vs HiGHS loop ({jnp.dtype(dtype).name})")
+    method = args.method if args.method != "auto" else ("simplex" if args.float32 else "ipm")
+    print(f"# persuasion LP: alignjax {method} vs HiGHS loop ({jnp.dtype(dtype).name})")
     print(f"# {hardware()}")
     print(
         f"{'Y':>4} {'A':>4} {'batch':>7} {'chunk':>6} {'compile_s':>10} {'ours_ms/game':>13} "
@@ -57,7 +61,7 @@ def main(argv=None) -> int:
 
         def run(p, v, u):
             return jax.lax.map(
-                lambda a: solve_persuasion_lp(*a), (p, v, u), batch_size=min(args.chunk, args.batch)
+                lambda a: solve_persuasion_lp(*a, method=method), (p, v, u), batch_size=min(args.chunk, args.batch)
             )
 
         f = jax.jit(run)
