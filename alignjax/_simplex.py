@@ -34,12 +34,15 @@ _ZERO_FACTOR = 10.0  # entries below this many eps are round-off
 _REFACTOR_EVERY = 64  # pivots between rebuilds of the tableau from the data
 
 
-def _pivot(T, row, col):
-    """Gauss-Jordan pivot of tableau ``T`` (rows, cols) on entry (row, col)."""
+def _pivot(T, row, col, active=True):
+    """Gauss-Jordan pivot of tableau ``T`` (rows, cols) on entry (row, col); the
+    identity where ``active`` is false. One fused rank-one update: the pivot row's
+    multiplier is ``T[row, col] - 1``, which turns that row into ``T[row] / T[row, col]``.
+    """
     prow = T[row] / T[row, col]
-    factor = T[:, col]
-    T = T - factor[:, None] * prow[None, :]
-    return T.at[row].set(prow)
+    factor = T[:, col].at[row].add(-1.0)
+    factor = jnp.where(active, factor, 0.0)
+    return T - factor[:, None] * prow[None, :]
 
 
 def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
@@ -143,7 +146,7 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
             col = jnp.where(bland, jnp.argmax(neg), jnp.argmin(jnp.where(refused, jnp.inf, d)))
             improvable = jnp.any(neg)
             a = T[:m, col]
-            rhs = T[:m, -1]
+            rhs = jnp.maximum(T[:m, -1], 0.0)  # round-off below zero counts as zero
             # Harris's two passes: the longest step that keeps every row within `harris`
             # of feasibility, then the largest pivot among the rows that bind within it
             # (Bland: the smallest basis index). A column whose pivot would be below
@@ -156,9 +159,7 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
             score = jnp.where(bland, jnp.where(a > piv_tol, -basis.astype(dtype), -jnp.inf), a)
             row = jnp.argmax(jnp.where(near, score, -jnp.inf))
             step = improvable & jnp.any(near) & (a[row] > piv_tol)
-            T_new = _pivot(T, row, col)
-            T_new = T_new.at[:m, -1].set(jnp.maximum(T_new[:m, -1], 0.0))
-            T = jnp.where(step, T_new, T)
+            T = _pivot(T, row, col, step)
             basis = jnp.where(step, basis.at[row].set(col.astype(jnp.int32)), basis)
             refused = jnp.where(step, False, refused | (improvable & (jnp.arange(n) == col)))
             degenerate = ratio[row] * jnp.abs(d[col]) <= tol
@@ -211,12 +212,18 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
         near = binds & (d / safe <= theta_max)
         col = jnp.argmax(jnp.where(near, -a, -jnp.inf))
         step = infeasible & jnp.any(near) & (-a[col] > piv_tol)
-        T = jnp.where(step, _pivot(T, row, col), T)
+        T = _pivot(T, row, col, step)
         basis = jnp.where(step, basis.at[row].set(col.astype(jnp.int32)), basis)
         return T, basis, k + 1, step
 
-    T, basis, dual_pivots, _ = lax.while_loop(dual_cond, dual_body, (T, basis, jnp.zeros((), jnp.int32), jnp.ones((), bool)))
-    T, basis = rebuild(basis, T0, clamp=False)
+    T, basis, dual_pivots, _ = lax.while_loop(
+        dual_cond, dual_body, (T, basis, jnp.zeros((), jnp.int32), jnp.ones((), bool))
+    )
+    # A fresh tableau for the final basis, when the dual simplex method moved it (a
+    # while loop that runs at most once: under vmap a cond would rebuild every game).
+    T, basis, _ = lax.while_loop(
+        lambda c: c[2], lambda c: (*rebuild(c[1], T0, clamp=False), False), (T, basis, dual_pivots > 0)
+    )
     rhs = T[:m, -1]
     v = jnp.zeros(n, dtype).at[basis].set(jnp.maximum(rhs, 0.0))
     d = T[-1, :n]

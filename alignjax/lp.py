@@ -33,6 +33,10 @@ The same machinery solves the general revelation LP :func:`solve_revelation_lp`
 persuasion LP is the case S = A; the simultaneous game's exact best responses
 (:mod:`alignjax.simultaneous`) use it with recommendations that are response maps.
 
+In float32 the normal equations lose too much precision near the optimum, and
+:func:`solve_persuasion_lp` uses a dense-tableau primal simplex method started at
+full revelation instead (:mod:`alignjax._simplex`, ``method="auto"``; ``docs/lp.md``).
+
 The solver is written for one problem; batch it with ``jax.vmap``.
 """
 
