@@ -36,13 +36,12 @@ _REFACTOR_EVERY = 64  # pivots between rebuilds of the tableau from the data
 
 def _pivot(T, row, col, active=True):
     """Gauss-Jordan pivot of tableau ``T`` (rows, cols) on entry (row, col); the
-    identity where ``active`` is false. One fused rank-one update: the pivot row's
-    multiplier is ``T[row, col] - 1``, which turns that row into ``T[row] / T[row, col]``.
-    """
-    prow = T[row] / T[row, col]
-    factor = T[:, col].at[row].add(-1.0)
-    factor = jnp.where(active, factor, 0.0)
-    return T - factor[:, None] * prow[None, :]
+    identity where ``active`` is false. One fused elementwise pass (no scatter, no
+    select copy of the tableau)."""
+    prow = T[row] / jnp.where(active, T[row, col], 1.0)  # (an inactive pivot may be 0)
+    factor = jnp.where(active, T[:, col], 0.0)
+    is_row = (jnp.arange(T.shape[0]) == row) & active
+    return jnp.where(is_row[:, None], prow[None, :], T - factor[:, None] * prow[None, :])
 
 
 def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
@@ -134,8 +133,9 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
     def pivots_until(T, basis, budget):
         """Up to ``budget`` simplex pivots on T; returns (T, basis, pivots made)."""
 
+        # the budget counts pivots; refused columns are bounded by n between pivots
         def cond(carry):
-            return carry[6] & (carry[3] < budget)
+            return carry[6] & (carry[2] < budget)
 
         def body(carry):
             T, basis, k, pivots, run, refused, _ = carry
@@ -158,7 +158,7 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
             near = binds & (ratio <= theta_max)
             score = jnp.where(bland, jnp.where(a > piv_tol, -basis.astype(dtype), -jnp.inf), a)
             row = jnp.argmax(jnp.where(near, score, -jnp.inf))
-            step = improvable & jnp.any(near) & (a[row] > piv_tol)
+            step = improvable & near[row] & (a[row] > piv_tol)
             T = _pivot(T, row, col, step)
             basis = jnp.where(step, basis.at[row].set(col.astype(jnp.int32)), basis)
             refused = jnp.where(step, False, refused | (improvable & (jnp.arange(n) == col)))
@@ -196,11 +196,11 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
     T, basis = rebuild(basis, T0, clamp=False)
 
     def dual_cond(carry):
-        T, _, k, go = carry
+        _, _, k, go, _ = carry
         return go & (k < m)
 
     def dual_body(carry):
-        T, basis, k, _ = carry
+        T, basis, k, _, made = carry
         rhs = T[:m, -1]
         row = jnp.argmin(rhs)
         infeasible = rhs[row] < -harris
@@ -211,13 +211,14 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
         theta_max = jnp.min(jnp.where(binds, (d + tol) / safe, jnp.inf))
         near = binds & (d / safe <= theta_max)
         col = jnp.argmax(jnp.where(near, -a, -jnp.inf))
-        step = infeasible & jnp.any(near) & (-a[col] > piv_tol)
+        step = infeasible & near[col] & (-a[col] > piv_tol)
         T = _pivot(T, row, col, step)
         basis = jnp.where(step, basis.at[row].set(col.astype(jnp.int32)), basis)
-        return T, basis, k + 1, step
+        return T, basis, k + 1, step, made + step.astype(jnp.int32)
 
-    T, basis, dual_pivots, _ = lax.while_loop(
-        dual_cond, dual_body, (T, basis, jnp.zeros((), jnp.int32), jnp.ones((), bool))
+    zero = jnp.zeros((), jnp.int32)
+    T, basis, _, _, dual_pivots = lax.while_loop(
+        dual_cond, dual_body, (T, basis, zero, jnp.ones((), bool), zero)
     )
     # A fresh tableau for the final basis, when the dual simplex method moved it (a
     # while loop that runs at most once: under vmap a cond would rebuild every game).

@@ -97,7 +97,7 @@ class LPSolution(eqx.Module):
             ``[objective, objective + gap]``.
         max_violation: () the largest violation of obedience or the floor at the
             returned point, in utility units (the prior rows hold exactly).
-        steps: () interior-point iterations taken.
+        steps: () interior-point iterations or simplex pivots taken.
         status: () a :class:`alignjax.Status` code.
     """
 

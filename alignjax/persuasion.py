@@ -68,7 +68,7 @@ class PersuasionResult(eqx.Module):
         duality_gap: () the dual bound minus ``agent_value`` (certificate; agent's units).
         max_violation: () the largest violation of obedience or the floor (user's units).
         eta: (A, A) obedience multipliers; nu: () the floor's multiplier.
-        steps: () interior-point iterations.
+        steps: () interior-point iterations or simplex pivots (see ``method``).
         status: () an :class:`alignjax.Status` code.
     """
 
