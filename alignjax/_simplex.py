@@ -56,7 +56,9 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
     The tableau is rebuilt from the data for the current basis (a Gauss-Jordan
     elimination with partial pivoting over the basic ``x`` columns) every
     ``_REFACTOR_EVERY`` pivots and before optimality is accepted, so round-off
-    does not accumulate over long pivot sequences.
+    does not accumulate over long pivot sequences. It carries two right-hand sides:
+    the perturbed one the primal pivots use (last column) and the true one (the
+    column before), which the same eliminations keep current at no extra pass.
 
     Args:
         p: (Y,) prior (zeros allowed). V: (A, Y) objective, O(1).
@@ -69,11 +71,11 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
             primal feasibility, relative to the O(1) data.
 
     Returns:
-        ``(x, eta, nu, pivots, optimal, capped)``: (A, Y) the vertex; (A, R) the
-        reduced costs of the obedience slacks and () that of the floor slack (the
-        rows' multipliers at an optimal basis); () pivots taken (primal and dual);
-        () whether the final, freshly rebuilt tableau is feasible within ``tol`` and
-        has no reduced cost below ``-tol``; () whether the primal pivots hit the cap.
+        ``(x, eta, nu, pivots, capped)``: (A, Y) the vertex; (A, R) the reduced costs
+        of the obedience slacks and () that of the floor slack (the rows'
+        multipliers at an optimal basis); () pivots taken (primal and dual);
+        () whether the primal pivots hit the cap. Optimality is for the caller's
+        certificate to judge.
     """
     num_actions, num_states = V.shape
     R = D.shape[1]
@@ -88,32 +90,34 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
     zero_tol = _ZERO_FACTOR * eps
     harris = tol  # primal infeasibility the first Harris pass may allow
 
-    # Slack tableau [A | b] with the objective row last; rows E (prior), G (obedience),
-    # F (floor). Columns: x[a, y] at a * Y + y, then s, then t.
+    # Slack tableau [A | b | b + xi] with the objective row last; rows E (prior), G
+    # (obedience), F (floor). Columns: x[a, y] at a * Y + y, then s, then t, then the
+    # true right-hand side (column -2) and the perturbed one (column -1).
+    # Degenerate rows (right-hand side 0) with tiny entries would bind the ratio test
+    # and force tiny pivots; a small positive perturbation of every right-hand side
+    # (distinct per row) lets larger pivots bind first. The primal pivots use it; the
+    # true right-hand side takes over at the end.
     E = jnp.tile(jnp.eye(num_states, dtype=dtype), (1, num_actions))
     G = -jnp.einsum("ary,ab->arby", D, jnp.eye(num_actions, dtype=dtype)).reshape(AR, AY)
+    b = jnp.concatenate([p, jnp.zeros(AR, dtype), beta.reshape(1)])
+    golden = (jnp.sqrt(5.0) - 1) / 2
+    xi = _PERTURB * tol * (0.5 + 0.5 * jnp.mod(jnp.arange(1, m + 1, dtype=dtype) * golden, 1.0))
     T0 = jnp.concatenate(
         [
-            jnp.concatenate([E, jnp.zeros((num_states, AR + 1), dtype), p[:, None]], axis=1),
-            jnp.concatenate([G, jnp.eye(AR, dtype=dtype), jnp.zeros((AR, 2), dtype)], axis=1),
-            jnp.concatenate(
-                [L.reshape(1, AY), jnp.zeros((1, AR), dtype), jnp.ones((1, 1), dtype), beta.reshape(1, 1)], axis=1
-            ),
-            jnp.concatenate([-V.reshape(1, AY), jnp.zeros((1, AR + 2), dtype)], axis=1),
+            jnp.concatenate([E, jnp.zeros((num_states, AR + 1), dtype)], axis=1),
+            jnp.concatenate([G, jnp.eye(AR, dtype=dtype), jnp.zeros((AR, 1), dtype)], axis=1),
+            jnp.concatenate([L.reshape(1, AY), jnp.zeros((1, AR), dtype), jnp.ones((1, 1), dtype)], axis=1),
         ],
         axis=0,
     )
+    T0 = jnp.concatenate([T0, b[:, None], (b + xi.astype(dtype))[:, None]], axis=1)
+    T0 = jnp.concatenate([T0, jnp.concatenate([-V.reshape(1, AY), jnp.zeros((1, AR + 3), dtype)], axis=1)])
     slack_row = num_states + jnp.arange(AR + 1)  # the row of each slack's unit column
-    # Degenerate rows (right-hand side 0) with tiny entries would bind the ratio test
-    # and force tiny pivots; a small positive perturbation of every right-hand side
-    # (distinct per row) lets larger pivots bind first. It is removed at the end.
-    golden = (jnp.sqrt(5.0) - 1) / 2
-    xi = _PERTURB * tol * (0.5 + 0.5 * jnp.mod(jnp.arange(1, m + 1, dtype=dtype) * golden, 1.0))
-    T0p = T0.at[:m, -1].add(xi.astype(dtype))
 
-    def rebuild(basis, T0=T0p, clamp=True):
+    def rebuild(basis):
         """The tableau of ``basis`` from T0: the slack rows of basic slacks stay; each
-        basic x column is pivoted into the free row where its entry is largest."""
+        basic x column is pivoted into the free row where its entry is largest. The
+        perturbed right-hand side is clamped at zero."""
         slack_cols = AY + jnp.arange(AR + 1)
         slack_basic = jnp.zeros(n, bool).at[basis].set(True)[AY:]
         free = jnp.ones(m, bool).at[slack_row].set(~slack_basic)
@@ -128,17 +132,17 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
             return _pivot(T, row, col), free.at[row].set(False), new_basis.at[row].set(col.astype(jnp.int32)), i + 1
 
         T, _, new_basis, _ = lax.while_loop(lambda c: c[3] < count, step, (T0, free, new_basis, 0))
-        return (T.at[:m, -1].set(jnp.maximum(T[:m, -1], 0.0)) if clamp else T), new_basis
+        return T.at[:m, -1].set(jnp.maximum(T[:m, -1], 0.0)), new_basis
 
     def pivots_until(T, basis, budget):
         """Up to ``budget`` simplex pivots on T; returns (T, basis, pivots made)."""
 
         # the budget counts pivots; refused columns are bounded by n between pivots
         def cond(carry):
-            return carry[6] & (carry[2] < budget)
+            return carry[5] & (carry[2] < budget)
 
         def body(carry):
-            T, basis, k, pivots, run, refused, _ = carry
+            T, basis, k, run, refused, _ = carry
             bland = run >= _DEGENERATE_RUN
             d = T[-1, :n]
             neg = (d < -tol) & ~refused
@@ -164,11 +168,11 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
             refused = jnp.where(step, False, refused | (improvable & (jnp.arange(n) == col)))
             degenerate = ratio[row] * jnp.abs(d[col]) <= tol
             run = jnp.where(step, jnp.where(degenerate, run + 1, 0), run)
-            return T, basis, k + step.astype(jnp.int32), pivots + 1, run, refused, improvable
+            return T, basis, k + step.astype(jnp.int32), run, refused, improvable
 
         zero = jnp.zeros((), jnp.int32)
-        carry = (T, basis, zero, zero, zero, jnp.zeros(n, bool), jnp.ones((), bool))
-        T, basis, made, _, _, _, _ = lax.while_loop(cond, body, carry)
+        carry = (T, basis, zero, zero, jnp.zeros(n, bool), jnp.ones((), bool))
+        T, basis, made, _, _, _ = lax.while_loop(cond, body, carry)
         return T, basis, made
 
     # Full revelation: x[a*(y), y] basic in each state, with every slack.
@@ -176,24 +180,28 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
     reveal = jnp.concatenate([a_star * num_states + jnp.arange(num_states), AY + jnp.arange(AR + 1)])
 
     def outer_cond(carry):
-        _, total, done = carry
+        _, _, total, done = carry
         return ~done & (total < max_pivots)
 
     def outer_body(carry):
-        basis, total, _ = carry
+        _, basis, total, _ = carry
         T, basis = rebuild(basis)
         T, basis, made = pivots_until(T, basis, jnp.minimum(_REFACTOR_EVERY, max_pivots - total))
-        return basis, total + made, made == 0
+        return T, basis, total + made, made == 0
 
-    basis, pivots, _ = lax.while_loop(
-        outer_cond, outer_body, (reveal.astype(jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    zero = jnp.zeros((), jnp.int32)
+    T, basis, pivots, done = lax.while_loop(
+        outer_cond, outer_body, (T0, reveal.astype(jnp.int32), zero, jnp.zeros((), bool))
     )
-    # Remove the perturbation. The basis may now be slightly infeasible (a right-hand
-    # side of order -_PERTURB * tol) while its reduced costs are unchanged, so the dual simplex
-    # method restores feasibility in a few pivots (Bertsimas and Tsitsiklis 1997,
-    # Section 4.5): the most negative row leaves; the entering column keeps every
-    # reduced cost non-negative (Harris's two passes again).
-    T, basis = rebuild(basis, T0, clamp=False)
+    # Unless the cap stopped it, the loop ended on a fresh rebuild without a pivot;
+    # after the cap, rebuild (a while loop that runs at most once: under vmap a cond
+    # would rebuild every game).
+    T, basis, _ = lax.while_loop(lambda c: c[2], lambda c: (*rebuild(c[1]), False), (T, basis, ~done))
+    # Remove the perturbation: the true right-hand side takes over. The basis may now be
+    # slightly infeasible (a right-hand side of order -_PERTURB * tol) while its reduced
+    # costs are unchanged, so the dual simplex method restores feasibility in a few
+    # pivots (Bertsimas and Tsitsiklis 1997, Section 4.5): the most negative row leaves;
+    # the entering column keeps every reduced cost above -tol (Harris's two passes).
 
     def dual_cond(carry):
         _, _, k, go, _ = carry
@@ -201,7 +209,7 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
 
     def dual_body(carry):
         T, basis, k, _, made = carry
-        rhs = T[:m, -1]
+        rhs = T[:m, -2]
         row = jnp.argmin(rhs)
         infeasible = rhs[row] < -harris
         a = T[row, :n]
@@ -216,19 +224,14 @@ def simplex(p, V, D, L, beta, max_pivots: int, tol: float):
         basis = jnp.where(step, basis.at[row].set(col.astype(jnp.int32)), basis)
         return T, basis, k + 1, step, made + step.astype(jnp.int32)
 
-    zero = jnp.zeros((), jnp.int32)
     T, basis, _, _, dual_pivots = lax.while_loop(
         dual_cond, dual_body, (T, basis, zero, jnp.ones((), bool), zero)
     )
     # A fresh tableau for the final basis, when the dual simplex method moved it (a
     # while loop that runs at most once: under vmap a cond would rebuild every game).
-    T, basis, _ = lax.while_loop(
-        lambda c: c[2], lambda c: (*rebuild(c[1], T0, clamp=False), False), (T, basis, dual_pivots > 0)
-    )
-    rhs = T[:m, -1]
-    v = jnp.zeros(n, dtype).at[basis].set(jnp.maximum(rhs, 0.0))
+    T, basis, _ = lax.while_loop(lambda c: c[2], lambda c: (*rebuild(c[1]), False), (T, basis, dual_pivots > 0))
+    v = jnp.zeros(n, dtype).at[basis].set(jnp.maximum(T[:m, -2], 0.0))
     d = T[-1, :n]
     x = v[:AY].reshape(num_actions, num_states)
     eta = d[AY : AY + AR].reshape(num_actions, R)
-    optimal = jnp.all(d >= -tol) & jnp.all(rhs >= -harris)
-    return x, eta, d[-1], pivots + dual_pivots, optimal, pivots >= max_pivots
+    return x, eta, d[-1], pivots + dual_pivots, pivots >= max_pivots

@@ -391,16 +391,13 @@ def _pick_purified(x_ipm, x_proj, to_units, objective, value_slack):
     )
 
 
-def _status(infeasible, certified, merit, steps, max_steps):
-    """The status code from the certificate: infeasible, optimal, iteration cap or breakdown."""
+def _status(infeasible, certified, capped):
+    """The status code from the certificate: infeasible, optimal, iteration cap
+    (``capped``: the method stopped at its cap, not on a breakdown) or breakdown."""
     return jnp.where(
         infeasible,
         Status.INFEASIBLE,
-        jnp.where(
-            certified,
-            Status.OPTIMAL,
-            jnp.where(jnp.isfinite(merit) & (steps >= max_steps), Status.MAX_STEPS, Status.NUMERICAL),
-        ),
+        jnp.where(certified, Status.OPTIMAL, jnp.where(capped, Status.MAX_STEPS, Status.NUMERICAL)),
     ).astype(jnp.int32)
 
 
@@ -526,15 +523,14 @@ def _solve_persuasion_lp(
     beta_eff = jnp.where(
         infeasible | redundant | ~jnp.isfinite(beta), 2.0, jnp.clip(beta, margin, 2.0)
     )
-    data = _Data(p=p, V=V, D=D, h=-regret, f=-beta_eff)
-
     if use_simplex:
-        # the vertex itself; its certificate is checked below like the interior point's
-        x_ipm, lG, lh, steps, vertex_optimal, capped = simplex(p, V, D, regret, beta_eff, cap, tol)
-        x_proj = x_ipm
-        merit = jnp.where(vertex_optimal, 0.0, 1.0)
+        # a vertex: nothing to purify; its certificate is checked below like the
+        # interior point's
+        x_raw, lG, lh, steps, capped = simplex(p, V, D, regret, beta_eff, cap, tol)
     else:
+        data = _Data(p=p, V=V, D=D, h=-regret, f=-beta_eff)
         x_ipm, x_proj, lG, lh, steps, merit = _ipm(data, max_steps, tol)
+        capped = jnp.isfinite(merit) & (steps >= max_steps)
 
     # --- back to the user's units --------------------------------------------------------
     def to_user_units(x_raw):
@@ -548,9 +544,10 @@ def _solve_persuasion_lp(
         return rows, x, violation
 
     cert_tol = _CERT_FACTOR * tol
-    scheme_rows, x, violation = _pick_purified(
-        x_ipm, x_proj, to_user_units, objective, cert_tol * vrange
-    )
+    if use_simplex:
+        scheme_rows, x, violation = to_user_units(x_raw)
+    else:
+        scheme_rows, x, violation = _pick_purified(x_ipm, x_proj, to_user_units, objective, cert_tol * vrange)
     eta_scaled = jnp.where(zero_row, 0.0, jnp.maximum(lG, 0.0))
     eta_ar = eta_scaled * vrange / (urange * jnp.where(zero_row, 1.0, row_scale))
     eta = jnp.zeros((num_actions, num_actions), dtype).at[
@@ -565,10 +562,7 @@ def _solve_persuasion_lp(
     # The status comes from the certificate itself, in the scaled units: the gap between
     # the dual bound and the value, and the largest violation, both within cert_tol.
     certified = (dual - value <= cert_tol * vrange) & (violation <= cert_tol * urange)
-    if use_simplex:
-        status = _status(infeasible, certified, merit, jnp.where(capped, cap, 0), cap)
-    else:
-        status = _status(infeasible, certified, merit, steps, max_steps)
+    status = _status(infeasible, certified, capped)
     sol = LPSolution(
         recommendation=x,
         scheme=scheme_rows.T,
@@ -786,7 +780,7 @@ def solve_revelation_lp(
     value = jnp.sum(x * objective)
     dual = revelation_dual_bound(prior, objective, rows, lam)
     certified = (dual - value <= cert_tol * vrange) & (violation <= cert_tol * row_norm)
-    status = _status(jnp.zeros((), bool), certified, merit, steps, max_steps)
+    status = _status(jnp.zeros((), bool), certified, jnp.isfinite(merit) & (steps >= max_steps))
     return RevelationLPSolution(
         joint=x,
         conditional=cond.T,

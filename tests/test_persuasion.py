@@ -20,15 +20,22 @@ CASES = [
 ]
 
 
-def _batched_lp(prior, sender, user, floor=None):
+def _batched_lp(prior, sender, user, floor=None, method="auto"):
     """Our solver over a batch, in chunks of 16 (how large CPU batches are run)."""
     def one(args):
         p, v, u = args[:3]
         f = args[3] if floor is not None else None
-        return solve_persuasion_lp(p, v, u, f)
+        return solve_persuasion_lp(p, v, u, f, method=method)
 
     args = (prior, sender, user) + ((floor,) if floor is not None else ())
     return jax.jit(lambda *a: jax.lax.map(one, a, batch_size=16))(*args)
+
+
+def _floors(prior, user, frac):
+    """(n,) floors a fraction ``frac`` of the way from the no- to the full-information value."""
+    fi = (prior * user.max(1)).sum(1)
+    ni = (prior[:, None, :] * user).sum(-1).max(-1)
+    return ni + frac * (fi - ni)
 
 
 @pytest.mark.parametrize("Y, A, n", CASES)
@@ -77,8 +84,7 @@ def test_float32_interior_point_flags_what_it_misses():
     n = 200
     prior, user, agents = random_games(rng, n, 8, 8)
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    one = lambda args: solve_persuasion_lp(*args, method="ipm")  # noqa: E731
-    sol = jax.jit(lambda *a: jax.lax.map(one, a, batch_size=16))(f32(prior), f32(agents[:, 0]), f32(user))
+    sol = _batched_lp(f32(prior), f32(agents[:, 0]), f32(user), method="ipm")
     ref = np.array([persuasion_highs(prior[i], user[i], agents[i, 0])[0] for i in range(n)])
     err = np.abs(np.asarray(sol.objective, np.float64) - ref)
     assert np.median(err) < 1e-5
@@ -92,12 +98,9 @@ def test_simplex_float64_matches_highs(frac):
     rng = np.random.default_rng(17)
     n = 200
     prior, user, agents = random_games(rng, n, 6, 5)
-    fi = (prior * user.max(1)).sum(1)
-    ni = (prior[:, None, :] * user).sum(-1).max(-1)
-    floor = None if frac is None else ni + frac * (fi - ni)
-    one = lambda args: solve_persuasion_lp(*args, method="simplex")  # noqa: E731
-    args = (prior, agents[:, 0], user) + (() if floor is None else (floor,))
-    sol = jax.jit(lambda *a: jax.lax.map(one, a, batch_size=16))(*map(jnp.asarray, args))
+    floor = None if frac is None else _floors(prior, user, frac)
+    sol = _batched_lp(jnp.asarray(prior), jnp.asarray(agents[:, 0]), jnp.asarray(user),
+                      None if floor is None else jnp.asarray(floor), method="simplex")
     ref = np.array([persuasion_highs(prior[i], user[i], agents[i, 0], None if floor is None else floor[i])[0]
                     for i in range(n)])
     err = np.abs(np.asarray(sol.objective) - ref)
@@ -114,9 +117,7 @@ def test_simplex_float32_with_a_floor_matches_highs(frac):
     rng = np.random.default_rng(23)
     n = 200
     prior, user, agents = random_games(rng, n, 6, 4)
-    fi = (prior * user.max(1)).sum(1)
-    ni = (prior[:, None, :] * user).sum(-1).max(-1)
-    floor = ni + frac * (fi - ni)
+    floor = _floors(prior, user, frac)
     r = lambda a: np.asarray(np.asarray(a, np.float32), np.float64)  # noqa: E731
     sol = _batched_lp(*(jnp.asarray(a, jnp.float32) for a in (prior, agents[:, 0], user, floor)))
     ref = np.array([persuasion_highs(r(prior[i]), r(user[i]), r(agents[i, 0]), r(floor[i]))[0] for i in range(n)])
@@ -168,9 +169,7 @@ def test_floor_matches_highs(frac):
     rng = np.random.default_rng(11)
     n = 200
     prior, user, agents = random_games(rng, n, 6, 4)
-    fi = (prior * user.max(1)).sum(1)
-    ni = (prior[:, None, :] * user).sum(-1).max(-1)
-    floor = ni + frac * (fi - ni)
+    floor = _floors(prior, user, frac)
     sol = _batched_lp(jnp.asarray(prior), jnp.asarray(agents[:, 0]), jnp.asarray(user), jnp.asarray(floor))
     ref = np.array([persuasion_highs(prior[i], user[i], agents[i, 0], floor[i])[0] for i in range(n)])
     err = np.abs(np.asarray(sol.objective) - ref)
