@@ -71,6 +71,7 @@ __all__ = [
     "aligned_value",
     "no_information_value",
     "exploitability",
+    "upper_bounds",
     "solve",
     "conversation_game_from_dict",
     "load_conversation_game",
@@ -587,7 +588,7 @@ class ConversationExploitability(eqx.Module):
 
 
 class ConversationResult(eqx.Module):
-    """An (approximate) equilibrium of the conversation game with its estimated certificate.
+    """An equilibrium of the conversation game, its certificate and the range found.
 
     Attributes:
         rules: :class:`ConversationRules` of probabilities.
@@ -597,18 +598,29 @@ class ConversationResult(eqx.Module):
         agent_values: (K,) the agents' values, likewise.
         full_information_value: () the aligned benchmark :func:`aligned_value`.
         no_information_value: () :func:`no_information_value` (the user's own feature only).
-        exploitability: () estimated sum of best-response gains of the user's message
-            rule and every agent: a lower bound, never a certificate
-            (``exact_certificate`` is always False).
-        gains, best_response_values: (K+1,) user first (:class:`ConversationExploitability`).
-        exact_certificate: () False.
+        exploitability: () ``exploitability_upper``, the certificate.
+        exploitability_lower: () the gains of the deviations found by gradient best
+            responses of the user's message rule and every agent (a lower bound).
+        exploitability_upper: () the sum of sound upper bounds on every player's gain
+            (:func:`upper_bounds`; ``+inf`` where none exists, e.g. an agent against a
+            quantal user).
+        gains, gains_lower: (K+1,) upper and lower bounds on each player's gain, user first.
+        best_response_values: (K+1,) the sound upper bounds on the best-response values.
+        exact_certificate: () whether ``exploitability_upper`` is finite.
+        certified: () ``exploitability_upper <= tol``.
+        equilibria_found: () distinct certified equilibria among the restarts'
+            end points (distinct: some player's value differs by more than ``tol``).
+        user_value_min, user_value_max: () the user's worst and best value over them
+            (NaN when none is certified).
         temperature: () the user's temperature the values refer to.
         final_search_temperature: () the last temperature of the schedule.
         rounds: () R.
         iterations: () ``stages * steps_per_stage``.
-        search: () index of the kept restart.
-        status: () ``OPTIMAL`` when the estimated exploitability is ``<= tol``,
-            ``MAX_STEPS`` otherwise, ``NUMERICAL`` for non-finite rules or values.
+        search: () index of the kept restart: the first certified one, else the one with
+            the smallest upper bound.
+        status: () ``OPTIMAL`` when ``exploitability_upper <= tol``; ``NOT_CERTIFIED``
+            when only the lower bound is; ``MAX_STEPS`` otherwise; ``NUMERICAL`` for
+            non-finite rules or values.
     """
 
     rules: ConversationRules
@@ -618,9 +630,16 @@ class ConversationResult(eqx.Module):
     full_information_value: Float[Array, ""]
     no_information_value: Float[Array, ""]
     exploitability: Float[Array, ""]
+    exploitability_lower: Float[Array, ""]
+    exploitability_upper: Float[Array, ""]
     gains: Float[Array, " K+1"]
+    gains_lower: Float[Array, " K+1"]
     best_response_values: Float[Array, " K+1"]
     exact_certificate: Bool[Array, ""]
+    certified: Bool[Array, ""]
+    equilibria_found: Int[Array, ""]
+    user_value_min: Float[Array, ""]
+    user_value_max: Float[Array, ""]
     temperature: Float[Array, ""]
     final_search_temperature: Float[Array, ""]
     rounds: Int[Array, ""]
@@ -741,6 +760,69 @@ def _estimated_exploitability(game, logits, vals, eval_t, solver, K, L, M, key):
     )
 
 
+def _round_one_blocks(game, rules, agent: int, K: int, L: int, M: int):
+    """(Y, XU L M^(K-1)): ``P(y, x_u, u_1, m_{-i,1})``, what agent ``agent``'s deviation
+    cannot change (the user's feature, her first message, the rivals' first replies)."""
+    info = game.information  # (Y, XU, XB)
+    user0 = rules.user[0][:, 0, :]  # (XU, L)
+    agents0 = rules.agents[0]  # (K, XB, L, M)
+    base = info[..., None] * user0[None, :, None, :]  # (Y, XU, XB, L)
+    num_types = info.shape[2]
+    rivals = jnp.ones((num_types, L, 1), info.dtype)
+    for j in range(K):
+        if j != agent:
+            rivals = (rivals[..., None] * agents0[j][:, :, None, :]).reshape(num_types, L, -1)
+    return jnp.einsum("yuxl,xlr->yulr", base, rivals).reshape(info.shape[0], -1)
+
+
+def upper_bounds(
+    game: ConversationGame, rules: ConversationRules, temperature=None, *, max_steps: int = 100
+) -> Float[Array, " K+1"]:
+    """Sound upper bounds on every player's best-response value (user first).
+
+    * The user (``docs/theory.md``, "Certificates for conversations"): with one
+      message (``L = 1``) she has nothing to choose, and her value is her bound;
+      otherwise the transcript is independent of the state given ``(x_u, x_b)``, so no
+      message rule gives her more than the aligned value :func:`aligned_value`.
+    * Agent i, best-responding user: its deviation cannot change the user's feature,
+      her first message or the rivals' first replies; an informed deviator that sees
+      them and the state is bounded by one persuasion LP per such block
+      (:func:`alignjax.certificates.informed_deviator_bound`). Tight for R = 1 when
+      the rivals reveal. Against a quantal user no bound is computed (``+inf``).
+
+    Args:
+        game: one :class:`ConversationGame`. rules: probabilities.
+        temperature: None or 0 (best response), else ``tau > 0`` (concrete).
+        max_steps: the LPs' iteration cap.
+
+    Returns:
+        (K+1,) upper bounds, user first.
+    """
+    R, L, M, _ = _check_rules(rules, game, "conversation.upper_bounds", probabilities=True)
+    K = game.num_agents
+    dtype = game.information.dtype
+    vals = _values(game, rules, K, L, M, jnp.zeros((), dtype) if _is_best_response_user(temperature)
+                   else jnp.asarray(temperature, dtype))
+    return _upper_bounds(game, rules, vals, temperature, K, L, M, max_steps)
+
+
+def _upper_bounds(game, rules, vals, temperature, K, L, M, max_steps):
+    from alignjax.certificates import informed_deviator_bound
+
+    user_ub = vals[0] if L == 1 else jnp.maximum(aligned_value(game), vals[0])
+    if _is_best_response_user(temperature):
+        agents_ub = jnp.stack([
+            informed_deviator_bound(
+                _round_one_blocks(game, rules, i, K, L, M), game.user_utility, game.agent_utilities[i],
+                max_steps=max_steps,
+            )
+            for i in range(K)
+        ])
+    else:
+        agents_ub = jnp.full((K,), jnp.inf, vals.dtype)
+    return jnp.concatenate([user_ub[None], agents_ub])
+
+
 def _is_best_response_user(temperature) -> bool:
     if temperature is None:
         return True
@@ -800,8 +882,10 @@ def solve(
     The agents and the user commit to their rules (the agents lead the user's final
     action, which responds to the posterior); the user's message rule and the agents'
     rules follow ``solver.dynamics`` on their own values through the annealing
-    schedule, from ``solver.restarts`` random starts; the restart with the smallest
-    estimated exploitability (:func:`exploitability`, a lower bound) is kept.
+    schedule, from ``solver.restarts`` random starts. Every end point is certified by
+    :func:`upper_bounds` (sound); the kept one is the first certified restart (else the
+    smallest upper bound), and its lower end comes from gradient best responses
+    (:func:`exploitability`). The range covers every distinct certified end point.
 
     Args:
         game: one :class:`ConversationGame` (``jax.vmap`` for batches).
@@ -846,20 +930,44 @@ def solve(
     )(jax.random.split(k_init, solver.restarts))
     finals = jax.vmap(lambda lg: _search(game, solver, lg, temps, K, L, M, None))(starts)
 
-    def certify(lg, k):
-        vals = _values(game, softmax_rules(lg), K, L, M, eval_t)
-        return vals, _estimated_exploitability(game, lg, vals, eval_t, solver, K, L, M, k)
+    cert_t = None if br_user else temperature
 
-    vals_all, certs = jax.vmap(certify)(finals, jax.random.split(k_cert, solver.restarts))
-    score = jnp.where(jnp.isfinite(certs.exploitability), certs.exploitability, jnp.inf)
-    pick = jnp.argmin(score)
-    logits, vals, cert = jax.tree.map(lambda x: x[pick], (finals, vals_all, certs))
+    def certify(lg):
+        rules = softmax_rules(lg)
+        vals = _values(game, rules, K, L, M, eval_t)
+        upper = _upper_bounds(game, rules, vals, cert_t, K, L, M, 100)
+        return vals, upper
+
+    vals_all, upper_all = jax.vmap(certify)(finals)
+    finite = jnp.all(jnp.isfinite(vals_all), -1) & jnp.stack(
+        [jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jax.tree.leaves(finals)]
+    ).all(0)
+    gain_up = jnp.where(finite, jnp.sum(jnp.maximum(upper_all - vals_all, 0.0), -1), jnp.inf)
+    certified_all = finite & (gain_up <= solver.tol)
+    best = jnp.min(gain_up)
+    tie = 1e-9 * (1.0 + jnp.where(jnp.isfinite(best), jnp.abs(best), 0.0))
+    fallback = jnp.argmax(gain_up <= best + tie)
+    pick = jnp.where(jnp.any(certified_all), jnp.argmax(certified_all), fallback)
+    logits, vals, upper = jax.tree.map(lambda x: x[pick], (finals, vals_all, upper_all))
     rules = softmax_rules(logits)
-    finite = jnp.all(jnp.isfinite(vals)) & jnp.isfinite(cert.exploitability) & jnp.all(
-        jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(rules)])
-    )
+    low = _estimated_exploitability(game, logits, vals, eval_t, solver, K, L, M, k_cert)
+    lower = jnp.maximum(low.best_response_values, vals)
+    gains = jnp.maximum(upper - vals, 0.0)
+    gains_lower = jnp.maximum(lower - vals, 0.0)
+    expl_up, expl_low = jnp.sum(gains), jnp.sum(gains_lower)
+    # the range over the certified end points
+    from alignjax.simultaneous import _distinct
+
+    new = _distinct(jnp.where(finite[:, None], vals_all, 0.0), certified_all, solver.tol)
+    any_cert = jnp.any(certified_all)
+    vmin = jnp.where(any_cert, jnp.min(jnp.where(certified_all, vals_all[:, 0], jnp.inf)), jnp.nan)
+    vmax = jnp.where(any_cert, jnp.max(jnp.where(certified_all, vals_all[:, 0], -jnp.inf)), jnp.nan)
+    ok = finite[pick] & ~jnp.isnan(expl_low)
+    certified = ok & (expl_up <= solver.tol)
     status = jnp.where(
-        ~finite, Status.NUMERICAL, jnp.where(cert.exploitability <= solver.tol, Status.OPTIMAL, Status.MAX_STEPS)
+        ~ok,
+        Status.NUMERICAL,
+        jnp.where(certified, Status.OPTIMAL, jnp.where(expl_low <= solver.tol, Status.NOT_CERTIFIED, Status.MAX_STEPS)),
     ).astype(jnp.int32)
     return ConversationResult(
         rules=rules,
@@ -868,10 +976,17 @@ def solve(
         agent_values=vals[1:],
         full_information_value=aligned_value(game),
         no_information_value=no_information_value(game),
-        exploitability=cert.exploitability,
-        gains=cert.gains,
-        best_response_values=cert.best_response_values,
-        exact_certificate=jnp.zeros((), bool),
+        exploitability=expl_up,
+        exploitability_lower=expl_low,
+        exploitability_upper=expl_up,
+        gains=gains,
+        gains_lower=gains_lower,
+        best_response_values=upper,
+        exact_certificate=jnp.isfinite(expl_up),
+        certified=certified,
+        equilibria_found=jnp.sum(new).astype(jnp.int32),
+        user_value_min=vmin,
+        user_value_max=vmax,
         temperature=eval_t,
         final_search_temperature=temps[-1],
         rounds=jnp.asarray(R, jnp.int32),

@@ -49,6 +49,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from alignjax.certificates import informed_deviator_bound, quantal_envelope_bound
 from alignjax.game import Game
 from alignjax.lp import RevelationLPSolution, solve_revelation_lp
 from alignjax.response import (
@@ -81,6 +82,11 @@ _DYNAMICS = ("gradient", "extragradient", "optimistic", "best_response")
 _ESTIMATORS = ("auto", "exact", "monte_carlo")
 _SCHEME_ATOL = 1e-6
 _OFF_LOGIT = -30.0  # logit of an unused message in a deterministic scheme (weight ~1e-13)
+_TIE_RTOL = 1e-9  # certificates within this (relative) of the best are ties: the first in portfolio order wins
+# The start portfolio: random starts under each dynamics, a search for the user's worst
+# equilibrium, pooling, every agent's monopoly scheme, the full-information
+# recommendation (and full revelation where M >= Y), searched from and kept as they are.
+_STARTS = ("random", "worst", "pooling", "monopoly", "revelation")
 
 
 # ----------------------------------------------------------------------------------------
@@ -124,8 +130,8 @@ class SimultaneousSolver(eqx.Module):
             ``"best_response"`` and by the estimated exploitability.
         br_steps: inner steps of each gradient best response of the estimated
             exploitability (annealed like the search).
-        tol: exploitability (agents' utility units) at or below which the result is
-            ``OPTIMAL``.
+        tol: exploitability (agents' utility units) whose *upper bound* at or below
+            it makes the result ``OPTIMAL``.
         max_maps: largest number of response maps ``A^(M^(K-1))`` for which the exact
             certificate is computed (one LP per agent with that many blocks).
         lp_max_steps: iteration cap of the certificate LPs.
@@ -136,6 +142,22 @@ class SimultaneousSolver(eqx.Module):
             and certificates are exact whenever the budget allows.
         samples: profiles per Monte Carlo estimate (16 times as many for the
             reported values).
+        starts: the start portfolio, a tuple of ``"random"`` (``restarts`` random
+            starts per dynamics; required), ``"worst"`` (a search for the user's
+            worst equilibrium: the agents' utilities carry a penalty
+            ``worst_penalty * (max U - min U) / (max u - min u) * u`` annealed to 0
+            over the stages), ``"pooling"`` (no agent informs), ``"monopoly"`` (every
+            agent starts from its monopoly scheme, M >= A) and ``"revelation"`` (the
+            full-information recommendation, M >= A, and full revelation, M >= Y,
+            searched from and also kept as they are: with K >= 2 they are equilibria).
+            Every end point is certified; the range of certified equilibria is
+            reported.
+        worst_penalty: the worst-case search's initial penalty (relative units).
+        grid_points: the simplex grid budget of the quantal certificate
+            (:func:`alignjax.certificates.quantal_envelope_bound`).
+        max_blocks: rival profiles per agent whose persuasion LP the informed-deviator
+            bound solves (those of largest probability; the others are bounded by the
+            agent's full-control value, still sound).
 
     Raises:
         ValueError: unknown ``dynamics`` or ``estimator``, non-positive counts, or
@@ -163,6 +185,10 @@ class SimultaneousSolver(eqx.Module):
     memory_budget: int = eqx.field(static=True, default=2**30)
     estimator: Estimator = eqx.field(static=True, default="auto")
     samples: int = eqx.field(static=True, default=4096)
+    starts: tuple = eqx.field(static=True, default=_STARTS)
+    worst_penalty: float = eqx.field(static=True, default=1.0)
+    grid_points: int = eqx.field(static=True, default=20000)
+    max_blocks: int = eqx.field(static=True, default=256)
 
     def __check_init__(self):
         dynamics = (self.dynamics,) if isinstance(self.dynamics, str) else tuple(self.dynamics)
@@ -178,6 +204,18 @@ class SimultaneousSolver(eqx.Module):
         _check_search_options(self, ("lp_max_steps",))
         if self.samples < 2:
             raise ValueError(f"SimultaneousSolver: samples must be >= 2; got {self.samples}")
+        starts = (self.starts,) if isinstance(self.starts, str) else tuple(self.starts)
+        if not starts or any(k not in _STARTS for k in starts) or "random" not in starts:
+            raise ValueError(
+                f"SimultaneousSolver: starts must be a tuple of {_STARTS} that includes 'random'; "
+                f"got {self.starts!r}"
+            )
+        if not self.worst_penalty >= 0:
+            raise ValueError(f"SimultaneousSolver: worst_penalty must be >= 0; got {self.worst_penalty}")
+        if self.max_blocks < 1:
+            raise ValueError(f"SimultaneousSolver: max_blocks must be >= 1; got {self.max_blocks}")
+        if self.grid_points < 1:
+            raise ValueError(f"SimultaneousSolver: grid_points must be >= 1; got {self.grid_points}")
 
     def make_optimizer(self) -> optax.GradientTransformation:
         """The optimizer on the logits: ``optimizer`` or ``optax.adam(learning_rate)``."""
@@ -204,55 +242,81 @@ def make_optimizer(solver) -> optax.GradientTransformation:
 
 
 class Exploitability(eqx.Module):
-    """How much each agent could gain by deviating alone (a Nash-gap certificate).
+    """How much each agent could gain by deviating alone: a bracket on the Nash gap.
 
     Attributes:
-        exploitability: () ``sum_i gains[i]`` (agents' utility units).
-        gains: (K,) ``max(best_response_values[i] - values[i], 0)``.
-        best_response_values: (K,) each agent's best-response value against the
-            others: the certificate LP's dual bound (an upper bound on the true value)
-            when ``exact``, else the best value the gradient best responses found (a
-            lower bound).
+        exploitability: () ``exploitability_upper``, the certificate.
+        exploitability_lower: () ``sum_i gains_lower[i]``: from deviations actually
+            found (a lower bound on the true exploitability).
+        exploitability_upper: () ``sum_i gains[i]``: from sound upper bounds on the
+            best-response values (``+inf`` where none could be computed).
+        gains: (K,) ``max(best_response_values - values, 0)``, upper bounds.
+        gains_lower: (K,) ``max(best_response_lower - values, 0)``.
+        best_response_values: (K,) sound upper bounds on each agent's best-response
+            value: the smaller of the informed-deviator bound
+            (:func:`alignjax.certificates.informed_deviator_bound`, or its quantal
+            counterpart) and the exact map LP's dual bound where the maps fit.
+        best_response_lower: (K,) the best deviation value found.
         values: (K,) the agents' values at the profile.
-        exact: () whether the figures are certified (LP) rather than estimated.
-        lp_status: (K,) status codes of the certificate LPs (``OPTIMAL`` when
-            estimated, where no LP ran).
+        exact: () whether ``exploitability_upper`` is finite (a sound bound exists).
+        lp_status: (K,) status codes of the map LPs (``OPTIMAL`` where none ran).
     """
 
     exploitability: Float[Array, ""]
+    exploitability_lower: Float[Array, ""]
+    exploitability_upper: Float[Array, ""]
     gains: Float[Array, " K"]
+    gains_lower: Float[Array, " K"]
     best_response_values: Float[Array, " K"]
+    best_response_lower: Float[Array, " K"]
     values: Float[Array, " K"]
     exact: Bool[Array, ""]
     lp_status: Int[Array, " K"]
 
 
 class SimultaneousResult(eqx.Module):
-    """An (approximate) equilibrium of the simultaneous persuasion game, with its certificate.
+    """An equilibrium of the simultaneous persuasion game, its certificate and the range found.
+
+    The search runs a portfolio of starts (``SimultaneousSolver.starts``); every end
+    point is certified by sound upper bounds on the agents' best-response gains.
+    ``schemes`` and the values are those of the *kept* equilibrium: the first
+    certified end point in portfolio order (random-start searches, then the worst-case
+    search, pooling, monopoly and revelation starts, then full revelation as it is),
+    or, when none is certified, the end point with the smallest upper bound.
+    ``user_value_min`` / ``user_value_max`` range over every distinct certified
+    equilibrium found: the paper's claims bound every equilibrium, so the worst one
+    is the headline.
 
     Attributes:
-        schemes: (K, Y, M) the agents' signaling schemes ``P(m_i | y)``.
-        logits: (K, Y, M) the logits the search ended at (``schemes = softmax(logits)``).
-        user_value: () the user's expected utility at the target temperature
-            (``tau = 0``: best response, uniform over ties).
+        schemes: (K, Y, M) the kept equilibrium's signaling schemes ``P(m_i | y)``.
+        logits: (K, Y, M) its logits (``schemes = softmax(logits)``).
+        user_value: () the user's expected utility at the kept equilibrium, at the
+            target temperature (``tau = 0``: best response, uniform over ties).
         agent_values: (K,) the agents' expected utilities, likewise.
         full_information_value, no_information_value: () the user's benchmarks.
-        exploitability: () sum of the agents' best-response gains (see ``exact_certificate``).
-        gains: (K,) each agent's best-response gain.
-        best_response_values: (K,) see :class:`Exploitability`.
-        exact_certificate: () True when ``exploitability`` is certified by the
-            best-response LPs (an upper bound), False when estimated by gradient
-            best responses (a lower bound on the true exploitability).
+        exploitability: () ``exploitability_upper`` (the certificate).
+        exploitability_lower, exploitability_upper: () the bracket on the kept
+            point's exploitability (:class:`Exploitability`).
+        gains, gains_lower: (K,) upper and lower bounds on each agent's gain.
+        best_response_values: (K,) sound upper bounds on the best-response values.
+        exact_certificate: () whether the upper bound is finite (sound bounds exist
+            for a best-responding user whose payoffs fit the memory budget, and for a
+            quantal user with a small number of states).
+        certified: () ``exploitability_upper <= tol``.
+        equilibria_found: () distinct certified equilibria among the end points
+            (distinct: some player's value differs by more than ``tol``).
+        user_value_min, user_value_max: () the user's worst and best value over the
+            certified equilibria found (NaN when none is certified).
         temperature: () the user's temperature the values refer to (0: best response).
         final_search_temperature: () the last temperature of the annealing schedule.
-        iterations: () steps of each search (``stages * steps_per_stage``; an
-            extragradient step evaluates the field twice, a best-response round runs
-            every candidate's inner steps).
-        search: () index of the kept search: ``dynamics[search // restarts]``.
+        iterations: () steps of each search (``stages * steps_per_stage``).
+        search: () index of the kept end point in portfolio order.
         monte_carlo: () True when payoffs were estimated by sampling profiles.
-        lp_status: (K,) status codes of the certificate LPs.
-        status: () ``OPTIMAL`` when ``exploitability <= tol``, ``MAX_STEPS`` when the
-            schedule ended above it, ``NUMERICAL`` for non-finite schemes.
+        lp_status: (K,) status codes of the map LPs.
+        status: () ``OPTIMAL`` when ``exploitability_upper <= tol``;
+            ``NOT_CERTIFIED`` when only the lower bound is within ``tol``;
+            ``MAX_STEPS`` when even the lower bound exceeds it; ``NUMERICAL`` for
+            non-finite schemes or values.
     """
 
     schemes: Float[Array, "K Y M"]
@@ -262,9 +326,16 @@ class SimultaneousResult(eqx.Module):
     full_information_value: Float[Array, ""]
     no_information_value: Float[Array, ""]
     exploitability: Float[Array, ""]
+    exploitability_lower: Float[Array, ""]
+    exploitability_upper: Float[Array, ""]
     gains: Float[Array, " K"]
+    gains_lower: Float[Array, " K"]
     best_response_values: Float[Array, " K"]
     exact_certificate: Bool[Array, ""]
+    certified: Bool[Array, ""]
+    equilibria_found: Int[Array, ""]
+    user_value_min: Float[Array, ""]
+    user_value_max: Float[Array, ""]
     temperature: Float[Array, ""]
     final_search_temperature: Float[Array, ""]
     iterations: Int[Array, ""]
@@ -887,28 +958,94 @@ def best_response_lp(
     return solve_revelation_lp(game.prior, objective, rows, max_steps=max_steps, tol=tol)
 
 
-def _exact_exploitability(game, schemes, values, max_steps, tol):
-    rivals = _rival_profiles(schemes)  # (K, Y, R)
+def _map_lp_bounds(game, rivals, max_steps):
+    """(K,) the exact map LPs' dual bounds (sound upper bounds) and (K,) their statuses."""
 
     def one(agent_utility, rival):
         objective, rows = _map_lp_data(game.user_utility, agent_utility, rival)
-        sol = solve_revelation_lp(game.prior, objective, rows, max_steps=max_steps, tol=tol)
+        sol = solve_revelation_lp(game.prior, objective, rows, max_steps=max_steps)
         return sol.dual_bound, sol.status
 
     bounds, status = jax.vmap(one)(game.agent_utilities, rivals)
-    gains = jnp.maximum(bounds - values, 0.0)
-    return Exploitability(
-        exploitability=jnp.sum(gains),
-        gains=gains,
-        best_response_values=bounds,
-        values=values,
-        exact=jnp.ones((), bool),
-        lp_status=status,
-    )
+    return jnp.where(jnp.isfinite(bounds), bounds, jnp.inf), status
 
 
-def _estimated_exploitability(game, logits, values, temperature, solver, key, monte_carlo):
-    """Gains of multi-start gradient best responses, all agents at once (vmapped)."""
+def _user_kind(temperature) -> str:
+    """"best" (None or a concrete 0), "quantal" (a concrete tau > 0) or "traced"."""
+    if temperature is None:
+        return "best"
+    if isinstance(temperature, jax.core.Tracer):
+        return "traced"
+    return "best" if float(temperature) == 0.0 else "quantal"
+
+
+def _upper_bounds(game, schemes, temperature, solver, use_map_lp):
+    """(K,) sound upper bounds on every agent's best-response value, (K,) map-LP statuses.
+
+    Best-responding user: the informed-deviator bound, and the exact map LP's dual
+    bound where ``use_map_lp``; the smaller of the two. Quantal user: the grid
+    envelope bound of :func:`alignjax.certificates.quantal_envelope_bound`. A traced
+    temperature computes both and picks by its sign.
+    """
+    num_agents = game.num_agents
+    rivals = _rival_profiles(schemes)  # (K, Y, R)
+    blocks = game.prior[None, :, None] * rivals
+    status = jnp.full((num_agents,), Status.OPTIMAL, jnp.int32)
+    kind = _user_kind(temperature)
+
+    def informed():
+        ub = jax.vmap(
+            lambda b, agent: informed_deviator_bound(
+                b, game.user_utility, agent, max_steps=solver.lp_max_steps, max_blocks=solver.max_blocks
+            )
+        )(blocks, game.agent_utilities)
+        return ub
+
+    def quantal(tau):
+        return jax.vmap(
+            lambda b, agent: quantal_envelope_bound(b, game.user_utility, agent, tau, max_points=solver.grid_points)
+        )(blocks, game.agent_utilities)
+
+    if kind == "quantal":
+        return quantal(jnp.asarray(temperature, schemes.dtype)), status
+    ub = informed()
+    if use_map_lp:
+        map_ub, status = _map_lp_bounds(game, rivals, solver.lp_max_steps)
+        ub = jnp.minimum(ub, map_ub)
+    if kind == "traced":
+        tau = jnp.asarray(temperature, schemes.dtype)
+        ub = jnp.where(tau > 0, quantal(jnp.where(tau > 0, tau, 1.0)), ub)
+        status = jnp.where(tau > 0, Status.OPTIMAL, status).astype(jnp.int32)
+    return ub, status
+
+
+def _fixed_deviations(user, num_states, num_signals, dtype):
+    """(D, Y, M) the deviations every lower bound tries: no information, the
+    full-information recommendation (M >= A) and full revelation (M >= Y)."""
+    out = [jax.nn.one_hot(jnp.zeros(num_states, int), num_signals, dtype=dtype)]
+    if num_signals >= user.shape[0]:
+        out.append(recommendation_scheme(user, num_signals).astype(dtype))
+    if num_signals >= num_states:
+        out.append(jnp.eye(num_states, num_signals, dtype=dtype))
+    return jnp.stack(out)
+
+
+def _fixed_deviation_values(game, schemes, temperature, values):
+    """(K,) the best value each agent gets from the fixed deviations (and staying put)."""
+    rivals = _rival_profiles(schemes)
+    devs = _fixed_deviations(game.user_utility, game.num_states, schemes.shape[-1], schemes.dtype)
+
+    def agent(u_i, rival, v):
+        vals = jax.vmap(
+            lambda d: _deviation_value(game.prior, game.user_utility, u_i, rival, d, temperature)[0]
+        )(devs)
+        return jnp.maximum(jnp.max(vals), v)
+
+    return jax.vmap(agent)(game.agent_utilities, rivals, values)
+
+
+def _gradient_deviation_values(game, logits, values, temperature, solver, key, monte_carlo):
+    """(K,) the best values of multi-start gradient best responses, all agents at once."""
     num_agents = game.num_agents
     utilities = _utilities(game)
     user_range = jnp.max(game.user_utility) - jnp.min(game.user_utility)
@@ -937,23 +1074,29 @@ def _estimated_exploitability(game, logits, values, temperature, solver, key, mo
         )[0]
 
     best = jax.vmap(one)(jnp.arange(num_agents), jax.random.split(key, num_agents))
-    gains = jnp.maximum(best - values, 0.0)
+    return jnp.maximum(best, values)
+
+
+def _bracket(values, lower, upper, lp_status):
+    gains = jnp.maximum(upper - values, 0.0)
+    gains_lower = jnp.maximum(lower - values, 0.0)
+    total = jnp.sum(gains)
     return Exploitability(
-        exploitability=jnp.sum(gains),
+        exploitability=total,
+        exploitability_lower=jnp.sum(gains_lower),
+        exploitability_upper=total,
         gains=gains,
-        best_response_values=best,
+        gains_lower=gains_lower,
+        best_response_values=upper,
+        best_response_lower=lower,
         values=values,
-        exact=jnp.zeros((), bool),
-        lp_status=jnp.full((num_agents,), Status.OPTIMAL, jnp.int32),
+        exact=jnp.isfinite(total),
+        lp_status=lp_status,
     )
 
 
 def _is_best_response_user(temperature) -> bool:
-    if temperature is None:
-        return True
-    if isinstance(temperature, jax.core.Tracer):
-        return False
-    return float(temperature) == 0.0
+    return _user_kind(temperature) == "best"
 
 
 def exploitability(
@@ -965,29 +1108,34 @@ def exploitability(
     key: PRNGKeyArray | None = None,
     exact: bool | None = None,
 ) -> Exploitability:
-    """The sum over agents of what each gains by its best response to the others.
+    """A bracket on the sum over agents of what each gains by its best response.
 
-    Exact (certified upper bound) for a best-responding user (``temperature`` None or
-    0) when ``num_response_maps(K, M, A) <= solver.max_maps``: one
-    :func:`best_response_lp` per agent, its dual bound as the best-response value.
-    Otherwise estimated by multi-start gradient best responses
-    (``solver.br_starts`` starts of ``solver.br_steps`` annealed steps, plus the
-    full-information recommendation): a lower bound on the true exploitability.
+    Upper end (the certificate): sound upper bounds on every agent's best-response
+    value (``docs/theory.md``, "Certificates"): for a best-responding user the
+    informed-deviator bound (one persuasion LP per rival profile), and also the exact
+    response-map LP (:func:`best_response_lp`) when ``num_response_maps(K, M, A) <=
+    solver.max_maps``, the smaller of the two; for a quantal user with few states the
+    grid envelope bound. Where no bound exists (payoffs estimated by Monte Carlo)
+    the upper end is ``+inf``. Lower end: the best of multi-start gradient best
+    responses (``solver.br_starts`` starts of ``solver.br_steps`` annealed steps)
+    and the fixed deviations (no information, recommendation, revelation).
 
     Args:
         game: one :class:`Game`. schemes: (K, Y, M).
         temperature: None or 0 for a best-responding user, else the quantal user's
-            ``tau > 0`` (may be traced; a traced temperature is treated as quantal).
-        solver: hyperparameters (``max_maps``, ``br_*``, ``lp_max_steps``, estimator).
+            ``tau > 0`` (may be traced).
+        solver: hyperparameters (``max_maps``, ``br_*``, ``lp_max_steps``, ``grid_points``).
         key: PRNG key for the random starts (default ``jax.random.PRNGKey(0)``).
-        exact: force the exact (True) or estimated (False) path; None chooses.
+        exact: True requires the exact map LP among the upper bounds (raises where it
+            does not fit); False skips the upper bounds (estimate only: the upper end
+            is ``+inf``); None uses every bound available.
 
     Returns:
         An :class:`Exploitability`.
 
     Raises:
-        ValueError: a batched game, mismatched shapes, or ``exact=True`` where no exact
-            certificate exists (quantal user or too many maps).
+        ValueError: a batched game, mismatched shapes, or ``exact=True`` where no map
+            LP fits (quantal user or too many maps).
     """
     _check_game(game, "exploitability")
     schemes = _check_schemes(schemes, game.num_agents, game.num_states, "exploitability")
@@ -997,12 +1145,12 @@ def exploitability(
     _, mode = _modes(solver, game, num_signals, schemes.dtype)
     eval_t = 0.0 if temperature is None else temperature
     br_user = _is_best_response_user(temperature)
-    can_exact = (
+    can_map = (
         br_user
         and mode == "exact"
         and num_response_maps(game.num_agents, num_signals, game.num_actions) <= solver.max_maps
     )
-    if exact and not can_exact:
+    if exact and not can_map:
         raise ValueError(
             "exploitability: no exact certificate: it needs a best-responding user "
             "(temperature None or 0), payoffs within the memory budget and "
@@ -1010,12 +1158,15 @@ def exploitability(
             f"{num_response_maps(game.num_agents, num_signals, game.num_actions)} <= max_maps = "
             f"{solver.max_maps}"
         )
-    use_exact = can_exact if exact is None else exact
     k_val, k_br = jax.random.split(key)
     values = _final_values(game, schemes, eval_t, mode, k_val, solver.samples * 16)[1]
-    if use_exact:
-        return _exact_exploitability(game, schemes, values, solver.lp_max_steps, None)
-    return _estimated_exploitability(game, logits, values, eval_t, solver, k_br, mode == "monte_carlo")
+    lower = _gradient_deviation_values(game, logits, values, eval_t, solver, k_br, mode == "monte_carlo")
+    if exact is False or mode != "exact":
+        upper = jnp.full_like(values, jnp.inf)
+        status = jnp.full((game.num_agents,), Status.OPTIMAL, jnp.int32)
+    else:
+        upper, status = _upper_bounds(game, schemes, eval_t if temperature is not None else None, solver, can_map)
+    return _bracket(values, lower, upper, status)
 
 
 # ----------------------------------------------------------------------------------------
@@ -1065,22 +1216,29 @@ def _portfolio(solver: SimultaneousSolver) -> list[SimultaneousSolver]:
     return [dataclasses.replace(solver, dynamics=d) for d in solver.dynamics]
 
 
-def _search(game, solver, logits0, temps, mode, key):
-    """Run the dynamics through the temperature schedule; returns the final logits."""
+def _search(game, solver, logits0, temps, mode, key, penalty=None):
+    """Run the dynamics through the temperature schedule; returns the final logits.
+
+    ``penalty`` (stages,): the agents' utilities in stage k are ``U_i - penalty[k] u``
+    (the worst-case search); None: no penalty. Ignored by best-response dynamics.
+    """
     prior, utilities = game.prior, _utilities(game)
     optimizer = solver.make_optimizer()
     steps = solver.steps_per_stage
+    if penalty is None:
+        penalty = jnp.zeros_like(temps)
 
-    def field(logits, tau, k):
+    def field(logits, tau, k, pen):
+        util = utilities.at[1:].add(-pen * utilities[0][None])
         if mode == "exact":
-            return _logit_field(prior, utilities, logits, tau)[1]
-        return _mc_logit_field(prior, utilities, logits, tau, k, solver.samples)[1]
+            return _logit_field(prior, util, logits, tau)[1]
+        return _mc_logit_field(prior, util, logits, tau, k, solver.samples)[1]
 
     if solver.dynamics == "best_response":
         return _best_response_dynamics(game, solver, logits0, temps, mode, key)
 
     def stage(carry, inputs):
-        tau, k_stage = inputs
+        tau, k_stage, pen = inputs
         scale = (tau / temps[0]) ** solver.step_decay
         if solver.reset_each_stage:
             carry = (carry[0], optimizer.init(carry[0]), carry[2])
@@ -1091,18 +1249,18 @@ def _search(game, solver, logits0, temps, mode, key):
         def step(carry, k):
             logits, state, prev = carry
             if solver.dynamics == "gradient":
-                g = field(logits, tau, k)
+                g = field(logits, tau, k, pen)
                 upd, state = optimizer.update(-g, state, logits)
                 return (apply(logits, upd), state, prev), None
             if solver.dynamics == "optimistic":
-                g = field(logits, tau, k)
+                g = field(logits, tau, k, pen)
                 upd, state = optimizer.update(-(2 * g - prev), state, logits)
                 return (apply(logits, upd), state, g), None
             # extragradient: extrapolate with the current field, step with the field there
             k1, k2 = jax.random.split(k)
-            g = field(logits, tau, k1)
+            g = field(logits, tau, k1, pen)
             upd, _ = optimizer.update(-g, state, logits)
-            g_half = field(apply(logits, upd), tau, k2)
+            g_half = field(apply(logits, upd), tau, k2, pen)
             upd, state = optimizer.update(-g_half, state, logits)
             return (apply(logits, upd), state, prev), None
 
@@ -1111,7 +1269,9 @@ def _search(game, solver, logits0, temps, mode, key):
 
     state0 = optimizer.init(logits0)
     carry0 = (logits0, state0, jnp.zeros_like(logits0))
-    (logits, _, _), _ = jax.lax.scan(stage, carry0, (temps, jax.random.split(key, temps.shape[0])))
+    (logits, _, _), _ = jax.lax.scan(
+        stage, carry0, (temps, jax.random.split(key, temps.shape[0]), penalty.astype(temps.dtype))
+    )
     return logits
 
 
@@ -1155,6 +1315,55 @@ def _best_response_dynamics(game, solver, logits0, temps, mode, key):
     return logits
 
 
+def _seed_logits(schemes, num_signals):
+    """Logits of a seeded search start: ``log(0.95 s + 0.05 / M)`` (gradients still flow)."""
+    return jnp.log(0.95 * schemes + 0.05 / num_signals)
+
+
+def _as_is_logits(schemes):
+    """Logits that reproduce ``schemes`` (zeros become weight ~1e-13)."""
+    return jnp.maximum(jnp.log(jnp.maximum(schemes, jnp.finfo(schemes.dtype).tiny)), _OFF_LOGIT)
+
+
+def _seeded_profiles(game, solver, num_signals, dtype):
+    """(searched, as_is): seeded start profiles (S, K, Y, M) and the profiles kept as they
+    are (Q, K, Y, M), from ``solver.starts``."""
+    num_agents, num_states, num_actions = game.num_agents, game.num_states, game.num_actions
+    shape = (num_agents, num_states, num_signals)
+    searched, as_is = [], []
+    if "pooling" in solver.starts:
+        searched.append(jnp.broadcast_to(jax.nn.one_hot(jnp.zeros(num_states, int), num_signals, dtype=dtype), shape))
+    if "monopoly" in solver.starts and num_signals >= num_actions:
+        from alignjax.lp import solve_persuasion_lp
+
+        mono = jax.vmap(
+            lambda agent: solve_persuasion_lp(game.prior, agent, game.user_utility, max_steps=solver.lp_max_steps).scheme
+        )(game.agent_utilities)  # (K, Y, A)
+        mono = jnp.clip(mono, 0.0, None)
+        mono = mono / jnp.maximum(jnp.sum(mono, -1, keepdims=True), jnp.finfo(dtype).tiny)
+        searched.append(jnp.pad(mono, ((0, 0), (0, 0), (0, num_signals - num_actions))).astype(dtype))
+    if "revelation" in solver.starts:
+        if num_signals >= num_actions:
+            rec = jnp.broadcast_to(recommendation_scheme(game.user_utility, num_signals).astype(dtype), shape)
+            searched.append(rec)
+            as_is.append(rec)
+        if num_signals >= num_states:
+            rev = jnp.broadcast_to(jnp.eye(num_states, num_signals, dtype=dtype), shape)
+            searched.append(rev)
+            as_is.append(rev)
+    stack = lambda xs: jnp.stack(xs) if xs else jnp.zeros((0, *shape), dtype)  # noqa: E731
+    return stack(searched), stack(as_is)
+
+
+def _distinct(values, certified, atol):
+    """(C,) True for a certified end point whose values differ by more than ``atol`` from
+    every earlier certified one (the first of each class of equal outcomes)."""
+    close = jnp.max(jnp.abs(values[:, None, :] - values[None, :, :]), axis=-1) <= atol  # (C, C)
+    earlier = jnp.tril(jnp.ones_like(close), k=-1)
+    seen = jnp.any(close & earlier & certified[None, :], axis=1)
+    return certified & ~seen
+
+
 def solve(
     game: Game,
     solver: SimultaneousSolver = SimultaneousSolver(),
@@ -1165,27 +1374,32 @@ def solve(
     init_schemes: Float[Array, "K Y M"] | None = None,
     exact_certificate: bool | None = None,
 ) -> SimultaneousResult:
-    """Search for an equilibrium of the simultaneous persuasion game, with its certificate.
+    """Search for equilibria of the simultaneous persuasion game, with sound certificates.
 
-    The agents' schemes start from random logits (or ``init_schemes``) and follow
-    ``solver.dynamics`` through the temperature schedule (:func:`temperature_schedule`).
-    The result's values are at the target temperature and its exploitability is
-    that of :func:`exploitability` (exact for a best-responding user when the
-    response maps fit ``solver.max_maps``).
+    A portfolio of searches (``solver.starts``: random starts under each of
+    ``solver.dynamics``, a search for the user's worst equilibrium, pooling, monopoly
+    and revelation starts; ``init_schemes`` replaces the first random start) follows
+    the dynamics through the temperature schedule (:func:`temperature_schedule`);
+    the revelation profiles are also kept as they are. Every end point gets the
+    bracket of :func:`exploitability` (its upper end from sound bounds; its lower end
+    from fixed deviations, plus gradient best responses for the kept point). The
+    kept equilibrium and the range are described in :class:`SimultaneousResult`.
 
     Args:
         game: one :class:`Game` (use ``jax.vmap`` for batches).
         solver: :class:`SimultaneousSolver` hyperparameters.
         temperature: None (or 0) for a best-responding user, reached by annealing to
             ``solver.temperature_end`` and evaluated at ``tau = 0``; or the quantal
-            user's ``tau > 0`` in the units of ``u`` (may be traced, e.g. vmapped).
+            user's ``tau > 0`` in the units of ``u`` (may be traced, e.g. vmapped;
+            then both certificates are computed and picked by its sign).
         signals: M, messages per agent (static; default A, enough for the
             full-information recommendation the theory's deviation uses).
         key: PRNG key for the initial logits and the random starts (default
             ``jax.random.PRNGKey(0)``).
         init_schemes: optional (K, Y, M) starting schemes (a warm start).
-        exact_certificate: force (True) or skip (False) the LP certificate; None: exact
-            whenever available.
+        exact_certificate: True requires the exact map LP among the upper bounds
+            (raises where it does not fit); False skips it (the informed-deviator
+            bound remains); None uses it whenever it fits ``solver.max_maps``.
 
     Returns:
         A :class:`SimultaneousResult`.
@@ -1194,7 +1408,7 @@ def solve(
         ValueError: a batched game, ``signals < 1``, a negative concrete temperature,
             mismatched ``init_schemes``, an exact evaluation over the memory budget
             (the message names the size and the parameters to lower), or
-            ``exact_certificate=True`` where none exists.
+            ``exact_certificate=True`` where no map LP fits.
     """
     _check_game(game, "simultaneous.solve")
     num_agents, num_states, num_actions = game.num_agents, game.num_states, game.num_actions
@@ -1208,63 +1422,115 @@ def solve(
     mode, value_mode = _modes(solver, game, num_signals, dtype)
     br_user = _is_best_response_user(temperature)
     maps = num_response_maps(num_agents, num_signals, num_actions)
-    can_exact = br_user and value_mode == "exact" and maps <= solver.max_maps
-    if exact_certificate and not can_exact:
+    can_map = br_user and value_mode == "exact" and maps <= solver.max_maps
+    if exact_certificate and not can_map:
         raise ValueError(
             "simultaneous.solve: no exact certificate: it needs a best-responding user "
             f"(temperature None or 0), payoffs within the memory budget and A^(M^(K-1)) = "
             f"{maps} response maps <= SimultaneousSolver.max_maps = {solver.max_maps}"
         )
-    use_exact = can_exact if exact_certificate is None else exact_certificate
+    use_map = can_map if exact_certificate is None else bool(exact_certificate)
     key = jax.random.PRNGKey(0) if key is None else key
     k_init, k_search, k_cert = jax.random.split(key, 3)
+    k_worst, k_seed = jax.random.split(k_search)
     shape = (num_agents, num_states, num_signals)
-    num_searches = len(_portfolio(solver)) * solver.restarts
-    logits0 = solver.init_scale * jax.random.normal(k_init, (num_searches, *shape), dtype)
+    portfolio = _portfolio(solver)
+    num_random = len(portfolio) * solver.restarts
+    logits0 = solver.init_scale * jax.random.normal(k_init, (num_random + 1, *shape), dtype)
     if init_schemes is not None:
         init = _check_schemes(init_schemes, num_agents, num_states, "simultaneous.solve")
         if init.shape[-1] != num_signals:
             raise ValueError(
                 f"simultaneous.solve: 'init_schemes' has {init.shape[-1]} signals, expected {num_signals}"
             )
-        warm = jnp.log(jnp.maximum(init.astype(dtype), jnp.finfo(dtype).tiny))
-        logits0 = logits0.at[0].set(jnp.maximum(warm, _OFF_LOGIT))
+        logits0 = logits0.at[0].set(_as_is_logits(init.astype(dtype)))
 
     user_range = jnp.max(game.user_utility) - jnp.min(game.user_utility)
     temps = temperature_schedule(solver, user_range, temperature)
     eval_t = jnp.zeros((), dtype) if br_user else jnp.asarray(temperature, dtype)
+    cert_t = None if br_user else temperature
 
-    # the portfolio: `restarts` searches per dynamics, each from its own start
-    portfolio = _portfolio(solver)
-    keys = jax.random.split(k_search, len(portfolio) * solver.restarts).reshape(len(portfolio), solver.restarts, -1)
-    starts = logits0.reshape(len(portfolio), solver.restarts, *shape)
-    logits_all = jnp.concatenate([
+    # 1. random starts under each dynamics
+    keys = jax.random.split(k_search, num_random).reshape(len(portfolio), solver.restarts, -1)
+    starts = logits0[:num_random].reshape(len(portfolio), solver.restarts, *shape)
+    ends = [
         jax.vmap(lambda lg, k: _search(game, sub, lg, temps, mode, k))(starts[j], keys[j])
         for j, sub in enumerate(portfolio)
-    ])
+    ]
+    plain = next((sub for sub in portfolio if sub.dynamics != "best_response"), None)
+    plain = plain if plain is not None else dataclasses.replace(solver, dynamics="extragradient")
+    # 2. the worst-case search: the agents' utilities penalised by the user's, annealed to 0
+    if "worst" in solver.starts:
+        agent_range = jnp.max(game.agent_utilities) - jnp.min(game.agent_utilities)
+        weight = solver.worst_penalty * agent_range / jnp.where(user_range > 0, user_range, 1.0)
+        frac = jnp.linspace(1.0, 0.0, solver.stages, dtype=dtype) if solver.stages > 1 else jnp.zeros(1, dtype)
+        penalty = weight * jnp.where(frac > 0.25, (frac - 0.25) / 0.75, 0.0)  # zero for the last quarter
+        ends.append(_search(game, plain, logits0[num_random], temps, mode, k_worst, penalty)[None])
+    # 3. seeded starts, searched; revelation profiles also kept as they are
+    seeded, as_is = _seeded_profiles(game, solver, num_signals, dtype)
+    if seeded.shape[0]:
+        seed_keys = jax.random.split(k_seed, seeded.shape[0])
+        ends.append(jax.vmap(lambda s, k: _search(game, plain, _seed_logits(s, num_signals), temps, mode, k))(
+            seeded, seed_keys))
+    if as_is.shape[0]:
+        ends.append(_as_is_logits(as_is))
+    logits_all = jnp.concatenate(ends)
 
-    def run(logits, k):
-        k_val, k_br = jax.random.split(k)
+    def evaluate(logits, k):
         schemes = jax.nn.softmax(logits, axis=-1)
-        values = _final_values(game, schemes, eval_t, value_mode, k_val, 16 * solver.samples)
-        if use_exact:
-            cert = _exact_exploitability(game, schemes, values[1], solver.lp_max_steps, None)
+        user_value, values = _final_values(game, schemes, eval_t, value_mode, k, 16 * solver.samples)
+        if value_mode == "exact":
+            upper, lp_status = _upper_bounds(game, schemes, cert_t, solver, use_map)
+            lower = _fixed_deviation_values(game, schemes, eval_t, values)
         else:
-            cert = _estimated_exploitability(
-                game, logits, values[1], eval_t, solver, k_br, value_mode == "monte_carlo"
-            )
-        return logits, schemes, values, cert
+            upper = jnp.full_like(values, jnp.inf)
+            lp_status = jnp.full((num_agents,), Status.OPTIMAL, jnp.int32)
+            lower = values
+        return schemes, user_value, values, upper, lower, lp_status
 
-    # keep the search with the smallest exploitability (the first on ties)
-    runs = jax.vmap(run)(logits_all, jax.random.split(k_cert, logits_all.shape[0]))
-    score = jnp.where(jnp.isfinite(runs[3].exploitability), runs[3].exploitability, jnp.inf)
-    pick = jnp.argmin(score)
-    logits, schemes, (user_value, agent_values), cert = jax.tree.map(lambda x: x[pick], runs)
-    finite = jnp.all(jnp.isfinite(schemes)) & jnp.isfinite(cert.exploitability)
+    num = logits_all.shape[0]
+    k_vals, k_grad = jax.random.split(k_cert)
+    schemes_all, user_all, values_all, upper_all, lower_all, lp_all = jax.vmap(evaluate)(
+        logits_all, jax.random.split(k_vals, num)
+    )
+    finite = (
+        jnp.all(jnp.isfinite(schemes_all), axis=(1, 2, 3)) & jnp.isfinite(user_all) & jnp.all(jnp.isfinite(values_all), -1)
+    )
+    gain_up = jnp.sum(jnp.maximum(upper_all - values_all, 0.0), -1)
+    gain_up = jnp.where(finite, gain_up, jnp.inf)
+    certified_all = finite & (gain_up <= solver.tol)
+    # the kept end point: the first certified one; else the smallest upper bound (or, with
+    # no upper bound anywhere, the smallest lower bound), ties within round-off to the first
+    gain_low = jnp.where(finite, jnp.sum(jnp.maximum(lower_all - values_all, 0.0), -1), jnp.inf)
+    score = jnp.where(jnp.any(jnp.isfinite(gain_up)), gain_up, gain_low)
+    best = jnp.min(score)
+    tie = _TIE_RTOL * (1.0 + jnp.where(jnp.isfinite(best), jnp.abs(best), 0.0))
+    fallback = jnp.argmax(score <= best + tie)
+    pick = jnp.where(jnp.any(certified_all), jnp.argmax(certified_all), fallback)
+    logits, schemes, user_value, agent_values, upper, lower, lp_status = jax.tree.map(
+        lambda x: x[pick], (logits_all, schemes_all, user_all, values_all, upper_all, lower_all, lp_all)
+    )
+    # the kept point's lower end: add multi-start gradient best responses
+    lower = jnp.maximum(
+        lower, _gradient_deviation_values(game, logits, agent_values, eval_t, solver, k_grad, value_mode == "monte_carlo")
+    )
+    cert = _bracket(agent_values, lower, upper, lp_status)
+    # the range of certified equilibria
+    outcome = jnp.concatenate([user_all[:, None], values_all], axis=1)
+    new = _distinct(jnp.where(finite[:, None], outcome, 0.0), certified_all, solver.tol)
+    any_cert = jnp.any(certified_all)
+    vmin = jnp.where(any_cert, jnp.min(jnp.where(certified_all, user_all, jnp.inf)), jnp.nan)
+    vmax = jnp.where(any_cert, jnp.max(jnp.where(certified_all, user_all, -jnp.inf)), jnp.nan)
+    ok = finite[pick] & ~jnp.isnan(cert.exploitability_lower)
+    certified = ok & (cert.exploitability_upper <= solver.tol)
     status = jnp.where(
-        ~finite,
+        ~ok,
         Status.NUMERICAL,
-        jnp.where(cert.exploitability <= solver.tol, Status.OPTIMAL, Status.MAX_STEPS),
+        jnp.where(
+            certified,
+            Status.OPTIMAL,
+            jnp.where(cert.exploitability_lower <= solver.tol, Status.NOT_CERTIFIED, Status.MAX_STEPS),
+        ),
     ).astype(jnp.int32)
     return SimultaneousResult(
         schemes=schemes,
@@ -1273,15 +1539,22 @@ def solve(
         agent_values=agent_values,
         full_information_value=full_information_value(game.prior, game.user_utility),
         no_information_value=no_information_value(game.prior, game.user_utility),
-        exploitability=cert.exploitability,
+        exploitability=cert.exploitability_upper,
+        exploitability_lower=cert.exploitability_lower,
+        exploitability_upper=cert.exploitability_upper,
         gains=cert.gains,
+        gains_lower=cert.gains_lower,
         best_response_values=cert.best_response_values,
         exact_certificate=cert.exact,
+        certified=certified,
+        equilibria_found=jnp.sum(new).astype(jnp.int32),
+        user_value_min=vmin,
+        user_value_max=vmax,
         temperature=eval_t,
         final_search_temperature=temps[-1],
         iterations=jnp.asarray(solver.stages * solver.steps_per_stage, jnp.int32),
         search=pick.astype(jnp.int32),
         monte_carlo=jnp.asarray(value_mode == "monte_carlo"),
-        lp_status=cert.lp_status,
+        lp_status=lp_status,
         status=status,
     )

@@ -28,6 +28,9 @@ class Status(enum.IntEnum):
     point is the last finite one.
     ``CYCLE``: best-response dynamics revisited an earlier profile without
     reaching an equilibrium.
+    ``NOT_CERTIFIED``: the best deviation found (a lower bound on the certificate)
+    is within tolerance, but no sound upper bound proves it: the point may be an
+    equilibrium, and nothing certifies that it is.
     """
 
     OPTIMAL = 0
@@ -35,6 +38,7 @@ class Status(enum.IntEnum):
     MAX_STEPS = 2
     NUMERICAL = 3
     CYCLE = 4
+    NOT_CERTIFIED = 5
 
     @property
     def message(self) -> str:
@@ -47,6 +51,7 @@ _MESSAGES = {
     Status.MAX_STEPS: "iteration cap reached before the tolerance",
     Status.NUMERICAL: "numerical breakdown in a linear solve",
     Status.CYCLE: "the dynamics entered a cycle",
+    Status.NOT_CERTIFIED: "no deviation found gains more than the tolerance, but no upper bound certifies it",
 }
 
 

@@ -172,12 +172,23 @@ def _alignment_metric(game):
 def _search_metrics(game, res):
     """Metrics of an equilibrium search (simultaneous, conversation): values, the
     exploitability as the certificate, and the monopoly baselines."""
+    from alignjax.response import normalized_value
+
     out = _common_metrics(game, res.user_value, res.full_information_value, res.no_information_value)
+    fi, ni = res.full_information_value, res.no_information_value
     out.update(
         certificate=res.exploitability,
+        exploitability_lower=res.exploitability_lower,
+        exploitability_upper=res.exploitability_upper,
         exact_certificate=res.exact_certificate,
+        certified=res.certified,
+        equilibria_found=res.equilibria_found,
+        user_value_min=res.user_value_min,
+        user_value_max=res.user_value_max,
+        normalized_value_min=normalized_value(res.user_value_min, fi, ni),
+        normalized_value_max=normalized_value(res.user_value_max, fi, ni),
         status=res.status,
-        converged=res.status == 0,
+        converged=res.certified,
         iterations=res.iterations,
         **_monopoly_metrics(game),
     )
@@ -284,7 +295,10 @@ GAME_TYPES: dict[str, GameType] = {
         run=_run_simultaneous,
         params={"temperature": None, "signals": None},
         static_params=("signals",),
-        bytes_per_game=lambda K, Y, A, p, s: 64 * s * Y * (p.get("signals") or A) ** K * (A + K) + K * _lp_bytes(Y, A, s),
+        # the search's profile tensors, plus the certificates: one LP per agent and rival
+        # profile for each of about a dozen portfolio end points (vmapped together)
+        bytes_per_game=lambda K, Y, A, p, s: 64 * s * Y * (p.get("signals") or A) ** K * (A + K)
+        + 12 * K * min((p.get("signals") or A) ** (K - 1), 256) * _lp_bytes(Y, A, s),
         certificate="exploitability",
     ),
 }

@@ -274,7 +274,9 @@ def test_private_information_speaking_pays():
     res = jax.jit(lambda g: cv.solve(g, cv.ConversationSolver(), rounds=1))(game)
     assert float(res.user_value) >= 1 - 1e-3
     assert float(res.exploitability) <= 1e-3 and int(res.status) == 0
-    assert not bool(res.exact_certificate)
+    # certified by the sound bounds: informed deviator (agent), aligned value (user)
+    assert bool(res.exact_certificate) and bool(res.certified)
+    assert float(res.exploitability_lower) <= float(res.exploitability_upper) + 1e-12
 
 
 # ----------------------------------------------------------------------------------------
@@ -333,7 +335,9 @@ def test_cli_conversation(capsys):
     assert data["full_information_value"] == pytest.approx(1.0, abs=1e-12)
     assert data["no_information_value"] == pytest.approx(0.5, abs=1e-12)
     assert data["user_value"] >= 1 - 1e-3 and data["agent_values"][0] >= 1 - 1e-3
-    assert 0 <= data["exploitability"] <= 1e-3 and data["exploitability_is_estimate"] is True
+    assert 0 <= data["exploitability"] <= 1e-3 and data["certified"] is True
+    assert data["exploitability_lower"] <= data["exploitability_upper"] <= 1e-3
+    assert data["equilibria_found"] >= 1 and data["user_value_min"] <= data["user_value_max"] + 1e-12
     assert data["status"] == "optimal"
 
 

@@ -1511,8 +1511,15 @@ def games_experiment(
             ni = np.asarray(no_information_value(games.prior, games.user_utility))
             frame_rows(
                 "simultaneous", K, tg, bs, res.user_value, fi, ni, mono[0], mono[1],
-                res.exploitability, res.status == 0, status_name(res.status),
-                dict(exact_certificate=np.asarray(res.exact_certificate, bool)),
+                res.exploitability, np.asarray(res.certified, bool), status_name(res.status),
+                dict(
+                    exact_certificate=np.asarray(res.exact_certificate, bool),
+                    exploitability_lower=np.asarray(res.exploitability_lower, float),
+                    exploitability_upper=np.asarray(res.exploitability_upper, float),
+                    equilibria_found=np.asarray(res.equilibria_found, int),
+                    user_value_min=np.asarray(res.user_value_min, float),
+                    user_value_max=np.asarray(res.user_value_max, float),
+                ),
             )
     return pd.DataFrame(rows)
 
