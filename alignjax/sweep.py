@@ -42,6 +42,7 @@ Outputs in DIR (all written atomically: a temporary file in DIR, then ``os.repla
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -942,13 +943,35 @@ def run_sweep(
 ) -> dict:
     """Run a validated config into ``out_dir`` (resuming finished chunks).
 
+    The writing process holds the directory's lock (:func:`alignjax._lock.output_lock`)
+    for the whole run: one writer per output directory.
+
     Returns:
         The ``run.json`` record.
 
     Raises:
         SweepConfigError: an output directory holding another config's results, or a
             cell whose batch does not fit the memory budget.
+        OutputDirectoryBusy: another live run is writing to ``out_dir``.
     """
+    import jax
+
+    from alignjax._lock import output_lock
+
+    if jax.process_index() != 0:  # only process 0 writes
+        return _run_sweep(cfg, out_dir, progress=progress, csv=csv, console=console)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SweepConfigError(f"{out_dir}: exists and is not a directory")
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(output_lock(out_dir, "alignjax sweep"))
+        except OSError as err:
+            raise SweepConfigError(f"{out_dir}: cannot write the output directory: {err.strerror or err}") from None
+        return _run_sweep(cfg, out_dir, progress=progress, csv=csv, console=console)
+
+
+def _run_sweep(cfg: dict, out_dir, *, progress: bool, csv, console) -> dict:
     import jax
     import jax.numpy as jnp
     import pandas as pd
