@@ -154,6 +154,8 @@ def test_killed_run_loses_at_most_the_chunk_in_flight(config_path, reference, tm
     assert written, "no chunk finished before the kill"
     for path in written:  # every file on disk is complete
         assert len(pd.read_parquet(path)) == 10
+    # the killed run's lock file still names it: a stale lock, which must not block the resume
+    assert json.loads((out / ".alignjax.lock").read_text())["pid"] == proc.pid
     proc = _cli("sweep", config_path, "--out", out, "--quiet")
     assert proc.returncode == 0, proc.stderr
     a, cols = _numbers(reference)
