@@ -17,6 +17,14 @@ option is a supremum over ``u(x) > v_s + delta``, which it attains within any
 margin by offering a little more; the dynamics record a winning bid at
 ``v_s + delta`` exactly.
 
+Ties and round-off. Every discrete decision of the dynamics (the user's choice, the
+best challenger, a takeover, letting go, staying with the LP's scheme, standing
+offers, cycle detection, the finite-T grid pick) treats values within a tie tolerance
+as equal and breaks ties by the lowest index: ``100 * lp_tol`` times the utilities'
+scale ``max(max|u|, 1)`` (or the agents'), i.e. 1e-8 in float64 (the accuracy to which
+the LP certifies its values). Round-off (another batch, program or device count) then
+does not change the path; ``docs/theory.md`` lists each rule.
+
 Exact best responses (each one persuasion LP, :func:`alignjax.lp.solve_persuasion_lp`):
 
 * a challenger i either leaves the incumbent in place (payoff ``U_i(x_s)``) or wins
