@@ -870,10 +870,10 @@ def _memory_budget(devices, fraction: float) -> int:
 
 
 def choose_chunk(cell: Cell, cfg: dict, devices, vmap_batch: int) -> tuple[int, int]:
-    """``(chunk, batch)``: games per device call and games vmapped together.
+    """``(chunk, batch)``: games per resume unit and games vmapped together (a block).
 
-    Only ``batch`` games per device are in flight at once (``jax.lax.map`` runs the
-    local chunk in batches), so the memory estimate bounds the batch: the largest
+    Only one block of ``batch`` games per device runs at once (a device runs its
+    blocks one after another), so the memory estimate bounds the batch: the largest
     ``batch <= vmap_batch`` whose working set (a generous per-game estimate of the
     game type) fits the budget, ``memory_fraction`` of the device's memory. The
     chunk is the config's ``chunk`` or 16 batches per device, rounded to a multiple
