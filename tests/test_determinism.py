@@ -126,9 +126,9 @@ def test_two_processes_bit_identical(game, one_device, tmp_path):
 # ----------------------------------------------------------------------------------------
 
 
-def _cell_games(config_text, indices):
+def _cell_games(config_text, indices, cell=-1):
     cfg = sweep.validate_config(tomllib.loads(config_text))
-    cell = sweep.expand_cells(cfg)[-1]  # the last cell (selection: delta = 1e-3)
+    cell = sweep.expand_cells(cfg)[cell]  # by default the last cell (selection: delta = 1e-3)
     seed = cell.games_seed(cfg["seed"])
     games = generate(cell.family, jax.random.PRNGKey(seed), np.asarray(indices), cell.K, cell.Y, cell.A,
                      dict(cell.family_params), dtype=jnp.float64, seed=seed)
@@ -153,31 +153,46 @@ def _assert_same_equilibrium(alone, batched, where):
         np.testing.assert_allclose(float(batched[key]), float(alone[key]), rtol=0, atol=VALUE_TOL, err_msg=f"{where}: {key}")
 
 
-def _batch_check(config_text, n):
-    """Games 0..n-1 alone, in one batch of n, and at other places in a batch of 2n
-    (reversed, among games n..2n-1)."""
-    indices = list(range(2 * n))
-    games, keys, one = _cell_games(config_text, indices)
-    take = lambda tree, idx: jax.tree.map(lambda x: x[np.asarray(idx)], tree)  # noqa: E731
+def _batch_check(config_text, idx, others, cell=-1):
+    """Games ``idx`` alone, in one batch of them, and at other places in a batch twice
+    as large (the reversed list of ``idx`` followed by ``others``)."""
+    n = len(idx)
+    indices = list(idx) + list(others)
+    games, keys, one = _cell_games(config_text, indices, cell)
+    take = lambda tree, pos: jax.tree.map(lambda x: x[np.asarray(pos)], tree)  # noqa: E731
     batch_fn = jax.jit(jax.vmap(one))
     small = jax.device_get(batch_fn(take(games, range(n)), keys[:n]))
-    order = [2 * n - 1 - i for i in range(2 * n)]  # game i sits at position 2n-1-i
+    order = [2 * n - 1 - p for p in range(2 * n)]  # game idx[p] sits at position 2n-1-p
     large = jax.device_get(batch_fn(take(games, order), keys[np.asarray(order)]))
     alone_fn = jax.jit(one)
-    for i in range(n):
-        alone = jax.device_get(alone_fn(take(games, i), keys[i]))
-        _assert_same_equilibrium(alone, jax.tree.map(lambda x: x[i], small), f"game {i}: batch of {n}")
-        _assert_same_equilibrium(alone, jax.tree.map(lambda x: x[2 * n - 1 - i], large), f"game {i}: batch of {2 * n}")
+    for p, i in enumerate(idx):
+        alone = jax.device_get(alone_fn(take(games, p), keys[p]))
+        _assert_same_equilibrium(alone, jax.tree.map(lambda x: x[p], small), f"game {i}: batch of {n}")
+        _assert_same_equilibrium(alone, jax.tree.map(lambda x: x[2 * n - 1 - p], large), f"game {i}: batch of {2 * n}")
 
 
 def test_selection_game_alone_and_in_batches():
-    _batch_check(CONFIGS["selection"], 3)
+    _batch_check(CONFIGS["selection"], [0, 1, 2], [3, 4, 5])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("game", ["simultaneous", "conversation"])
 def test_search_game_alone_and_in_batches(game):
-    _batch_check(CONFIGS[game], 3)
+    _batch_check(CONFIGS[game], [0, 1, 2], [3, 4, 5])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "alignjax/simultaneous.py: the annealed search amplifies round-off (another program moves the "
+    "logits by O(10)), and the kept search of the portfolio, the exploitability and the status follow"))
+def test_default_simultaneous_games_alone_and_in_batches():
+    """The default sweep's simultaneous games (K = 2, Y = 4, A = 2, eps = 0.2) that a
+    sharded program moved: instance 17 (certified there, max_steps on one device) and 20
+    (another kept search, user value off by 6e-6)."""
+    cfg = sweep.load_config(None)
+    cells = sweep.expand_cells(cfg)
+    cell = next(c.index for c in cells if c.game == "simultaneous" and dict(c.family_params).get("eps") == 0.2)
+    _batch_check(sweep.DEFAULT_CONFIG, [17, 20], [0, 1], cell=cell)
 
 
 # ----------------------------------------------------------------------------------------
