@@ -181,18 +181,18 @@ def test_search_game_alone_and_in_batches(game):
     _batch_check(CONFIGS[game], [0, 1, 2], [3, 4, 5])
 
 
+def _default_cell(game, family, **family_params):
+    cells = sweep.expand_cells(sweep.load_config(None))
+    return next(c.index for c in cells if c.game == game and c.family == family and c.K == 2
+                and all(dict(c.family_params).get(k) == v for k, v in family_params.items()))
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "alignjax/simultaneous.py: the annealed search amplifies round-off (another program moves the "
-    "logits by O(10)), and the kept search of the portfolio, the exploitability and the status follow"))
 def test_default_simultaneous_games_alone_and_in_batches():
     """The default sweep's simultaneous games (K = 2, Y = 4, A = 2, eps = 0.2) that a
-    sharded program moved: instance 17 (certified there, max_steps on one device) and 20
-    (another kept search, user value off by 6e-6)."""
-    cfg = sweep.load_config(None)
-    cells = sweep.expand_cells(cfg)
-    cell = next(c.index for c in cells if c.game == "simultaneous" and dict(c.family_params).get("eps") == 0.2)
-    _batch_check(sweep.DEFAULT_CONFIG, [17, 20], [0, 1], cell=cell)
+    sharded program moved (instances 17 and 20, below) keep their equilibrium alone
+    and in batches of 2 and 4 on one device."""
+    _batch_check(sweep.DEFAULT_CONFIG, [17, 20], [0, 1], cell=_default_cell("simultaneous", "hull", eps=0.2))
 
 
 # ----------------------------------------------------------------------------------------
@@ -206,36 +206,58 @@ SHARDED = textwrap.dedent(
     import jax, jax.numpy as jnp
     jax.config.update("jax_enable_x64", True)
     from jax.sharding import Mesh, PartitionSpec as P
-    from alignjax import selection, sweep
+    from alignjax import sweep
     from alignjax.generators import generate
 
+    out, cell_index, idx = sys.argv[1], int(sys.argv[2]), np.array([int(i) for i in sys.argv[3].split(",")])
     cfg = sweep.load_config(None)
-    cell = [c for c in sweep.expand_cells(cfg) if c.game == "selection" and c.family == "random" and c.K == 2][0]
+    cell = sweep.expand_cells(cfg)[cell_index]
     seed = cell.games_seed(cfg["seed"])
-    idx = np.array([2, 3, 16, 18])  # the games a 4-device run moved before the tie rules
-    games = generate(cell.family, jax.random.PRNGKey(seed), idx, cell.K, cell.Y, cell.A, {}, dtype=jnp.float64)
-    local = jax.vmap(lambda g: selection.solve(g, delta=1e-3))
-    one = jax.device_get(jax.jit(local)(games))
+    games = generate(cell.family, jax.random.PRNGKey(seed), idx, cell.K, cell.Y, cell.A, dict(cell.family_params),
+                     dtype=jnp.float64, seed=seed)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed ^ 0x5EED), i))(jnp.asarray(idx))
+    gt = sweep.GAME_TYPES[cell.game]
+    solver = gt.make_solver(dict(cell.solver))
+    params, statics = sweep._split_params(cell)
+    local = jax.vmap(lambda g, k: gt.run(g, solver, dict(params, **statics), k))
+    one = jax.device_get(jax.jit(local)(games, keys))
+    # a two-partition program; each device holds the same games (so the batches match)
     mesh = Mesh(np.asarray(jax.devices()[:2]), ("g",))
     sharded = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P("g"), out_specs=P("g"), check_vma=False))
-    two = jax.device_get(sharded(games))
-    np.savez(sys.argv[1], **{f"one_{k}": np.asarray(getattr(one, k)) for k in ("status", "selected", "iterations", "user_value")},
-             **{f"two_{k}": np.asarray(getattr(two, k)) for k in ("status", "selected", "iterations", "user_value")})
+    twice = lambda x: jnp.concatenate([x, x])
+    two = jax.device_get(sharded(jax.tree.map(twice, games), twice(keys)))
+    fields = [f for f in ("status", "selected", "iterations", "user_value", "certificate") if f in one]
+    np.savez(out, **{f"one_{f}": np.asarray(one[f]) for f in fields},
+             **{f"two_{f}": np.asarray(two[f])[: len(idx)] for f in fields})
     """
 )
+
+
+def _sharded_check(tmp_path, cell, idx, path_fields):
+    out = tmp_path / "r.npz"
+    proc = subprocess.run([sys.executable, "-c", SHARDED, str(out), str(cell), ",".join(map(str, idx))],
+                          capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+    assert proc.returncode == 0, proc.stderr
+    r = np.load(out)
+    for k in path_fields:
+        np.testing.assert_array_equal(r[f"two_{k}"], r[f"one_{k}"], err_msg=k)
+    np.testing.assert_allclose(r["two_user_value"], r["one_user_value"], rtol=0, atol=VALUE_TOL)
 
 
 @pytest.mark.slow
 def test_selection_robust_to_the_round_off_of_a_sharded_program(tmp_path):
     """A two-partition program rounds differently from the one-device program (5e-11 on
     one persuasion LP); the dynamics must still take the same path. Before the tie
-    rules, these four games ended at another equilibrium (user value off by up to
-    7e-4) or with another agent selected."""
-    out = tmp_path / "r.npz"
-    proc = subprocess.run([sys.executable, "-c", SHARDED, str(out)], capture_output=True, text=True, timeout=900,
-                          env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
-    assert proc.returncode == 0, proc.stderr
-    r = np.load(out)
-    for k in ("status", "selected", "iterations"):
-        np.testing.assert_array_equal(r[f"two_{k}"], r[f"one_{k}"], err_msg=k)
-    np.testing.assert_allclose(r["two_user_value"], r["one_user_value"], rtol=0, atol=VALUE_TOL)
+    rules, these four default-sweep games (outside the hull, K = 2) ended at another
+    equilibrium (user value off by up to 7e-4) or with another agent selected."""
+    _sharded_check(tmp_path, _default_cell("selection", "random"), [2, 3, 16, 18], ("status", "selected", "iterations"))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "alignjax/simultaneous.py: the annealed search amplifies round-off (a two-partition program moves "
+    "the final logits by up to 30), so the portfolio keeps another search (instance 17: exploitability "
+    "2.7e-3, max_steps, on one device; 3.8e-4, optimal, sharded; instance 20: user value off by 6e-6)"))
+def test_simultaneous_robust_to_the_round_off_of_a_sharded_program(tmp_path):
+    _sharded_check(tmp_path, _default_cell("simultaneous", "hull", eps=0.2), [17, 20], ("status",))
