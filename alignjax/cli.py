@@ -12,7 +12,9 @@ Subcommands:
 
 Bad input (a missing or unreadable file, malformed JSON, a missing field, a wrong
 shape, invalid values, an out-of-range option) prints one line naming the file and
-the field or option, and exits with status 2; nothing is written.
+the field or option, and exits with status 2; nothing is written. So does a ``sweep`` or
+``movielens`` run whose ``--out`` another live run is writing to (the message names
+the directory and that run's pid and host; ``alignjax._lock``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from alignjax._lock import OutputDirectoryBusy
 
 __all__ = ["main"]
 
@@ -648,7 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except CLIError as err:
+    except (CLIError, OutputDirectoryBusy) as err:  # one line; another live run on --out: status 2
         print(f"alignjax: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

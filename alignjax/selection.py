@@ -17,6 +17,14 @@ option is a supremum over ``u(x) > v_s + delta``, which it attains within any
 margin by offering a little more; the dynamics record a winning bid at
 ``v_s + delta`` exactly.
 
+Ties and round-off. Every discrete decision of the dynamics (the user's choice, the
+best challenger, a takeover, letting go, staying with the LP's scheme, standing
+offers, cycle detection, the finite-T grid pick) treats values within a tie tolerance
+as equal and breaks ties by the lowest index: ``100 * lp_tol`` times the utilities'
+scale ``max(max|u|, 1)`` (or the agents'), i.e. 1e-8 in float64 (the accuracy to which
+the LP certifies its values). Round-off (another batch, program or device count) then
+does not change the path; ``docs/theory.md`` lists each rule.
+
 Exact best responses (each one persuasion LP, :func:`alignjax.lp.solve_persuasion_lp`):
 
 * a challenger i either leaves the incumbent in place (payoff ``U_i(x_s)``) or wins
@@ -56,7 +64,7 @@ from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
 from alignjax.game import Game
-from alignjax.lp import solve_persuasion_lp
+from alignjax.lp import default_lp_tol, solve_persuasion_lp
 from alignjax.persuasion import PersuasionSolver
 from alignjax.response import full_information_value, no_information_value, normalized_value
 from alignjax.status import Status
@@ -73,6 +81,10 @@ __all__ = [
 # Offers within this (times the utility scale) of a threshold count as meeting it: LP
 # values carry round-off, and the dynamics often sit exactly at a threshold.
 _KNIFE = 1e-8
+# The tie tolerance of every discrete decision is _TIE_FACTOR times the LP's relative
+# tolerance (the accuracy to which the LP certifies its values), at least _KNIFE, times
+# the utilities' scale: 1e-8 in float64 with the default LP tolerance (see _tie).
+_TIE_FACTOR = 100.0
 _STARTS = ("monopoly", "full_revelation", "random")
 _VARIANTS = ("round_robin", "simultaneous")
 
@@ -177,8 +189,14 @@ def full_revelation(prior: Float[Array, " Y"], user_utility: Float[Array, "A Y"]
 
 
 def no_information_scheme(prior: Float[Array, " Y"], user_utility: Float[Array, "A Y"]) -> Float[Array, "A Y"]:
-    """The uninformative recommendation: always the action best on the prior (value NI)."""
-    best = jnp.argmax(user_utility @ prior)
+    """The uninformative recommendation: always the action best on the prior (value NI).
+
+    Actions whose prior value is within ``1e-8`` (times the utilities' scale) of the
+    best count as tied; ties go to the lowest index, so round-off in the prior values
+    cannot change the action.
+    """
+    scale = jnp.maximum(jnp.max(jnp.abs(user_utility)), 1.0)
+    best = _first_within(user_utility @ prior, _KNIFE * scale)
     return jax.nn.one_hot(best, user_utility.shape[0], dtype=prior.dtype)[:, None] * prior[None, :]
 
 
@@ -224,6 +242,22 @@ class _Ctx(eqx.Module):
     ni: Array
     x_ni: Array
     delta: Array
+    tie: Array  # tie tolerance in the user's utility units
+    tie_agents: Array  # tie tolerance in the agents' utility units
+
+
+def _tie(solver: "SelectionSolver", dtype) -> float:
+    """The relative tie tolerance of the dynamics' decisions (a Python float)."""
+    lp_tol = solver.lp.tol if solver.lp.tol is not None else default_lp_tol(dtype)
+    return max(_KNIFE, _TIE_FACTOR * lp_tol)
+
+
+def _first_within(values, tie, mask=None):
+    """The lowest index whose value is within ``tie`` of the largest (among ``mask``):
+    an argmax whose ties, exact or within round-off, go to the lowest index."""
+    if mask is not None:
+        values = jnp.where(mask, values, -jnp.inf)
+    return jnp.argmax(values >= jnp.max(values) - tie).astype(jnp.int32)
 
 
 def _lp(ctx: _Ctx, solver: SelectionSolver, i, floor):
@@ -247,9 +281,9 @@ def _others_max(v, s):
     return jnp.max(jnp.where(mask, -jnp.inf, v))
 
 
-def _best_challenger(v, s):
-    mask = jnp.arange(v.shape[0]) == s
-    return jnp.argmax(jnp.where(mask, -jnp.inf, v)).astype(jnp.int32)
+def _best_challenger(v, s, tie):
+    """The challenger of highest value (values within ``tie`` tie; lowest index)."""
+    return _first_within(v, tie, jnp.arange(v.shape[0]) != s)
 
 
 def _best_response(ctx: _Ctx, solver: SelectionSolver, i, X, v, s, margin):
@@ -265,11 +299,10 @@ def _best_response(ctx: _Ctx, solver: SelectionSolver, i, X, v, s, margin):
     num_agents = v.shape[0]
     incumbent = i == s
     others = _others_max(v, s) if num_agents > 1 else -jnp.inf
-    scale = jnp.maximum(jnp.max(jnp.abs(ctx.user)), 1.0)
-    # Winning needs strictly more than v_s + margin, impossible once that reaches FI;
-    # the LP then still gives the challenger's standing offer at FI.
+    # Winning needs strictly more than v_s + margin, impossible once that reaches FI
+    # (within the tie); the LP then still gives the challenger's standing offer at FI.
     target = v[s] + margin
-    can_win = target < ctx.fi - _KNIFE * scale
+    can_win = target < ctx.fi - ctx.tie
     floor = jnp.where(incumbent, others - margin, jnp.minimum(target, ctx.fi))
     sol = _lp(ctx, solver, i, floor)
     feasible = sol.status != Status.INFEASIBLE
@@ -279,20 +312,22 @@ def _best_response(ctx: _Ctx, solver: SelectionSolver, i, X, v, s, margin):
     lp_value = jnp.where(trusted & (incumbent | can_win), sol.objective, -jnp.inf)
     current = _payoff(ctx, i, X[s])
     if num_agents > 1:
-        j_star = _best_challenger(v, s)
-        can_let_go = ctx.ni < others - margin
+        j_star = _best_challenger(v, s, ctx.tie)
+        # letting go needs a challenger strictly (beyond the tie) above NI + margin
+        can_let_go = ctx.ni < others - margin - ctx.tie
         let_go = jnp.where(can_let_go, _payoff(ctx, i, X[j_star]), -jnp.inf)
     else:
         j_star = s
         let_go = jnp.asarray(-jnp.inf, v.dtype)
     alt = jnp.where(incumbent, let_go, current)
-    use_lp = lp_value >= alt
+    # the LP's scheme (stay / win) unless the alternative is better by more than the tie
+    use_lp = lp_value >= alt - ctx.tie_agents
     best = jnp.maximum(lp_value, alt)
     gain = jnp.maximum(best - current, 0.0)
     profitable = gain > solver.tol
     # a challenger's standing offer must not displace the incumbent
     can_post = (~incumbent) & feasible & (sol.status == Status.OPTIMAL) & (
-        sol.user_value <= floor + 1e-9 * scale
+        sol.user_value <= floor + ctx.tie
     )
     move_x = jnp.where(use_lp, sol.recommendation, jnp.where(incumbent, ctx.x_ni, X[i]))
     move_v = jnp.where(use_lp, sol.user_value, jnp.where(incumbent, ctx.ni, v[i]))
@@ -332,8 +367,8 @@ def _initial_profile(ctx: _Ctx, solver: SelectionSolver, key):
     return sols.recommendation
 
 
-def _first_best(v):
-    return jnp.argmax(v).astype(jnp.int32)  # ties: lowest index
+def _first_best(v, tie):
+    return _first_within(v, tie)  # values within tie: lowest index
 
 
 # ----------------------------------------------------------------------------------------
@@ -345,14 +380,13 @@ def _dynamics_exact(ctx: _Ctx, solver: SelectionSolver, X0, top):
     num_agents = X0.shape[0]
     dtype = X0.dtype
     v0 = jnp.sum(X0 * ctx.user, axis=(1, 2))
-    s0 = _first_best(v0)
+    s0 = _first_best(v0, ctx.tie)
     spread = jnp.maximum(ctx.fi - ctx.ni, 0.0)
     # With delta = 0 a challenger winning "at" the incumbent's value does not raise it,
     # and takeovers at one level can alternate forever; the search therefore ends at
     # margin max(delta, tol) and the certificate is then computed at delta itself.
     final_margin = jnp.where(ctx.delta > 0, ctx.delta, solver.tol)
     margin0 = jnp.maximum(final_margin, solver.search_margin * spread)
-    scale = jnp.maximum(jnp.max(jnp.abs(ctx.user)), 1.0)
     H = solver.cycle_window
 
     state = dict(
@@ -374,7 +408,7 @@ def _dynamics_exact(ctx: _Ctx, solver: SelectionSolver, X0, top):
 
     def record(st, moved):
         # A profile repeating within the current margin phase is a cycle.
-        same = jnp.all(jnp.abs(st["hist_v"] - st["v"][None, :]) <= 1e-12 * scale, axis=1) & (
+        same = jnp.all(jnp.abs(st["hist_v"] - st["v"][None, :]) <= ctx.tie, axis=1) & (
             st["hist_s"] == st["s"]
         )
         cycle = moved & jnp.any(same)
@@ -420,8 +454,8 @@ def _dynamics_exact(ctx: _Ctx, solver: SelectionSolver, X0, top):
         # the incumbent's own move first (stay lower, or let go), then qualifying challengers
         inc_moved = moved[s_old]
         s = jnp.where(inc_moved, ns[s_old], s_old)
-        challengers = moved & (jnp.arange(num_agents) != s_old) & (v >= v[s] + st["margin"])
-        best_ch = jnp.argmax(jnp.where(challengers, v, -jnp.inf)).astype(jnp.int32)
+        challengers = moved & (jnp.arange(num_agents) != s_old) & (v >= v[s] + st["margin"] - ctx.tie)
+        best_ch = _first_within(v, ctx.tie, challengers)
         s = jnp.where(jnp.any(challengers), best_ch, s)
         any_move = jnp.any(moved)
         st = dict(
@@ -489,7 +523,7 @@ def _grid_response(ctx, solver, i, X, T):
 
     values = jax.vmap(payoff_with)(candidates)
     values = jnp.where(ok, values, -jnp.inf)
-    best = jnp.argmax(values)
+    best = _first_within(values, ctx.tie_agents)  # the current scheme (index 0) wins ties
     gain = jnp.maximum(values[best] - values[0], 0.0)
     return gain, candidates[best]
 
@@ -578,6 +612,8 @@ def _solve_compiled(game, solver, delta, evaluation_period, key):
         ni=no_information_value(prior, user),
         x_ni=no_information_scheme(prior, user),
         delta=jnp.asarray(delta, dtype),
+        tie=_tie(solver, dtype) * jnp.maximum(jnp.max(jnp.abs(user)), 1.0),
+        tie_agents=_tie(solver, dtype) * jnp.maximum(jnp.max(jnp.abs(agents)), 1.0),
     )
     # One vmapped LP call (one compiled copy of the solver) for each agent's monopoly
     # scheme and its best scheme at the full-information value (a candidate below).
@@ -600,7 +636,7 @@ def _solve_compiled(game, solver, delta, evaluation_period, key):
         st, gains, failed = _dynamics_finite(ctx, solver, X0, T)
         X = st["X"]
         probs, _, _ = _expected_payoffs(ctx, solver, X, T)
-        s = jnp.argmax(probs)
+        s = _first_within(probs, _KNIFE)
         cycle = jnp.zeros((), bool)
 
     offered = jnp.sum(X * user, axis=(1, 2))

@@ -10,18 +10,20 @@ Execution (one cell after another):
   depend on chunking, devices or processes; the games of a cell depend only on
   (seed, family, family parameters, K, Y, A, instance), so different game types and
   game parameters are compared on the same games;
-* a cell is cut into chunks; each chunk is one call of a function compiled once per
-  (game type, shapes, solver, chunk size): the chunk's instance axis is sharded
-  across all local devices (a 1-D ``Mesh`` and ``NamedSharding``, with ``shard_map``)
-  and each device runs its games in vmapped batches of ``vmap_batch`` via
-  ``jax.lax.map`` (16 on CPU, where small batches stay in cache; the whole local
-  chunk on accelerators);
-* the chunk size comes from a per-game memory estimate and a budget (a fraction of
-  device memory), rounded to a multiple of the devices times ``vmap_batch``;
+* a cell is cut into *blocks* of ``vmap_batch`` consecutive games (the last one
+  padded with the cell's last game); each block is one call of a single-device
+  program, compiled once per (game type, shapes, solver, batch) and device, that
+  vmaps the solver over the block (16 games on CPU, where small batches stay in
+  cache; 1024 on accelerators). Block ``j`` runs on device ``j mod devices``, so
+  every device count and process split runs the same program on the same blocks
+  and gives the same numbers bit for bit (``docs/sweep.md``);
+* blocks are grouped into chunks (the unit of resume); the batch comes from a
+  per-game memory estimate and a budget (a fraction of device memory), the chunk
+  is a multiple of the devices times the batch;
 * with ``--distributed`` (or ``ALIGNJAX_DISTRIBUTED=1``) the run calls
-  ``jax.distributed.initialize`` first; the mesh then spans every process's devices,
-  each process generates each chunk (cheap and deterministic) and feeds its own
-  devices' shards, and process 0 gathers the results and writes every file.
+  ``jax.distributed.initialize`` first; the blocks then go round every process's devices,
+  each process generates each chunk (cheap and deterministic) and solves its own
+  devices' blocks, and process 0 gathers the results and writes every file.
 
 Outputs in DIR (all written atomically: a temporary file in DIR, then ``os.replace``):
 
@@ -40,6 +42,7 @@ Outputs in DIR (all written atomically: a temporary file in DIR, then ``os.repla
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -765,48 +768,91 @@ def prepare_output(out_dir: Path, cfg: dict, digest: str) -> None:
 
 
 class _Runner:
-    """Compiled chunk functions, cached by (game type, shapes, solver, statics, chunk)."""
+    """Block functions, cached by (game type, shapes, solver, statics, batch).
+
+    The unit of work is a *block*: ``batch`` consecutive instances of a cell (the
+    cell's last block padded with its last game), solved by one call of a
+    single-device program that vmaps the game over the block. Block ``j`` of a chunk
+    runs on global device ``j mod devices``; a process runs the blocks of its own
+    devices and process 0 gathers the rest. Every device, process and device count
+    thus runs the *same compiled program on the same block*, so a game's numbers do
+    not depend on them (bit for bit). A sharded (SPMD) program is not used: measured
+    on 4 host devices, XLA compiles a multi-partition program with other fusions and
+    other (multi-threaded Eigen) dot kernels than the one-device program, and its
+    round-off (5e-11 on one persuasion LP) changed the path of 4 of 24 selection
+    games (docs/sweep.md, "Same numbers on any devices"). The price: each device
+    compiles the program once (XLA executables are bound to a device); the first
+    blocks of the devices are dispatched from threads, so those compilations overlap.
+    """
 
     def __init__(self, devices):
         import jax
-        from jax.sharding import Mesh
 
         self.jax = jax
-        self.devices = devices
-        self.mesh = Mesh(np.asarray(devices), ("games",))
+        self.devices = list(devices)
+        self.process = jax.process_index()
         self.cache: dict = {}
 
-    def function(self, cell: Cell, statics: dict, chunk: int, batch: int):
-        key = (cell.game, cell.K, cell.Y, cell.A, cell.solver, tuple(sorted(statics.items())), chunk, batch)
+    def function(self, cell: Cell, statics: dict, batch: int):
+        key = (cell.game, cell.K, cell.Y, cell.A, cell.solver, tuple(sorted(statics.items())), batch)
         if key in self.cache:
             return self.cache[key]
         jax = self.jax
-        from jax.sharding import NamedSharding
-        from jax.sharding import PartitionSpec as P
-
         gt = GAME_TYPES[cell.game]
         solver = gt.make_solver(dict(cell.solver))
-        batch = min(batch, chunk // len(self.devices))
 
         def one(game, key, params):
             out = gt.run(game, solver, dict(params, **statics), key)
             out["alignment_eps"] = _alignment_metric(game)
             return out
 
-        def local_fn(games, keys, params):
-            return jax.lax.map(lambda a: one(a[0], a[1], params), (games, keys), batch_size=batch)
+        def block_fn(games, keys, params):
+            return jax.vmap(lambda g, k: one(g, k, params))(games, keys)
 
-        if len(self.devices) > 1:
-            fn = jax.shard_map(
-                local_fn, mesh=self.mesh, in_specs=(P("games"), P("games"), P()), out_specs=P("games"),
-                check_vma=False,  # the solvers' while loops start from unsharded constants
-            )
-        else:
-            fn = local_fn
-        sharding = NamedSharding(self.mesh, P("games"))
-        compiled = jax.jit(fn, out_shardings=sharding)
-        self.cache[key] = (compiled, sharding)
+        self.cache[key] = jax.jit(block_fn)
         return self.cache[key]
+
+    def run_chunk(self, fn, games, keys, params: dict, batch: int, n_valid: int) -> dict:
+        """Solve a chunk given as host arrays (a leading axis of ``chunk`` games, a
+        multiple of ``batch``); return host arrays of its metrics, in instance order,
+        for the first ``n_valid`` games (blocks of padding alone are skipped)."""
+        import concurrent.futures
+
+        jax = self.jax
+        n_blocks = int(math.ceil(n_valid / batch))
+        owner = [self.devices[j % len(self.devices)] for j in range(n_blocks)]
+        mine: dict = {}
+        for j, dev in enumerate(owner):
+            if dev.process_index == self.process:
+                mine.setdefault(dev, []).append(j)
+
+        def block(x, j):
+            return x[j * batch:(j + 1) * batch]
+
+        def dispatch(dev, blocks):
+            on_dev = lambda x: jax.device_put(x, dev)  # noqa: E731
+            p = jax.tree.map(on_dev, params)
+            return [(j, fn(jax.tree.map(lambda x: on_dev(block(x, j)), games), on_dev(block(keys, j)), p))
+                    for j in blocks]
+
+        # one thread per device: the first call on each device compiles (in parallel),
+        # the later calls only enqueue
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(len(mine), 1)) as pool:
+            results = [r for f in [pool.submit(dispatch, d, b) for d, b in mine.items()] for r in f.result()]
+        results = {j: jax.device_get(out) for j, out in results}
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            games0 = jax.tree.map(lambda x: block(x, 0), games)
+            shapes = jax.eval_shape(fn, games0, block(keys, 0), params)
+            local = jax.tree.map(lambda s: np.zeros((n_blocks,) + s.shape, s.dtype), shapes)
+            for j, out in results.items():
+                jax.tree.map(lambda buf, v: buf.__setitem__(j, v), local, out)
+            gathered = multihost_utils.process_allgather(local, tiled=False)  # (processes, blocks, batch, ...)
+            results = {j: jax.tree.map(lambda g: np.asarray(g)[owner[j].process_index, j], gathered)
+                       for j in range(n_blocks)}
+        ordered = [results[j] for j in range(n_blocks)]
+        return {k: np.concatenate([np.asarray(o[k]) for o in ordered])[:n_valid] for k in ordered[0]}
 
 
 def _split_params(cell: Cell):
@@ -838,10 +884,10 @@ def _memory_budget(devices, fraction: float) -> int:
 
 
 def choose_chunk(cell: Cell, cfg: dict, devices, vmap_batch: int) -> tuple[int, int]:
-    """``(chunk, batch)``: games per device call and games vmapped together.
+    """``(chunk, batch)``: games per resume unit and games vmapped together (a block).
 
-    Only ``batch`` games per device are in flight at once (``jax.lax.map`` runs the
-    local chunk in batches), so the memory estimate bounds the batch: the largest
+    Only one block of ``batch`` games per device runs at once (a device runs its
+    blocks one after another), so the memory estimate bounds the batch: the largest
     ``batch <= vmap_batch`` whose working set (a generous per-game estimate of the
     game type) fits the budget, ``memory_fraction`` of the device's memory. The
     chunk is the config's ``chunk`` or 16 batches per device, rounded to a multiple
@@ -911,18 +957,38 @@ def run_sweep(
 ) -> dict:
     """Run a validated config into ``out_dir`` (resuming finished chunks).
 
+    The writing process holds the directory's lock (:func:`alignjax._lock.output_lock`)
+    for the whole run: one writer per output directory.
+
     Returns:
         The ``run.json`` record.
 
     Raises:
         SweepConfigError: an output directory holding another config's results, or a
             cell whose batch does not fit the memory budget.
+        OutputDirectoryBusy: another live run is writing to ``out_dir``.
     """
+    import jax
+
+    from alignjax._lock import output_lock
+
+    if jax.process_index() != 0:  # only process 0 writes
+        return _run_sweep(cfg, out_dir, progress=progress, csv=csv, console=console)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SweepConfigError(f"{out_dir}: exists and is not a directory")
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(output_lock(out_dir, "alignjax sweep"))
+        except OSError as err:
+            raise SweepConfigError(f"{out_dir}: cannot write the output directory: {err.strerror or err}") from None
+        return _run_sweep(cfg, out_dir, progress=progress, csv=csv, console=console)
+
+
+def _run_sweep(cfg: dict, out_dir, *, progress: bool, csv, console) -> dict:
     import jax
     import jax.numpy as jnp
     import pandas as pd
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
 
     from alignjax.generators import generate
 
@@ -977,28 +1043,24 @@ def run_sweep(
                     done_games += hi - lo
                     bar.update(task, completed=done_games)
                     continue
-                fn, sharding = runner.function(cell, statics, chunk, batch)
+                fn = runner.function(cell, statics, batch)
                 indices = np.arange(lo, lo + chunk)
                 valid = indices < hi
-                gen_idx = np.where(valid, indices, hi - 1)  # pad with the last game
+                # pad with the cell's last game: only the cell's last block holds padding
+                # (chunks are multiples of the batch), so blocks do not depend on chunking
+                gen_idx = np.where(valid, indices, hi - 1)
                 key = jax.random.PRNGKey(seed_games)
                 games = generate(cell.family, key, gen_idx, cell.K, cell.Y, cell.A, dict(cell.family_params), dtype=dtype, seed=seed_games)
                 keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed_games ^ 0x5EED), i))(jnp.asarray(gen_idx))
                 # every process generates the whole chunk (cheap, deterministic) and
-                # device_put keeps the shards of its own devices
-                games = jax.device_put(jax.device_get(games), sharding)
-                keys = jax.device_put(jax.device_get(keys), sharding)
+                # solves the blocks of its own devices
+                games, keys = jax.device_get((games, keys))
                 traced = {k: np.asarray(v, dtype) for k, v in params.items()}
                 t0 = time.perf_counter()
-                metrics = jax.block_until_ready(fn(games, keys, traced))
-                if jax.process_count() > 1:
-                    from jax.experimental import multihost_utils
-
-                    metrics = multihost_utils.process_allgather(metrics, tiled=True)
+                metrics = runner.run_chunk(fn, games, keys, traced, batch, hi - lo)
                 elapsed = time.perf_counter() - t0
                 compute_time += elapsed
                 computed_games += int(valid.sum())
-                metrics = {k: np.asarray(v)[valid] for k, v in metrics.items()}
                 rows = _rows_from_chunk(cell, cfg, seed_games, indices[valid], metrics)
                 if is_writer:
                     _write_table(path, pd.DataFrame(rows))

@@ -606,6 +606,14 @@ def test_cli_alignment_end_to_end(capsys, tmp_path, raw_slice):
     """A tiny run of experiment A on the observed variant (the completed variant and
     experiment B's games compile more shapes: see the slow test)."""
     out = tmp_path / "out"
+    # a stale lock left by a killed run (its pid is dead) does not block this run
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out.mkdir()
+    (out / ".alignjax.lock").write_text(json.dumps({"command": "alignjax movielens", "pid": dead.pid, "host": os.uname().nodename}))
     code, stdout, err = run_cli(
         capsys, "movielens", "--data", raw_slice[0], "--out", out, *TINY, "--variants", "observed",
         "--selection-agents", "none", "--simultaneous-agents", "none",

@@ -58,6 +58,7 @@ JAX; nothing here calls ``jnp.linalg`` inside compiled code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import io
@@ -1834,7 +1835,8 @@ def run_movielens(
     """Run experiments A and B on a MovieLens release and write their outputs.
 
     Everything that can fail on bad input (the options, the data, the slates) is
-    checked before ``out_dir`` is created or touched; every output is written to a
+    checked before any output is written (``out_dir`` is created at the start to hold
+    its lock, and removed again when the run fails); every output is written to a
     temporary file in ``out_dir`` and renamed into place.
 
     Outputs in ``out_dir``: ``alignment_per_target`` and ``alignment_summary`` (tables
@@ -1857,7 +1859,27 @@ def run_movielens(
     Raises:
         ValueError: an invalid setting (naming it), ``out_dir`` an existing file.
         MovieLensError: a missing or malformed release.
+        OutputDirectoryBusy: another live run is writing to ``out_dir``.
+
+    The run holds the lock of ``out_dir`` from its start (:func:`alignjax._lock.output_lock`:
+    one writer per output directory); a run that fails removes the directory again if
+    it created it and nothing else is in it.
     """
+    from alignjax._lock import output_lock
+
+    config.validate()
+    out_dir = os.fspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"{out_dir}: exists and is not a directory")
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(output_lock(out_dir, "alignjax movielens"))
+        except OSError as err:
+            raise ValueError(f"{out_dir}: cannot create the output directory: {err.strerror}") from None
+        return _run_movielens(data_dir, out_dir, config, progress=progress, echo=echo)
+
+
+def _run_movielens(data_dir, out_dir, config: MovieLensConfig, *, progress, echo) -> dict:
     t_start = time.perf_counter()
     say = echo or (lambda msg: None)
     config.validate()
