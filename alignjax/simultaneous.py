@@ -1450,28 +1450,41 @@ def solve(
     eval_t = jnp.zeros((), dtype) if br_user else jnp.asarray(temperature, dtype)
     cert_t = None if br_user else temperature
 
-    # 1. random starts under each dynamics
-    keys = jax.random.split(k_search, num_random).reshape(len(portfolio), solver.restarts, -1)
-    starts = logits0[:num_random].reshape(len(portfolio), solver.restarts, *shape)
-    ends = [
-        jax.vmap(lambda lg, k: _search(game, sub, lg, temps, mode, k))(starts[j], keys[j])
-        for j, sub in enumerate(portfolio)
-    ]
+    # The searches, in portfolio order: random starts under each dynamics, the worst-case
+    # search, then the seeded starts. Every search under the first gradient-type dynamics
+    # runs in one vmapped call (one trace and one compile, whatever the portfolio's size).
     plain = next((sub for sub in portfolio if sub.dynamics != "best_response"), None)
     plain = plain if plain is not None else dataclasses.replace(solver, dynamics="extragradient")
-    # 2. the worst-case search: the agents' utilities penalised by the user's, annealed to 0
+    keys = jax.random.split(k_search, num_random).reshape(len(portfolio), solver.restarts, -1)
+    starts = logits0[:num_random].reshape(len(portfolio), solver.restarts, *shape)
+    no_penalty = jnp.zeros_like(temps)
+    groups = []  # (solver, logits0 (n, ...), keys (n, ...), penalties (n, stages))
+    for j, sub in enumerate(portfolio):
+        groups.append((sub, starts[j], keys[j], jnp.broadcast_to(no_penalty, (solver.restarts, *temps.shape))))
     if "worst" in solver.starts:
+        # the agents' utilities penalised by the user's, the penalty annealed to 0
         agent_range = jnp.max(game.agent_utilities) - jnp.min(game.agent_utilities)
         weight = solver.worst_penalty * agent_range / jnp.where(user_range > 0, user_range, 1.0)
         frac = jnp.linspace(1.0, 0.0, solver.stages, dtype=dtype) if solver.stages > 1 else jnp.zeros(1, dtype)
         penalty = weight * jnp.where(frac > 0.25, (frac - 0.25) / 0.75, 0.0)  # zero for the last quarter
-        ends.append(_search(game, plain, logits0[num_random], temps, mode, k_worst, penalty)[None])
-    # 3. seeded starts, searched; revelation profiles also kept as they are
+        groups.append((plain, logits0[num_random][None], k_worst[None], penalty[None]))
     seeded, as_is = _seeded_profiles(game, solver, num_signals, dtype)
     if seeded.shape[0]:
-        seed_keys = jax.random.split(k_seed, seeded.shape[0])
-        ends.append(jax.vmap(lambda s, k: _search(game, plain, _seed_logits(s, num_signals), temps, mode, k))(
-            seeded, seed_keys))
+        groups.append((plain, _seed_logits(seeded, num_signals), jax.random.split(k_seed, seeded.shape[0]),
+                       jnp.broadcast_to(no_penalty, (seeded.shape[0], *temps.shape))))
+    # merge the groups that share a dynamics into one call, keeping the order
+    merged: dict = {}
+    for sub, lg, ks, pen in groups:
+        merged.setdefault(sub.dynamics, (sub, []))[1].append((lg, ks, pen))
+    results = {}
+    for dyn, (sub, parts) in merged.items():
+        lg = jnp.concatenate([p[0] for p in parts])
+        ks = jnp.concatenate([p[1] for p in parts])
+        pen = jnp.concatenate([p[2] for p in parts])
+        out = jax.vmap(lambda l0, k, pn: _search(game, sub, l0, temps, mode, k, pn))(lg, ks, pen)
+        sizes = np.cumsum([0] + [p[0].shape[0] for p in parts])
+        results[dyn] = [out[sizes[i]:sizes[i + 1]] for i in range(len(parts))]
+    ends = [results[sub.dynamics].pop(0) for sub, *_ in groups]
     if as_is.shape[0]:
         ends.append(_as_is_logits(as_is))
     logits_all = jnp.concatenate(ends)
