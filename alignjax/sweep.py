@@ -31,11 +31,14 @@ Outputs in DIR (all written atomically: a temporary file in DIR, then ``os.repla
   loses at most the chunk in flight);
 * ``games.parquet`` (and ``games.csv`` with ``csv = true``): one row per game with
   every parameter, the seed, the metrics and the certificate;
-* ``summary.parquet`` / ``summary.csv``: one row per cell (means, spread, fraction
-  certified), also printed;
-* ``plots/``: normalised user value against eps and against K, per game and user
-  model, with a 25-75% band;
-* ``run.json``: the config, its hash, package versions, devices, processes and wall time.
+* ``summary.parquet`` / ``summary.csv``: one row per cell (means, spread, 95%
+  confidence intervals, fraction certified), printed as one table per study;
+* ``plots/`` and ``report.html``: the figures (normalised user value against K and
+  against the distance from the hull, the certified fraction; PNG, SVG, PDF) and a
+  self-contained report, built by :mod:`alignjax.report` (``alignjax report DIR``
+  rebuilds them, also for an interrupted run);
+* ``run.json``: the config, its hash, package versions, devices, processes, hardware
+  and wall time.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ game_params = { delta = 1e-3 }
 name = "simultaneous, in hull"
 game = "simultaneous"
 family = "hull"
-K = [2, 3, 4]
+K = [2, 4]
 Y = 4
 A = 2
 family_params = { eps = [0.0, 0.1, 0.3] }
@@ -123,7 +126,7 @@ solver = { stages = 5, steps_per_stage = 150, br_starts = 2, br_steps = 150 }
 name = "simultaneous, outside hull"
 game = "simultaneous"
 family = "random"
-K = [2, 3, 4]
+K = [2, 4]
 Y = 4
 A = 2
 solver = { stages = 5, steps_per_stage = 150, br_starts = 2, br_steps = 150 }
