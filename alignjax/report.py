@@ -537,10 +537,9 @@ def _save(fig, plot_dir: Path, stem: str, out_dir: Path) -> list[str]:
     written = []
     for ext in ("png", "svg", "pdf"):
         path = plot_dir / f"{stem}.{ext}"
-        meta = {"Date": None} if ext in ("svg", "pdf") else {"Software": None}
-        if ext == "pdf":
-            meta["CreationDate"] = None
-            del meta["Date"]
+        # no dates (a rebuilt figure is byte-identical) and, in SVG, no metadata block
+        meta = {"png": {"Software": None}, "pdf": {"CreationDate": None},
+                "svg": {"Date": None, "Creator": None, "Format": None, "Type": None}}[ext]
         atomic_write(path, lambda tmp, ext=ext, meta=meta: fig.savefig(tmp, format=ext, bbox_inches="tight",
                                                                        metadata=meta))
         written.append(str(path.relative_to(out_dir)))
