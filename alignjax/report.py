@@ -215,12 +215,15 @@ def headline_metric(games) -> str:
 
 
 def certified_mask(games):
-    """Per game: the ``certified`` column where present (the certificate's upper bound
-    within tolerance), else status ``optimal``."""
-    if "certified" in games:
-        col = games["certified"]
-        return col.fillna(False).astype(bool).to_numpy()
-    return (games["status"] == "optimal").to_numpy()
+    """Per game: the ``certified`` column where the game has it (the certificate's upper
+    bound within tolerance), else status ``optimal`` (games of types without the
+    column, e.g. selection rows beside simultaneous ones, have it empty)."""
+    optimal = (games["status"] == "optimal").to_numpy()
+    if "certified" not in games:
+        return optimal
+    col = games["certified"]
+    known = col.notna().to_numpy()
+    return np.where(known, col.where(col.notna(), False).astype(bool).to_numpy(), optimal)
 
 
 _SUMMARY_METRICS = ("normalized_value", "normalized_value_min", "normalized_value_max", "value_ratio",
@@ -493,9 +496,13 @@ def _draw_vs_k(ax, df, legend: bool):
         if (~ok).any():
             ax.plot(x[~ok], y[~ok], "o", mfc="white", mec=s.color, mew=1.0, zorder=4)
         if np.isfinite(ci).any():
-            ax.fill_between(x, y - ci, y + ci, color=s.color, alpha=0.18, lw=0, zorder=2)
+            if len(x) > 1:
+                ax.fill_between(x, y - ci, y + ci, color=s.color, alpha=0.18, lw=0, zorder=2)
+            else:  # a band needs two K; one K gets an error bar
+                ax.errorbar(x, y, yerr=ci, fmt="none", ecolor=s.color, elinewidth=0.9, capsize=2.5, zorder=3)
         if np.isfinite(stats["mono"]).any():
-            ax.plot(x, stats["mono"], "--", color=s.color, lw=0.9, alpha=0.9, zorder=3)
+            ax.plot(x, stats["mono"], "--", color=s.color, lw=0.9, alpha=0.9, zorder=3,
+                    marker="_" if len(x) == 1 else None, markersize=9)
         handles.append(line)
     ax.xaxis.set_major_locator(FixedLocator(ks))
     ax.xaxis.set_minor_locator(NullLocator())
@@ -531,8 +538,11 @@ def _ylabel(metric: str) -> str:
         "user value, (v − NI)/(FI − NI)"
 
 
-def _save(fig, plot_dir: Path, stem: str, out_dir: Path) -> list[str]:
+def _save(fig, note: str | None, plot_dir: Path, stem: str, out_dir: Path) -> list[str]:
     from alignjax.sweep import atomic_write
+
+    if note:
+        fig.suptitle(note, color="#b30000", fontsize=7)
 
     written = []
     for ext in ("png", "svg", "pdf"):
@@ -556,9 +566,15 @@ def _prepare(games):
     return games
 
 
-def figures(games, out_dir: str | os.PathLike) -> list[str]:
+def _panel_title(title: str, df) -> str:
+    if headline_metric(df) == "normalized_value_min":
+        return f"{title}: worst certified eq."
+    return title
+
+
+def figures(games, out_dir: str | os.PathLike, *, note: str | None = None) -> list[str]:
     """Draw every figure into ``out_dir/plots`` (PNG, SVG, PDF); return their paths
-    relative to ``out_dir``."""
+    relative to ``out_dir``. ``note`` (e.g. "partial run: ...") is printed on each."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -579,19 +595,19 @@ def figures(games, out_dir: str | os.PathLike) -> list[str]:
             ax = axes[0, j]
             _, metric = _draw_vs_k(ax, df, legend=False)
             hollow |= _any_hollow(df)
-            ax.set_title(title)
+            ax.set_title(_panel_title(title, df))
             if j == 0:
                 ax.set_ylabel(_ylabel(metric))
         _shared_legend(fig, axes.ravel(), _legend_extras(hollow), ncols=4 if n > 1 else 2)
-        written += _save(fig, plot_dir, "value_vs_K", out_dir)
+        written += _save(fig, note, plot_dir, "value_vs_K", out_dir)
         plt.close(fig)
         for title, slug, df in panels:
             fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 3.0), layout="constrained")
             _, metric = _draw_vs_k(ax, df, legend=False)
-            ax.set_title(title)
+            ax.set_title(_panel_title(title, df))
             ax.set_ylabel(_ylabel(metric))
             _shared_legend(fig, [ax], _legend_extras(_any_hollow(df)), ncols=2)
-            written += _save(fig, plot_dir, f"value_vs_K_{_slug(slug)}", out_dir)
+            written += _save(fig, note, plot_dir, f"value_vs_K_{_slug(slug)}", out_dir)
             plt.close(fig)
         # value against the measured distance from the hull
         eps_panels = [(t, s, df) for t, s, df in panels if "alignment_eps" in df and df["alignment_eps"].notna().any()]
@@ -602,11 +618,11 @@ def figures(games, out_dir: str | os.PathLike) -> list[str]:
             for j, (title, slug, df) in enumerate(eps_panels):
                 ax = axes[0, j]
                 metric = _draw_vs_eps(ax, df)
-                ax.set_title(title)
+                ax.set_title(_panel_title(title, df))
                 if j == 0:
                     ax.set_ylabel(_ylabel(metric))
             _zoom_values(axes.ravel())
-            written += _save(fig, plot_dir, "value_vs_eps", out_dir)
+            written += _save(fig, note, plot_dir, "value_vs_eps", out_dir)
             plt.close(fig)
         # certified fraction per cell
         n = len(panels)
@@ -619,7 +635,7 @@ def figures(games, out_dir: str | os.PathLike) -> list[str]:
             if j == 0:
                 ax.set_ylabel("fraction of games certified")
         _shared_legend(fig, axes.ravel(), [], ncols=4 if n > 1 else 2)
-        written += _save(fig, plot_dir, "certified", out_dir)
+        written += _save(fig, note, plot_dir, "certified", out_dir)
         plt.close(fig)
     return written
 
@@ -901,8 +917,8 @@ def render_html(run: Run, summary, plots: list[str]) -> str:
         "run has it). Uncertified games stay in the tables; the figures mark the cells where fewer "
         f"than {CERTIFIED_MARK:.0%} are certified.</p>"
     )
-    parts.append("<h2>Config</h2>")
-    parts.append(f"<pre>{esc(json.dumps(cfg, indent=2, sort_keys=True, default=str))}</pre>")
+    parts.append("<h2>Config (normalised: defaults filled, scalars as lists)</h2>")
+    parts.append(f"<pre>{esc(_config_text(cfg))}</pre>")
     parts.append("<h2>Versions and hardware</h2>")
     versions = record.get("versions") or _versions()
     hw = {
@@ -919,6 +935,17 @@ def render_html(run: Run, summary, plots: list[str]) -> str:
         parts.append(_html_table(["the run's machine", ""], rows, left=("the run's machine", "")))
     parts.append("</body></html>\n")
     return "".join(parts)
+
+
+def _config_text(cfg: dict) -> str:
+    """The normalised config, one line per top-level key and per study (JSON values)."""
+    dump = lambda v: json.dumps(v, sort_keys=True, default=str)
+    lines = [f"{k} = {dump(v)}" for k, v in sorted(cfg.items()) if k != "study"]
+    for st in cfg.get("study", []):
+        lines.append("")
+        lines.append("[[study]]")
+        lines += [f"{k} = {dump(v)}" for k, v in st.items()]
+    return "\n".join(lines)
 
 
 def _hash(cfg) -> str:
@@ -963,7 +990,7 @@ def build(run_dir: str | os.PathLike, *, console=None, record: dict | None = Non
     if record is not None:
         run.record = record
     summary = summarize(run.games)
-    plots = figures(run.games, run.path)
+    plots = figures(run.games, run.path, note=None if run.complete else run.status_line().split(" (")[0])
     path = write_report(run, summary, plots)
     if not quiet:
         from rich.console import Console
