@@ -35,11 +35,9 @@ claim), with ``normalized_value`` (the equilibrium the search ended at) beside i
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime
 import html
-import io
 import json
 import math
 import os
@@ -790,11 +788,6 @@ def _svg_inline(path: Path) -> str:
     text = path.read_text(encoding="utf-8")
     start = text.find("<svg")
     return text[start:] if start >= 0 else ""
-
-
-def _png_inline(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}" style="max-width:100%">'
 
 
 def _html_table(header, rows, left=("setting",)) -> str:

@@ -6,10 +6,6 @@ The run directories here are written by the tests (a config, and chunk files of
 games with known values), so no solver runs; ``test_sweep.py`` checks the report the
 sweep itself builds."""
 
-import json
-import math
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest

@@ -393,7 +393,6 @@ def _read_classic_movies(path: str, fmt: str):
         raise MovieLensError(f"{path}: empty file; expected lines of movieId, title, ...")
     lines, _ = _decode_lines(path, ("utf-8", "latin-1"))
     ids, titles = [], []
-    sep = "|" if fmt == "100k" else "::"
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             if i == len(lines):
@@ -469,8 +468,6 @@ def load_movielens(
             ``rating_scale``, or no person left.
         ValueError: ``min_ratings < 1`` or an invalid ``rating_scale``.
     """
-    import pandas as pd  # noqa: F401 - the readers' dependency, imported once here
-
     path = os.fspath(path)
     min_ratings = _check_int("min_ratings", min_ratings, 1)
     lo, hi = _check_scale(rating_scale)
