@@ -667,7 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"alignjax: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("alignjax: interrupted (a sweep resumes when the same command is run again)", file=sys.stderr)
+        print("alignjax: interrupted (a sweep resumes when the same command is run again; "
+              "alignjax report DIR reports its finished part)", file=sys.stderr)
         return 130
 
 

@@ -686,6 +686,7 @@ def _draw_vs_eps(ax, df) -> str:
     cmap = colormaps["viridis"]
     colour = {k: cmap(0.85 * i / max(len(ks) - 1, 1)) for i, k in enumerate(ks)}
     series = _series(df)
+    labelled: set[int] = set()
     for K in ks:
         pts = []
         for s in series:
@@ -705,8 +706,9 @@ def _draw_vs_eps(ax, df) -> str:
         for s, st in pts:
             if s.hull_eps is None:
                 ax.errorbar([st["eps"]], [st["mean"]], yerr=[st["ci"]] if np.isfinite(st["ci"]) else None,
-                            fmt="s", color=colour[K], mfc="white", mew=1.0, capsize=2, lw=0.8, zorder=4,
-                            label=None if hull else f"K = {K}")
+                            fmt=_marker(s), color=colour[K], mfc="white", mew=1.0, capsize=2, lw=0.8, zorder=4,
+                            label=None if hull or K in labelled else f"K = {K}")
+                labelled.add(K)
     xs = [line.get_xdata() for line in ax.get_lines()]
     xmax = max([float(np.nanmax(x)) for x in xs if len(x)] + [0.05])
     ax.set_xlim(-0.03 * xmax, 1.06 * xmax)
@@ -718,11 +720,21 @@ def _draw_vs_eps(ax, df) -> str:
     extra = []
     if any(s.hull_eps is not None for s in series):
         extra.append(Line2D([], [], color="0.3", marker="o", label="in hull (lines)"))
-    if any(s.hull_eps is None for s in series):
-        extra.append(Line2D([], [], color="0.3", marker="s", mfc="white", ls="", label="outside hull"))
+    others = {}
+    for s in series:
+        if s.hull_eps is None:
+            name = "outside hull" if s.frame["family"].iloc[0] == "random" else str(s.frame["family"].iloc[0])
+            others.setdefault(name, _marker(s))
+    for name, marker in others.items():
+        extra.append(Line2D([], [], color="0.3", marker=marker, mfc="white", ls="", label=name))
     ax.legend(h + extra, lab + [e.get_label() for e in extra], loc="lower left", frameon=False,
               handlelength=1.5, ncols=2)
     return metric
+
+
+def _marker(s: _Series) -> str:
+    """Squares for games outside the hull (the random family), diamonds for other families."""
+    return "s" if s.frame["family"].iloc[0] == "random" else "D"
 
 
 def _draw_certified(ax, df):
