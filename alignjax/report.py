@@ -48,7 +48,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ReportError", "Run", "load_run", "summarize", "print_summary", "figures", "write_report", "build"]
+__all__ = [
+    "ReportError",
+    "Run",
+    "load_run",
+    "summarize",
+    "headline_metric",
+    "certified_mask",
+    "t_quantile",
+    "print_summary",
+    "figures",
+    "render_html",
+    "write_report",
+    "hardware",
+    "build",
+]
 
 CONFIDENCE = 0.95
 CERTIFIED_MARK = 0.95  # cells below this certified fraction get hollow markers
@@ -479,7 +493,7 @@ def _panels(games):
     return [(t, slug, df) for _, t, slug, df in sorted(out, key=lambda x: (x[0], x[1]))]
 
 
-def _draw_vs_k(ax, df, legend: bool):
+def _draw_vs_k(ax, df):
     from matplotlib.ticker import FixedLocator, NullLocator
 
     metric = headline_metric(df)
@@ -591,7 +605,7 @@ def figures(games, out_dir: str | os.PathLike, *, note: str | None = None) -> li
         hollow = False
         for j, (title, slug, df) in enumerate(panels):
             ax = axes[0, j]
-            _, metric = _draw_vs_k(ax, df, legend=False)
+            _, metric = _draw_vs_k(ax, df)
             hollow |= _any_hollow(df)
             ax.set_title(_panel_title(title, df))
             if j == 0:
@@ -601,7 +615,7 @@ def figures(games, out_dir: str | os.PathLike, *, note: str | None = None) -> li
         plt.close(fig)
         for title, slug, df in panels:
             fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 3.0), layout="constrained")
-            _, metric = _draw_vs_k(ax, df, legend=False)
+            _, metric = _draw_vs_k(ax, df)
             ax.set_title(_panel_title(title, df))
             ax.set_ylabel(_ylabel(metric))
             _shared_legend(fig, [ax], _legend_extras(_any_hollow(df)), ncols=2)
