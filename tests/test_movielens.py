@@ -777,3 +777,38 @@ def test_movielens_command_reads_a_classic_release(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert f"{d / 'ratings.dat'}, line 2: malformed row: field 'movieId' has 'x'" in err[0]
+
+
+def test_sweep_family_reads_a_classic_release(tmp_path):
+    """The sweep's movielens family takes a classic release directory too: the config
+    is validated against it (data loaded, slate built) and its games are the slate's."""
+    import tomllib
+
+    from alignjax import sweep
+
+    d = _write_classic(tmp_path / "ml-100k", "100k")
+    text = f"""
+instances = 2
+[[study]]
+game = "persuasion"
+family = "movielens"
+K = 1
+Y = 2
+A = 2
+family_params = {{ data = "{d}", min_ratings = 1 }}
+"""
+    cfg = sweep.validate_config(tomllib.loads(text), "cfg")
+    games = ml.sweep_games(dict(data=str(d), min_ratings=1), np.arange(2), 1, 2, 2, 0, np.float64)
+    # users 1 and 3 rated both of the two most-rated movies (10 and 20): one is the user,
+    # the other the agent; watching is worth her normalized rating n = (r - 0.5) / 4.5
+    # less its mean over the (uniform) slate, skipping nothing (utilities() docstring)
+    u = np.asarray(games.user_utility)
+    watch = {tuple(np.round(row[1], 6)) for row in u}
+    expected = set()
+    for stars in ([5.0, 3.0], [3.0, 2.0]):
+        n = (np.array(stars) - 0.5) / 4.5
+        expected.add(tuple(np.round(n - n.mean(), 6)))
+    assert watch <= expected and np.all(u[:, 0] == 0) and len(cfg["study"]) == 1
+    bad = text.replace(str(d), str(tmp_path))
+    with pytest.raises(sweep.SweepConfigError, match="not a MovieLens release"):
+        sweep.validate_config(tomllib.loads(bad), "cfg")
