@@ -9,6 +9,10 @@ Subcommands:
   the joint prior ``information`` (Y, XU, XB)
 * ``alignjax alignment GAME.json [--norm sup|mse] [--weights simplex|nonneg] [--no-offset]
   [--json] [--float32]``: the market-alignment error of the agents for the user
+* ``alignjax sweep [CONFIG.toml] --out DIR``: the main job (``alignjax.sweep``)
+* ``alignjax report RUN_DIR [--quiet]``: the figures and ``report.html`` of a sweep
+  output directory, complete or interrupted (``alignjax.report``)
+* ``alignjax movielens --data DIR --out DIR``: the MovieLens experiments
 
 Bad input (a missing or unreadable file, malformed JSON, a missing field, a wrong
 shape, invalid values, an out-of-range option) prints one line naming the file and
@@ -401,6 +405,19 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from alignjax.report import ReportError, build
+
+    try:
+        built = build(args.run_dir, quiet=args.quiet)
+    except ReportError as err:
+        raise CLIError(str(err)) from None
+    state = "complete run" if built["complete"] else "partial run"
+    print(f"alignjax report: {state}, {built['games']} games; wrote {built['report']} and "
+          f"{len(built['plots'])} figure files in {Path(args.run_dir) / 'plots'}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------
 # movielens
 # ----------------------------------------------------------------------------------------
@@ -620,10 +637,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser(
+        "report",
+        help="(re)build the figures and report.html of a sweep output directory, complete or partial",
+    )
+    p.add_argument("run_dir", help="a sweep output directory (alignjax sweep --out DIR)")
+    p.add_argument("--quiet", action="store_true", help="print only the closing line, not the summary tables")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
         "movielens",
         help="alignment and competition experiments on MovieLens people (README, 'Real data: MovieLens')",
     )
-    p.add_argument("--data", required=True, help="a MovieLens release directory (ratings.csv, movies.csv)")
+    p.add_argument(
+        "--data", required=True,
+        help="a MovieLens release directory: ml-latest-small, ml-25m, ml-32m (ratings.csv), ml-1m, ml-10m "
+             "(ratings.dat) or ml-100k (u.data)",
+    )
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument("--slate-size", type=int, default=12, help="movies per game, the most-rated (default 12)")
     p.add_argument("--prior", choices=["uniform", "popularity"], default="uniform")
@@ -656,7 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"alignjax: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("alignjax: interrupted (a sweep resumes when the same command is run again)", file=sys.stderr)
+        print("alignjax: interrupted (a sweep resumes when the same command is run again; "
+              "alignjax report DIR reports its finished part)", file=sys.stderr)
         return 130
 
 

@@ -242,9 +242,16 @@ def no_information_value(prior: Float[Array, " Y"], user_utility: Float[Array, "
 def normalized_value(value, full_information, no_information):
     """``(v - NI) / (FI - NI)``: 0 at the no-information value, 1 at full information.
 
-    Defined as 1 when ``FI = NI`` (information is worthless to the user). Works on
-    arrays of any shape (NumPy or JAX).
+    Defined as 1 when ``FI = NI`` (information is worthless to the user), and so also
+    when ``FI - NI`` is round-off: at most 64 machine epsilons of the values' scale
+    ``1 + |FI| + |NI|`` (two sums of the same products that differ only in their
+    rounding; dividing by that difference gave ratios such as 2 or -1). Works on arrays
+    of any shape (NumPy or JAX).
     """
+    value, full_information, no_information = (jnp.asarray(x) for x in (value, full_information, no_information))
+    dtype = jnp.result_type(value, full_information, no_information, float)
     spread = full_information - no_information
-    safe = jnp.where(spread > 0, spread, 1.0)
-    return jnp.where(spread > 0, (value - no_information) / safe, 1.0)
+    roundoff = 64 * jnp.finfo(dtype).eps * (1 + jnp.abs(full_information) + jnp.abs(no_information))
+    informative = spread > roundoff
+    safe = jnp.where(informative, spread, 1.0)
+    return jnp.where(informative, (value - no_information) / safe, 1.0)

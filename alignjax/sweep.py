@@ -33,11 +33,14 @@ Outputs in DIR (all written atomically: a temporary file in DIR, then ``os.repla
   loses at most the chunk in flight);
 * ``games.parquet`` (and ``games.csv`` with ``csv = true``): one row per game with
   every parameter, the seed, the metrics and the certificate;
-* ``summary.parquet`` / ``summary.csv``: one row per cell (means, spread, fraction
-  certified), also printed;
-* ``plots/``: normalised user value against eps and against K, per game and user
-  model, with a 25-75% band;
-* ``run.json``: the config, its hash, package versions, devices, processes and wall time.
+* ``summary.parquet`` / ``summary.csv``: one row per cell (means, spread, 95%
+  confidence intervals, fraction certified), printed as one table per study;
+* ``plots/`` and ``report.html``: the figures (normalised user value against K and
+  against the distance from the hull, the certified fraction; PNG, SVG, PDF) and a
+  self-contained report, built by :mod:`alignjax.report` (``alignjax report DIR``
+  rebuilds them, also for an interrupted run);
+* ``run.json``: the config, its hash, package versions, devices, processes, hardware
+  and wall time.
 """
 
 from __future__ import annotations
@@ -80,27 +83,31 @@ class SweepConfigError(ValueError):
 # ----------------------------------------------------------------------------------------
 
 DEFAULT_CONFIG = """\
-# alignjax sweep: the embedded default (the seed paper's simulation, small sizes).
-# The best-AI selection game and the simultaneous game on random games whose user
-# utility lies within eps of the agents' convex hull, and on games outside it,
-# across the number of agents K.
+# alignjax sweep: the embedded default, the seed paper's simulation at small sizes
+# (Collina, Goel, Roth, Ryu and Shi, arXiv 2509.15090). The best-AI selection game and
+# simultaneous persuasion on random games whose user utility lies within eps of the
+# agents' convex hull (eps = 0, 0.1, 0.3) and on games outside it (independent
+# utilities), across the number of agents K, with the no-information,
+# full-information and monopoly (best single agent) baselines. Compiling dominates
+# the time (one program per game type and K); the games themselves are cheap, so
+# every cell holds many of them.
 name = "seed-paper-default"
 seed = 0
-instances = 24
+instances = 32
 dtype = "float64"
 
 [[study]]
-name = "selection in the hull"
+name = "selection, in hull"
 game = "selection"
 family = "hull"
 K = [2, 3, 5]
 Y = 6
 A = 3
-family_params = { eps = [0.0, 0.05, 0.2] }
+family_params = { eps = [0.0, 0.1, 0.3] }
 game_params = { delta = 1e-3 }
 
 [[study]]
-name = "selection outside the hull"
+name = "selection, outside hull"
 game = "selection"
 family = "random"
 K = [2, 3, 5]
@@ -109,20 +116,20 @@ A = 3
 game_params = { delta = 1e-3 }
 
 [[study]]
-name = "simultaneous in the hull"
+name = "simultaneous, in hull"
 game = "simultaneous"
 family = "hull"
-K = [2]
+K = [2, 4]
 Y = 4
 A = 2
-family_params = { eps = [0.0, 0.2] }
+family_params = { eps = [0.0, 0.1, 0.3] }
 solver = { stages = 5, steps_per_stage = 150, br_starts = 2, br_steps = 150 }
 
 [[study]]
-name = "simultaneous outside the hull"
+name = "simultaneous, outside hull"
 game = "simultaneous"
 family = "random"
-K = [2]
+K = [2, 4]
 Y = 4
 A = 2
 solver = { stages = 5, steps_per_stage = 150, br_starts = 2, br_steps = 150 }
@@ -1089,152 +1096,16 @@ def _run_sweep(cfg: dict, out_dir, *, progress: bool, csv, console) -> dict:
 
 
 # ----------------------------------------------------------------------------------------
-# Final tables and plots
+# Final tables, figures and report
 # ----------------------------------------------------------------------------------------
-
-_SUMMARY_METRICS = ("normalized_value", "value_ratio", "user_value", "certificate", "alignment_eps")
-
-
-def _normalized(value, fi, ni):
-    from alignjax.response import normalized_value
-
-    return np.asarray(normalized_value(*(np.asarray(x, float) for x in (value, fi, ni))))
-
-
-def _summary(games):
-    import pandas as pd
-
-    keys = ["cell", "study", "game", "family", "K", "Y", "A"] + sorted(
-        c for c in games.columns if c.startswith("family.") or c.startswith("game.")
-    )
-    keys = [k for k in keys if k in games.columns]
-    rows = []
-    for _, group in games.groupby("cell", sort=True):
-        first = group.iloc[0]
-        row = {k: first[k] for k in keys}
-        row["games"] = len(group)
-        row["certified"] = float((group["status"] == "optimal").mean())
-        for m in _SUMMARY_METRICS:
-            if m in group:
-                vals = group[m].astype(float)
-                row[f"{m}_mean"] = vals.mean()
-                row[f"{m}_std"] = vals.std(ddof=0)
-                row[f"{m}_q25"] = vals.quantile(0.25)
-                row[f"{m}_q75"] = vals.quantile(0.75)
-        for m in ("monopoly_best", "monopoly_mean", "full_information_value", "no_information_value"):
-            if m in group:
-                row[f"{m}_mean"] = group[m].astype(float).mean()
-        if {"monopoly_best", "full_information_value", "no_information_value"} <= set(group):
-            norm_mono = _normalized(group["monopoly_best"], group["full_information_value"], group["no_information_value"])
-            row["monopoly_normalized_mean"] = float(np.mean(norm_mono))
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _params_label(row) -> str:
-    parts = []
-    for col, val in row.items():
-        if (col.startswith("family.") or col.startswith("game.")) and val is not None and val == val:
-            parts.append(f"{col.split('.', 1)[1]}={val:g}" if isinstance(val, float) else f"{col.split('.', 1)[1]}={val}")
-    return " ".join(parts)
-
-
-def _print_summary(summary, console) -> None:
-    from rich.table import Table
-
-    table = Table(title="alignjax sweep: per-cell summary", title_justify="left")
-    for name, justify in (("study", "left"), ("K", "right"), ("Y,A", "right"), ("parameters", "left"),
-                          ("cert.", "right"), ("normalized", "right"), ("monopoly", "right"), ("eps", "right")):
-        # the study's longest word ("simultaneous") stays whole on an 80-column terminal
-        table.add_column(name, justify=justify, overflow="fold", min_width=12 if name == "study" else None)
-    for _, r in summary.iterrows():
-        table.add_row(
-            str(r["study"]),
-            str(r["K"]),
-            f"{r['Y']},{r['A']}",
-            _params_label(r),
-            f"{r['certified']:.2f}",
-            f"{r['normalized_value_mean']:.3f}±{r['normalized_value_std']:.3f}",
-            f"{r.get('monopoly_normalized_mean', float('nan')):.3f}",
-            f"{r.get('alignment_eps_mean', float('nan')):.3f}",
-        )
-    console.print(table)
-    console.print(
-        "normalized = (v - NI) / (FI - NI), mean ± std over the cell's games; monopoly: the same for "
-        "the best single agent alone; cert.: fraction certified (status optimal); eps: measured "
-        "sup-norm distance of the user's utility from the agents' hull"
-    )
-
-
-def _plots(games, out_dir: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    plot_dir = out_dir / "plots"
-    games = games.copy()
-    games["user_model"] = "best response"
-    if "game.temperature" in games:
-        tau = games["game.temperature"]
-        games.loc[tau.notna() & (tau.astype(float) > 0), "user_model"] = "quantal"
-    games["monopoly_normalized"] = _normalized(
-        games["monopoly_best"], games["full_information_value"], games["no_information_value"]
-    )
-    for (game, model), df in games.groupby(["game", "user_model"]):
-        # against eps: the hull family's eps, with games outside the hull at the right
-        hull = df[df["family"] == "hull"]
-        if "family.eps" in hull and len(hull):
-            fig, ax = plt.subplots(figsize=(6, 4))
-            for K, g in hull.groupby("K"):
-                stats = g.groupby("family.eps")["normalized_value"].describe(percentiles=[0.25, 0.75])
-                ax.plot(stats.index, stats["mean"], marker="o", label=f"K={K}")
-                ax.fill_between(stats.index, stats["25%"], stats["75%"], alpha=0.2)
-            mono = hull.groupby("family.eps")["monopoly_normalized"].mean()
-            ax.plot(mono.index, mono.values, "k--", label="best monopoly")
-            outside = df[df["family"] == "random"]
-            if len(outside):
-                x = max(hull["family.eps"].astype(float).max() * 1.3, 0.05)
-                for K, g in outside.groupby("K"):
-                    ax.errorbar([x], [g["normalized_value"].mean()], yerr=[g["normalized_value"].std(ddof=0)], fmt="s", capsize=3, label=f"outside hull, K={K}")
-            ax.set_xlabel("eps (distance of the user's utility from the agents' hull)")
-            ax.set_ylabel("normalized user value (v - NI) / (FI - NI)")
-            ax.set_title(f"{game}, {model} user")
-            ax.set_ylim(-0.05, 1.05)
-            ax.legend(fontsize=7)
-            path = plot_dir / f"normalized_vs_eps_{game}_{model.replace(' ', '_')}.png"
-            atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
-            plt.close(fig)
-            written.append(str(path.relative_to(out_dir)))
-        # against K, one line per family setting
-        fig, ax = plt.subplots(figsize=(6, 4))
-        label_cols = [c for c in df.columns if c.startswith("family.") and df[c].notna().any()]
-        for (fam, *fvals), g in df.groupby(["family"] + label_cols, dropna=False):
-            stats = g.groupby("K")["normalized_value"].describe(percentiles=[0.25, 0.75])
-            label = fam + "".join(
-                f" {c.split('.', 1)[1]}={os.path.basename(v) if isinstance(v, str) else format(v, 'g')}"
-                for c, v in zip(label_cols, fvals) if v == v
-            )
-            ax.plot(stats.index, stats["mean"], marker="o", label=label)
-            ax.fill_between(stats.index, stats["25%"], stats["75%"], alpha=0.2)
-        mono = df.groupby("K")["monopoly_normalized"].mean()
-        ax.plot(mono.index, mono.values, "k--", label="best monopoly")
-        ax.set_xlabel("number of agents K")
-        ax.set_ylabel("normalized user value (v - NI) / (FI - NI)")
-        ax.set_title(f"{game}, {model} user")
-        ax.set_ylim(-0.05, 1.05)
-        ax.legend(fontsize=7)
-        path = plot_dir / f"normalized_vs_K_{game}_{model.replace(' ', '_')}.png"
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
-        plt.close(fig)
-        written.append(str(path.relative_to(out_dir)))
-    return written
 
 
 def finalize(out_dir: Path, cfg: dict, cells: list[Cell], record: dict, *, csv: bool, console) -> None:
-    """Assemble the per-chunk files into the final tables, plots and run.json."""
+    """Assemble the per-chunk files into the final tables, then build the figures and
+    ``report.html`` (:mod:`alignjax.report`), print the summary and write run.json."""
     import pandas as pd
+
+    from alignjax import report
 
     out_dir = Path(out_dir)
     frames = [pd.read_parquet(p) for p in sorted((out_dir / "chunks").glob("cell*_chunk*.parquet"))]
@@ -1242,16 +1113,18 @@ def finalize(out_dir: Path, cfg: dict, cells: list[Cell], record: dict, *, csv: 
     _write_table(out_dir / "games.parquet", games)
     if csv:
         _write_table(out_dir / "games.csv", games)
-    summary = _summary(games)
+    summary = report.summarize(games)
     _write_table(out_dir / "summary.parquet", summary)
     _write_table(out_dir / "summary.csv", summary)
-    record["plots"] = _plots(games, out_dir)
+    record["hardware"] = report.hardware()
+    record["report"] = "report.html"
+    built = report.build(out_dir, console=console, record=record)
+    record["plots"] = built["plots"]
     _write_json(out_dir / "run.json", record)
-    _print_summary(summary, console)
     console.print(
         f"[bold]done[/bold]: {record['games']} games in {record['cells']} cells, "
         f"{record['games_computed_this_run']} computed this run, wall time {record['wall_time_s']:.1f} s; "
-        f"outputs in {out_dir}",
+        f"outputs in {out_dir}, report {out_dir / 'report.html'}",
         soft_wrap=True,  # one line, whatever the terminal width (scripts grep it)
     )
 

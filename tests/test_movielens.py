@@ -673,3 +673,150 @@ def test_cli_full_end_to_end(capsys, tmp_path, raw_slice):
     for k in range(2):
         ref = persuasion_highs(np.asarray(g.prior), np.asarray(g.user_utility), np.asarray(g.agent_utilities[k]))[0]
         assert float(mono.agent_value[k]) == pytest.approx(ref, abs=1e-8)
+
+
+# ----------------------------------------------------------------------------------------
+# The classic releases: ml-100k (u.data, u.item) and ml-1m / ml-10m (ratings.dat, movies.dat)
+# ----------------------------------------------------------------------------------------
+
+# (user, movie, stars): written in each release's own layout by the tests below and
+# compared with what the loader returns (the reference is this list itself)
+CLASSIC = [(1, 10, 5.0), (1, 20, 3.0), (2, 10, 4.0), (2, 30, 1.0), (3, 20, 2.0), (3, 30, 4.0), (3, 10, 3.0)]
+TITLES = {10: "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)", 20: "Star Wars: Episode IV (1977)",
+          30: "City of Lost Children, The (Cité des enfants perdus, La) (1995)"}
+
+
+def _write_classic(d, fmt, ratings=None, movies=None, half=False):
+    """A release directory in ``fmt``: "100k" (u.data tab-separated, u.item '|' latin-1),
+    "1m" (ratings.dat '::', movies.dat latin-1) or "10m" (the same, movies.dat UTF-8)."""
+    d.mkdir()
+    rows = [(u, m, r + (0.5 if half and r < 5 else 0.0)) for u, m, r in CLASSIC]
+    if fmt == "100k":
+        body = "".join(f"{u}\t{m}\t{int(r)}\t88125{i}\n" for i, (u, m, r) in enumerate(rows))
+        items = "".join(f"{m}|{t}|01-Jan-1995||http://x|0|1|0\n" for m, t in TITLES.items())
+        (d / "u.data").write_text(body if ratings is None else ratings, encoding="ascii")
+        (d / "u.item").write_bytes((items if movies is None else movies).encode("latin-1"))
+    else:
+        body = "".join(f"{u}::{m}::{r:g}::97830{i}\n" for i, (u, m, r) in enumerate(rows))
+        items = "".join(f"{m}::{t}::Comedy|Drama\n" for m, t in TITLES.items())
+        (d / "ratings.dat").write_text(body if ratings is None else ratings, encoding="ascii")
+        enc = "latin-1" if fmt == "1m" else "utf-8"
+        (d / "movies.dat").write_bytes((items if movies is None else movies).encode(enc))
+    return d
+
+
+@pytest.mark.parametrize("fmt, half", [("100k", False), ("1m", False), ("10m", True)])
+def test_classic_releases_load(tmp_path, fmt, half):
+    d = _write_classic(tmp_path / f"ml-{fmt}", fmt, half=half)
+    assert ml.detect_format(d) == ("100k" if fmt == "100k" else "dat")
+    data = load_movielens(d, min_ratings=1)
+    assert data.format == ml.detect_format(d)
+    expected = sorted((u, m, r + (0.5 if half and r < 5 else 0.0)) for u, m, r in CLASSIC)
+    got = list(data.ratings[["userId", "movieId", "rating"]].itertuples(index=False, name=None))
+    assert [(int(u), int(m), float(r)) for u, m, r in got] == expected
+    assert data.ratings["rating"].dtype == np.float64
+    # titles decoded in the release's own encoding (accents intact, ':' in titles kept)
+    assert dict(zip(data.movies["movieId"], data.movies["title"])) == TITLES
+    # the games are built from it as from the CSV releases
+    slate = ml.build_slate(data, slate_size=2, variant="observed")
+    assert slate.num_movies == 2
+
+
+def test_classic_and_csv_give_the_same_data(tmp_path):
+    """One set of ratings in all three layouts loads to equal frames."""
+    import pandas as pd
+
+    d = tmp_path / "csv"
+    d.mkdir()
+    pd.DataFrame(CLASSIC, columns=["userId", "movieId", "rating"]).assign(timestamp=9).to_csv(d / "ratings.csv", index=False)
+    pd.DataFrame({"movieId": list(TITLES), "title": list(TITLES.values())}).to_csv(d / "movies.csv", index=False)
+    ref = load_movielens(d, min_ratings=1)
+    for fmt in ("100k", "1m"):
+        other = load_movielens(_write_classic(tmp_path / fmt, fmt), min_ratings=1)
+        pd.testing.assert_frame_equal(other.ratings, ref.ratings)
+        pd.testing.assert_frame_equal(other.movies.sort_values("movieId").reset_index(drop=True),
+                                      ref.movies.sort_values("movieId").reset_index(drop=True))
+
+
+@pytest.mark.parametrize(
+    "fmt, ratings, movies, fragment",
+    [
+        ("100k", "1\t10\t5\t9\n1\t20\t3\n", None, "u.data, line 2: malformed row: 3 tab-separated field(s), expected 4"),
+        ("100k", "1\t10\t5\t9\n1\t20\tx\t9\n", None, "u.data, line 2: malformed row: field 'rating' has 'x', not a number"),
+        ("100k", "1\t10\t5\t9\n\n1\t20\t3\t9\n", None, "u.data, line 2: malformed row: empty line"),
+        ("100k", "1\t10\t5\t9\n1\t20\t7\t9\n", None, "u.data, line 2: malformed row: rating 7 outside the scale [0.5, 5]"),
+        ("100k", "1\t10\t5\t9\n1\t10\t3\t9\n", None, "u.data, line 2: a second rating of movie 10 by person 1 (the first is on line 1)"),
+        ("100k", "", None, "u.data: empty file"),
+        ("100k", None, "10|A (1995)|x\nten|B (1996)|y\n", "u.item, line 2: malformed row: field 'movieId' has 'ten', not an integer"),
+        ("100k", None, "10|A (1995)\n10|B (1996)\n", "u.item, line 2: movieId 10 repeats line 1"),
+        ("1m", "1::10::5::9\n1::20::3::9::4\n", None, "ratings.dat, line 2: malformed row: 5 '::'-separated field(s), expected 4"),
+        ("1m", "1::10::5::9\n1:20::3::9\n", None, "ratings.dat, line 2: malformed row: 3 '::'-separated field(s), expected 4"),
+        ("1m", "1::10::5::9\n1::2.5::3::9\n", None, "ratings.dat, line 2: malformed row: field 'movieId' has '2.5', not an integer"),
+        ("1m", "1::10::5::9\n2::10::::9\n", None, "ratings.dat, line 2: malformed row: field 'rating' has no value"),
+        ("1m", None, "10::A (1995)::Drama\n20 B (1996) Drama\n", "movies.dat, line 2: malformed row: expected movieId::title::genres"),
+    ],
+)
+def test_classic_loader_errors(tmp_path, fmt, ratings, movies, fragment):
+    d = _write_classic(tmp_path / "release", fmt, ratings=ratings, movies=movies)
+    with pytest.raises(MovieLensError) as err:
+        load_movielens(d, min_ratings=1)
+    msg = str(err.value)
+    assert fragment in msg and str(d) in msg and "\n" not in msg
+
+
+def test_unknown_release_directory(tmp_path):
+    d = tmp_path / "nothing"
+    d.mkdir()
+    (d / "README.txt").write_text("x")
+    with pytest.raises(MovieLensError, match=r"not a MovieLens release: no ratings.csv .* u.data \(ml-100k\); the directory holds README.txt"):
+        load_movielens(d)
+    d2 = tmp_path / "half"
+    d2.mkdir()
+    (d2 / "ratings.dat").write_text("1::10::5::9\n")
+    with pytest.raises(MovieLensError, match=r"movies.dat: no such file"):
+        load_movielens(d2, min_ratings=1)
+
+
+def test_movielens_command_reads_a_classic_release(tmp_path, capsys):
+    """The command's data errors name the classic file and line too (one line, exit 2)."""
+    d = _write_classic(tmp_path / "ml-1m", "1m", ratings="1::10::5::9\n1::x::3::9\n")
+    out = tmp_path / "out"
+    code = main(["movielens", "--data", str(d), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert f"{d / 'ratings.dat'}, line 2: malformed row: field 'movieId' has 'x'" in err[0]
+
+
+def test_sweep_family_reads_a_classic_release(tmp_path):
+    """The sweep's movielens family takes a classic release directory too: the config
+    is validated against it (data loaded, slate built) and its games are the slate's."""
+    import tomllib
+
+    from alignjax import sweep
+
+    d = _write_classic(tmp_path / "ml-100k", "100k")
+    text = f"""
+instances = 2
+[[study]]
+game = "persuasion"
+family = "movielens"
+K = 1
+Y = 2
+A = 2
+family_params = {{ data = "{d}", min_ratings = 1 }}
+"""
+    cfg = sweep.validate_config(tomllib.loads(text), "cfg")
+    games = ml.sweep_games(dict(data=str(d), min_ratings=1), np.arange(2), 1, 2, 2, 0, np.float64)
+    # users 1 and 3 rated both of the two most-rated movies (10 and 20): one is the user,
+    # the other the agent; watching is worth her normalized rating n = (r - 0.5) / 4.5
+    # less its mean over the (uniform) slate, skipping nothing (utilities() docstring)
+    u = np.asarray(games.user_utility)
+    watch = {tuple(np.round(row[1], 6)) for row in u}
+    expected = set()
+    for stars in ([5.0, 3.0], [3.0, 2.0]):
+        n = (np.array(stars) - 0.5) / 4.5
+        expected.add(tuple(np.round(n - n.mean(), 6)))
+    assert watch <= expected and np.all(u[:, 0] == 0) and len(cfg["study"]) == 1
+    bad = text.replace(str(d), str(tmp_path))
+    with pytest.raises(sweep.SweepConfigError, match="not a MovieLens release"):
+        sweep.validate_config(tomllib.loads(bad), "cfg")

@@ -116,3 +116,25 @@ def test_benchmark_values_closed_form():
     # full revelation achieves the full-information value; a constant scheme the no-information value
     full = response.best_response(prior, jnp.eye(2), u, tie_break="first")
     np.testing.assert_allclose(response.scheme_values(prior, jnp.eye(2), full, u), 1.0)
+
+
+def test_normalized_value_when_information_is_worthless():
+    """FI = NI up to round-off (the user's best action is the same in every state) is
+    worthless information: the normalized value is 1, not a ratio of rounding errors.
+    The sums below are the same products added in two orders."""
+    rng = np.random.default_rng(7)
+    prior = rng.dirichlet(np.ones(5))
+    u = np.vstack([rng.uniform(1, 2, 5), rng.uniform(0, 0.5, 5)])  # action 0 best in every state
+    fi = float(np.sum(prior * u.max(axis=0)))
+    ni = float(np.sum((prior * u)[0][::-1]))  # the same sum, summed backwards
+    # rounding may or may not separate them; either way the value is 1
+    for v in (fi, ni, (fi + ni) / 2):
+        assert float(response.normalized_value(v, fi, ni)) == 1.0
+        assert float(response.normalized_value(v, fi + 3e-16, fi)) == 1.0
+    # a real spread is divided as before, in float64 and float32
+    np.testing.assert_allclose(response.normalized_value(0.25, 1.0, 0.0), 0.25, rtol=1e-15)
+    np.testing.assert_allclose(response.normalized_value(0.5, 0.5 + 1e-9, 0.5 - 1e-9), 0.5, rtol=1e-6)
+    f32 = response.normalized_value(np.float32(0.3), np.float32(0.4), np.float32(0.2))
+    np.testing.assert_allclose(f32, 0.5, rtol=1e-5)
+    np.testing.assert_allclose(response.normalized_value(np.array([0.0, 1.0]), np.array([1.0, 1.0]),
+                                                         np.array([0.0, 1.0])), [0.0, 1.0])

@@ -121,6 +121,12 @@ def test_outputs(reference):
     assert run["versions"]["jax"]
     plots = list((Path(reference) / "plots").glob("*.png"))
     assert plots and all(p.stat().st_size > 1000 for p in plots)
+    # the report the sweep builds at its end: every figure in PNG and a vector format
+    assert sorted(run["plots"]) == sorted(p.relative_to(reference).as_posix() for p in (Path(reference) / "plots").iterdir())
+    for png in plots:
+        assert png.with_suffix(".svg").exists() and png.with_suffix(".pdf").exists()
+    page = (Path(reference) / "report.html").read_text(encoding="utf-8")
+    assert run["report"] == "report.html" and "complete run: 40 games in 4 cells" in page
 
 
 def test_resume_and_determinism(reference, config_path, tmp_path):
@@ -157,6 +163,13 @@ def test_killed_run_loses_at_most_the_chunk_in_flight(config_path, reference, tm
         assert len(pd.read_parquet(path)) == 10
     # the killed run's lock file still names it: a stale lock, which must not block the resume
     assert json.loads((out / ".alignjax.lock").read_text())["pid"] == proc.pid
+    # the report of the interrupted run: built from the finished chunks, and says so
+    proc = _cli("report", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    games = 10 * len(written)
+    assert f"partial run, {games} games" in proc.stdout or games == 40
+    if games < 40:
+        assert f"partial run: {games} of 40 games" in (out / "report.html").read_text(encoding="utf-8")
     proc = _cli("sweep", config_path, "--out", out, "--quiet")
     assert proc.returncode == 0, proc.stderr
     a, cols = _numbers(reference)
@@ -256,6 +269,14 @@ def test_default_config_is_valid_and_small():
     assert {"selection", "simultaneous"} <= games
     assert {c.family for c in cells} >= {"hull", "random"}
     assert len(cells) * cfg["instances"] <= 1000
+    # the paper's story: both games across K, in the hull at several eps and outside it
+    for game in ("selection", "simultaneous"):
+        mine = [c for c in cells if c.game == game]
+        assert len({c.K for c in mine}) >= 2 and min(c.K for c in mine) == 2
+        assert len({dict(c.family_params)["eps"] for c in mine if c.family == "hull"}) >= 3
+        assert any(c.family == "random" for c in mine)
+    assert max(c.K for c in cells if c.game == "selection") >= 5
+    assert cfg["instances"] >= 30  # 95% intervals of a useful width
 
 
 def test_memory_estimate_bounds_the_batch_and_refuses_impossible_sizes(config_path):

@@ -10,10 +10,18 @@ which are not shipped with alignjax: :func:`load_movielens` reads a directory th
 user downloaded from https://grouplens.org/datasets/movielens/ (README, "Real data:
 MovieLens", for the licence).
 
-Format read (``ml-latest-small``, ``ml-latest``, ``ml-20m``, ``ml-25m``, ``ml-32m``
-share it): ``ratings.csv`` with a header and columns ``userId,movieId,rating,timestamp``
-(``timestamp`` optional), half-star ratings on ``[0.5, 5]``; ``movies.csv`` with
-``movieId,title,genres`` (``genres`` optional).
+Formats read (:func:`detect_format` tells them apart by the files present):
+
+* the CSV releases (``ml-latest-small``, ``ml-latest``, ``ml-20m``, ``ml-25m``,
+  ``ml-32m``): ``ratings.csv`` with a header and columns
+  ``userId,movieId,rating,timestamp`` (``timestamp`` optional), half-star ratings on
+  ``[0.5, 5]``; ``movies.csv`` with ``movieId,title,genres`` (``genres`` optional);
+  UTF-8;
+* ``ml-1m`` and ``ml-10m``: ``ratings.dat`` (``user::movie::rating::timestamp``, no
+  header; whole stars 1-5 in ml-1m, half stars in ml-10m) and ``movies.dat``
+  (``movie::title::genres``; latin-1 in ml-1m, UTF-8 in ml-10m);
+* ``ml-100k``: ``u.data`` (tab-separated ``user item rating timestamp``, no header,
+  whole stars) and ``u.item`` (``|``-separated, latin-1, ``id|title|release date|...``).
 
 Games (one user, one slate of movies; :func:`utilities` gives the formulas):
 
@@ -47,8 +55,8 @@ Experiments (run by ``alignjax movielens``; :func:`run_movielens`):
 Errors: a missing directory or file, a missing column, a malformed row (wrong number
 of fields, a non-numeric or empty value, a rating outside the scale, a repeated
 rating) raise :class:`MovieLensError` naming the file and the line (``line`` counts
-physical lines, the header being line 1). Ratings of movies absent from
-``movies.csv`` are dropped and people with fewer than ``min_ratings`` ratings are
+physical lines, the header of a CSV file being line 1). Ratings of movies absent from
+the movies file are dropped and people with fewer than ``min_ratings`` ratings are
 skipped; both are counted in the log (logger ``alignjax.data.movielens``) and in
 :attr:`MovieLens.notes`.
 
@@ -81,6 +89,8 @@ __all__ = [
     "MovieLensError",
     "MovieLens",
     "load_movielens",
+    "detect_format",
+    "RELEASE_FORMATS",
     "ALSModel",
     "MFReport",
     "fit_als",
@@ -138,6 +148,8 @@ class MovieLens:
         skipped_people: people dropped for having fewer than ``min_ratings`` ratings.
         dropped_ratings: ratings dropped because their movie is not in ``movies.csv``.
         notes: human-readable lines on what was skipped or dropped.
+        format: the files read: ``"csv"`` (ratings.csv, movies.csv), ``"dat"``
+            (ratings.dat, movies.dat: ml-1m, ml-10m) or ``"100k"`` (u.data, u.item).
     """
 
     path: str
@@ -148,6 +160,7 @@ class MovieLens:
     skipped_people: int
     dropped_ratings: int
     notes: tuple[str, ...]
+    format: str = "csv"
 
     @property
     def num_people(self) -> int:
@@ -201,14 +214,20 @@ def _first_bad_value(path: str, integers: Sequence[str], floats: Sequence[str], 
     raise MovieLensError(f"{path}, line {i + 2}: malformed row: column '{col}' has {what}") from None
 
 
-def _read_table(path: str, required: Sequence[str], integers: Sequence[str], floats: Sequence[str]):
-    """Read one CSV file of a release with clear errors (file, line, column)."""
-    import pandas as pd
-
+def _check_file(path: str) -> None:
     if not os.path.exists(path):
         raise MovieLensError(f"{path}: no such file")
     if not os.path.isfile(path):
         raise MovieLensError(f"{path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise MovieLensError(f"{path}: permission denied")
+
+
+def _read_table(path: str, required: Sequence[str], integers: Sequence[str], floats: Sequence[str]):
+    """Read one CSV file of a release with clear errors (file, line, column)."""
+    import pandas as pd
+
+    _check_file(path)
     try:
         header = pd.read_csv(path, nrows=0, encoding="utf-8")
     except pd.errors.EmptyDataError:
@@ -258,6 +277,147 @@ def _read_table(path: str, required: Sequence[str], integers: Sequence[str], flo
     return df
 
 
+# The releases a directory may hold: format name -> (ratings file, movies file, releases).
+RELEASE_FORMATS = {
+    "csv": ("ratings.csv", "movies.csv", "ml-latest-small, ml-latest, ml-20m, ml-25m, ml-32m"),
+    "dat": ("ratings.dat", "movies.dat", "ml-1m, ml-10m"),
+    "100k": ("u.data", "u.item", "ml-100k"),
+}
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """The format of a MovieLens release directory, from the files it holds: ``"csv"``
+    (``ratings.csv`` or ``movies.csv``), ``"dat"`` (``ratings.dat`` or ``movies.dat``,
+    ml-1m and ml-10m) or ``"100k"`` (``u.data`` or ``u.item``, ml-100k), tried in that
+    order (the other file of the pair missing is then reported by the loader).
+
+    Raises:
+        MovieLensError: a directory with none of these ratings files (the message lists
+            what was looked for and what the directory holds).
+    """
+    path = os.fspath(path)
+    for name, (ratings, movies, _) in RELEASE_FORMATS.items():
+        if any(os.path.exists(os.path.join(path, f)) for f in (ratings, movies)):
+            return name
+    try:
+        held = sorted(os.listdir(path))
+    except OSError:
+        held = []
+    shown = ", ".join(held[:8]) + (", ..." if len(held) > 8 else "") if held else "nothing"
+    raise MovieLensError(
+        f"{path}: not a MovieLens release: no ratings.csv (ml-latest-small, ml-25m, ml-32m), ratings.dat "
+        f"(ml-1m, ml-10m) or u.data (ml-100k); the directory holds {shown}"
+    )
+
+
+def _decode_lines(path: str, encodings: Sequence[str]) -> tuple[list[str], str]:
+    """The file's lines decoded with the first of ``encodings`` that reads it whole."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    for enc in encodings:
+        try:
+            text = raw.decode(enc)
+            break
+        except UnicodeDecodeError as err:
+            last = err
+    else:  # pragma: no cover - latin-1 decodes any bytes
+        line = raw[: last.start].count(b"\n") + 1
+        raise MovieLensError(f"{path}, line {line}: not {' or '.join(encodings)} text")
+    return text.splitlines(), enc
+
+
+def _scan_classic(path: str, sep: str, names: Sequence[str], integers: Sequence[str], encoding: str):
+    """Find and report the first malformed line of a header-less ratings file (the slow
+    path, taken only when the fast reader stumbled)."""
+    lines, _ = _decode_lines(path, (encoding, "latin-1"))
+    shown = {"\t": "tab", "::": "'::'", "|": "'|'"}.get(sep, repr(sep))
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise MovieLensError(f"{path}, line {i}: malformed row: empty line")
+        fields = line.split(sep)
+        if len(fields) != len(names):
+            raise MovieLensError(
+                f"{path}, line {i}: malformed row: {len(fields)} {shown}-separated field(s), expected "
+                f"{len(names)} ({', '.join(names)})"
+            )
+        for col, value in zip(names, fields):
+            kind = "an integer" if col in integers else "a number"
+            try:
+                int(value) if col in integers else float(value)
+            except ValueError:
+                what = "no value" if value.strip() == "" else f"{value!r}, not {kind}"
+                raise MovieLensError(f"{path}, line {i}: malformed row: field '{col}' has {what}") from None
+    raise MovieLensError(f"{path}: could not parse the file")  # pragma: no cover
+
+
+def _read_classic_ratings(path: str, sep: str):
+    """Read a header-less ratings file, ``user item rating timestamp`` per line
+    (ml-100k's ``u.data``, tab-separated; ml-1m's and ml-10m's ``ratings.dat``,
+    ``::``-separated), as the CSV releases' columns."""
+    import pandas as pd
+
+    _check_file(path)
+    names = ("userId", "movieId", "rating", "timestamp")
+    integers = ("userId", "movieId", "timestamp")
+    if os.path.getsize(path) == 0:
+        raise MovieLensError(f"{path}: empty file; expected lines of {', '.join(names)}")
+    # '::' is read by the fast C parser as ':' with an empty field between the values
+    # (the fields are numbers, so no value holds a ':')
+    width = 2 * len(names) - 1 if sep == "::" else len(names)
+    cols = list(range(width))
+    keep = cols[::2] if sep == "::" else cols
+    dtypes = {c: ("float64" if names[k] == "rating" else "int64") for k, c in enumerate(keep)}
+    try:
+        df = pd.read_csv(
+            path, sep=":" if sep == "::" else sep, header=None, names=cols, dtype=dtypes, engine="c",
+            keep_default_na=False, na_values=[""], skip_blank_lines=False, encoding="latin-1",
+        )
+        between = [c for c in cols if c not in keep]
+        if df[keep].isna().to_numpy().any() or (between and df[between].notna().to_numpy().any()):
+            raise ValueError("a missing or extra field")
+    except (pd.errors.ParserError, ValueError, OverflowError, TypeError):
+        _scan_classic(path, sep, names, integers, "utf-8")
+        raise  # pragma: no cover - _scan_classic raises
+    df = df[keep]
+    df.columns = list(names)
+    return df
+
+
+def _read_classic_movies(path: str, fmt: str):
+    """Read ml-100k's ``u.item`` (``id|title|release date|...``, latin-1) or ml-1m's and
+    ml-10m's ``movies.dat`` (``id::title::genres``; latin-1 in ml-1m, UTF-8 in ml-10m):
+    UTF-8 is tried first, then latin-1."""
+    import pandas as pd
+
+    _check_file(path)
+    if os.path.getsize(path) == 0:
+        raise MovieLensError(f"{path}: empty file; expected lines of movieId, title, ...")
+    lines, _ = _decode_lines(path, ("utf-8", "latin-1"))
+    ids, titles = [], []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            if i == len(lines):
+                break
+            raise MovieLensError(f"{path}, line {i}: malformed row: empty line")
+        if fmt == "100k":
+            fields = line.split("|")
+            if len(fields) < 2:
+                raise MovieLensError(f"{path}, line {i}: malformed row: expected '|'-separated movie id and title")
+            movie, title = fields[0], fields[1]
+        else:
+            movie, _, rest = line.partition("::")
+            title, found, _ = rest.rpartition("::")
+            if not found:  # movies.dat: id::title::genres (a title may hold '::')
+                raise MovieLensError(f"{path}, line {i}: malformed row: expected movieId::title::genres")
+        try:
+            ids.append(int(movie))
+        except ValueError:
+            what = "no value" if movie.strip() == "" else f"{movie!r}, not an integer"
+            raise MovieLensError(f"{path}, line {i}: malformed row: field 'movieId' has {what}") from None
+        titles.append(title)
+    return pd.DataFrame({"movieId": np.asarray(ids, np.int64), "title": titles})
+
+
 def _check_scale(rating_scale) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in rating_scale)
@@ -279,27 +439,36 @@ def _check_int(name: str, value, minimum: int) -> int:
 def load_movielens(
     path: str | os.PathLike, *, min_ratings: int = 20, rating_scale=RATING_SCALE
 ) -> MovieLens:
-    """Read a MovieLens release directory (``ratings.csv`` and ``movies.csv``).
+    """Read a MovieLens release directory, its format detected from the files it holds
+    (:func:`detect_format`):
+
+    * ``ratings.csv`` and ``movies.csv`` (ml-latest-small, ml-latest, ml-20m, ml-25m,
+      ml-32m): comma-separated with a header, UTF-8;
+    * ``ratings.dat`` and ``movies.dat`` (ml-1m, ml-10m): ``::``-separated, no header,
+      ``user::movie::rating::timestamp`` and ``movie::title::genres``; ``movies.dat`` is
+      latin-1 in ml-1m and UTF-8 in ml-10m (UTF-8 is tried first, then latin-1);
+    * ``u.data`` and ``u.item`` (ml-100k): ``u.data`` tab-separated, no header, ``user
+      item rating timestamp``; ``u.item`` ``|``-separated, latin-1, ``id|title|...``.
 
     Args:
-        path: the release directory, e.g. ``ml-latest-small`` as unpacked from
-            https://grouplens.org/datasets/movielens/.
-        min_ratings: people with fewer ratings (of movies in ``movies.csv``) are
+        path: the release directory, e.g. ``ml-latest-small`` or ``ml-1m`` as unpacked
+            from https://grouplens.org/datasets/movielens/.
+        min_ratings: people with fewer ratings (of movies in the movies file) are
             skipped; the count is logged and kept in ``notes``.
-        rating_scale: ``(lowest, highest)`` star rating; ratings outside it are errors.
+        rating_scale: ``(lowest, highest)`` star rating; ratings outside it are errors
+            (the default, half stars from 0.5 to 5, holds every release's ratings).
 
     Returns:
-        A :class:`MovieLens`.
+        A :class:`MovieLens` (its ``format`` says which of the three was read).
 
     Raises:
-        MovieLensError: a missing or non-directory ``path``, a missing or unreadable
-            file, a missing column, a malformed row (the message names the file and
-            line), a repeated movieId in ``movies.csv`` or a repeated (userId,
-            movieId) rating, a rating outside ``rating_scale``, or no person left.
+        MovieLensError: a missing or non-directory ``path``, a directory with no
+            ratings file of a known format, a missing or unreadable file, a missing
+            column, a malformed row (the message names the file and line), a repeated
+            movie id or a repeated (person, movie) rating, a rating outside
+            ``rating_scale``, or no person left.
         ValueError: ``min_ratings < 1`` or an invalid ``rating_scale``.
     """
-    import pandas as pd
-
     path = os.fspath(path)
     min_ratings = _check_int("min_ratings", min_ratings, 1)
     lo, hi = _check_scale(rating_scale)
@@ -309,23 +478,33 @@ def load_movielens(
             "from https://grouplens.org/datasets/movielens/ and unpack it)"
         )
     if not os.path.isdir(path):
-        raise MovieLensError(f"{path}: not a directory; expected a MovieLens release with ratings.csv and movies.csv")
-    rpath = os.path.join(path, "ratings.csv")
-    mpath = os.path.join(path, "movies.csv")
-    ratings = _read_table(rpath, ("userId", "movieId", "rating"), ("userId", "movieId", "timestamp"), ("rating",))
-    movies = _read_table(mpath, ("movieId", "title"), ("movieId",), ())
+        raise MovieLensError(f"{path}: not a directory; expected a MovieLens release directory (e.g. ml-latest-small, ml-1m)")
+    fmt = detect_format(path)
+    rname, mname, _ = RELEASE_FORMATS[fmt]
+    rpath = os.path.join(path, rname)
+    mpath = os.path.join(path, mname)
+    if fmt == "csv":
+        ratings = _read_table(rpath, ("userId", "movieId", "rating"), ("userId", "movieId", "timestamp"), ("rating",))
+        movies = _read_table(mpath, ("movieId", "title"), ("movieId",), ())
+        first = 2  # the file line of the first row (after the header)
+    else:
+        ratings = _read_classic_ratings(rpath, "\t" if fmt == "100k" else "::")
+        movies = _read_classic_movies(mpath, fmt)
+        first = 1
 
     r = ratings["rating"].to_numpy()
     bad = ~np.isfinite(r) | (r < lo) | (r > hi)
     if bad.any():
         i = int(np.argmax(bad))
-        raise MovieLensError(f"{rpath}, line {i + 2}: malformed row: rating {r[i]:g} outside the scale [{lo:g}, {hi:g}]")
+        raise MovieLensError(
+            f"{rpath}, line {i + first}: malformed row: rating {r[i]:g} outside the scale [{lo:g}, {hi:g}]"
+        )
     dup = movies["movieId"].duplicated().to_numpy()
     if dup.any():
         i = int(np.argmax(dup))
         m = int(movies["movieId"].iloc[i])
         j = int(np.argmax(movies["movieId"].to_numpy() == m))
-        raise MovieLensError(f"{mpath}, line {i + 2}: movieId {m} repeats line {j + 2}")
+        raise MovieLensError(f"{mpath}, line {i + first}: movieId {m} repeats line {j + first}")
     dup = ratings.duplicated(["userId", "movieId"]).to_numpy()
     if dup.any():
         i = int(np.argmax(dup))
@@ -333,7 +512,7 @@ def load_movielens(
         same = (ratings["userId"].to_numpy() == u) & (ratings["movieId"].to_numpy() == m)
         j = int(np.argmax(same))
         raise MovieLensError(
-            f"{rpath}, line {i + 2}: a second rating of movie {m} by person {u} (the first is on line {j + 2})"
+            f"{rpath}, line {i + first}: a second rating of movie {m} by person {u} (the first is on line {j + first})"
         )
 
     notes = []
@@ -342,8 +521,8 @@ def load_movielens(
     if dropped:
         i = int(np.argmax(~known))
         msg = (
-            f"{rpath}: {dropped} rating(s) of movies absent from movies.csv dropped (first on line "
-            f"{i + 2}: movieId {int(ratings['movieId'].iloc[i])})"
+            f"{rpath}: {dropped} rating(s) of movies absent from {mname} dropped (first on line "
+            f"{i + first}: movieId {int(ratings['movieId'].iloc[i])})"
         )
         log.warning(msg)
         notes.append(msg)
@@ -359,8 +538,9 @@ def load_movielens(
         notes.append(msg)
         ratings = ratings.loc[~ratings["userId"].isin(few.index)]
     if len(ratings) == 0:
-        raise MovieLensError(f"{path}: no person has at least {min_ratings} ratings of movies in movies.csv")
+        raise MovieLensError(f"{path}: no person has at least {min_ratings} ratings of movies in {mname}")
     ratings = ratings.sort_values(["userId", "movieId"], kind="stable").reset_index(drop=True)
+    ratings["rating"] = ratings["rating"].astype("float64")
     movies = movies[["movieId", "title"]].reset_index(drop=True)
     movies["title"] = movies["title"].astype(str)
     return MovieLens(
@@ -372,6 +552,7 @@ def load_movielens(
         skipped_people=int(len(few)),
         dropped_ratings=dropped,
         notes=tuple(notes),
+        format=fmt,
     )
 
 
@@ -963,7 +1144,7 @@ def _family_params(params: dict) -> dict:
 
 def _file_stamp(path: str) -> tuple:
     out = []
-    for name in ("ratings.csv", "movies.csv"):
+    for name in (n for files in RELEASE_FORMATS.values() for n in files[:2]):
         try:
             st = os.stat(os.path.join(path, name))
             out.append((st.st_size, st.st_mtime_ns))
@@ -1055,12 +1236,17 @@ def _sweep_params(params: dict, num_states: int, num_actions: int) -> tuple[str,
     if not isinstance(data, str) or not data:
         raise ValueError(
             "family_params.data: required: the path of a MovieLens release directory "
-            "(ratings.csv, movies.csv; download from https://grouplens.org/datasets/movielens/)"
+            "(ratings.csv and movies.csv, ratings.dat and movies.dat, or u.data and u.item; download from "
+            "https://grouplens.org/datasets/movielens/)"
         )
     path = os.path.realpath(os.path.expanduser(data))
     if not os.path.isdir(path):
         raise ValueError(f"family_params.data: no such directory: {data}")
-    for name in ("ratings.csv", "movies.csv"):
+    try:
+        fmt = detect_format(path)
+    except MovieLensError as err:
+        raise ValueError(f"family_params.data: {err}") from None
+    for name in RELEASE_FORMATS[fmt][:2]:
         if not os.path.isfile(os.path.join(path, name)):
             raise ValueError(f"family_params.data: {os.path.join(data, name)}: no such file")
     for key, allowed in (("actions", _ACTIONS), ("prior", _PRIORS), ("variant", _VARIANTS)):
