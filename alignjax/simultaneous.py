@@ -222,6 +222,11 @@ class SimultaneousSolver(eqx.Module):
         return make_optimizer(self)
 
 
+def _starts_of(solver) -> tuple:
+    """``solver.starts`` as a tuple (a single name may be given as a string)."""
+    return (solver.starts,) if isinstance(solver.starts, str) else tuple(solver.starts)
+
+
 def _check_search_options(solver, extra_counts=()) -> None:
     """The annealed search's options (shared with the conversation solver): counts
     >= 1 and ``0 < temperature_end <= temperature_start``; errors name the class."""
@@ -1331,9 +1336,9 @@ def _seeded_profiles(game, solver, num_signals, dtype):
     num_agents, num_states, num_actions = game.num_agents, game.num_states, game.num_actions
     shape = (num_agents, num_states, num_signals)
     searched, as_is = [], []
-    if "pooling" in solver.starts:
+    if "pooling" in _starts_of(solver):
         searched.append(jnp.broadcast_to(jax.nn.one_hot(jnp.zeros(num_states, int), num_signals, dtype=dtype), shape))
-    if "monopoly" in solver.starts and num_signals >= num_actions:
+    if "monopoly" in _starts_of(solver) and num_signals >= num_actions:
         from alignjax.lp import solve_persuasion_lp
 
         mono = jax.vmap(
@@ -1342,7 +1347,7 @@ def _seeded_profiles(game, solver, num_signals, dtype):
         mono = jnp.clip(mono, 0.0, None)
         mono = mono / jnp.maximum(jnp.sum(mono, -1, keepdims=True), jnp.finfo(dtype).tiny)
         searched.append(jnp.pad(mono, ((0, 0), (0, 0), (0, num_signals - num_actions))).astype(dtype))
-    if "revelation" in solver.starts:
+    if "revelation" in _starts_of(solver):
         if num_signals >= num_actions:
             rec = jnp.broadcast_to(recommendation_scheme(game.user_utility, num_signals).astype(dtype), shape)
             searched.append(rec)
@@ -1461,7 +1466,7 @@ def solve(
     groups = []  # (solver, logits0 (n, ...), keys (n, ...), penalties (n, stages))
     for j, sub in enumerate(portfolio):
         groups.append((sub, starts[j], keys[j], jnp.broadcast_to(no_penalty, (solver.restarts, *temps.shape))))
-    if "worst" in solver.starts:
+    if "worst" in _starts_of(solver):
         # the agents' utilities penalised by the user's, the penalty annealed to 0
         agent_range = jnp.max(game.agent_utilities) - jnp.min(game.agent_utilities)
         weight = solver.worst_penalty * agent_range / jnp.where(user_range > 0, user_range, 1.0)

@@ -525,6 +525,8 @@ def validate_config(raw: dict, source: str = "config") -> dict:
         default_solver = gt.make_solver({})
         for key, value in solver.items():
             _check_solver_option(value, getattr(default_solver, key), f"{where}.solver.{key}")
+        # lists of names (dynamics, starts) become tuples: solver options are static, hashable
+        solver = {k: tuple(v) if isinstance(v, list) else v for k, v in solver.items()}
         try:
             gt.make_solver(solver)
         except (TypeError, ValueError) as err:
@@ -559,6 +561,9 @@ def _check_solver_option(value, default, where):
     elif isinstance(default, str):
         ok = isinstance(value, str)
         want = "a string"
+    elif isinstance(default, tuple) and all(isinstance(d, str) for d in default):
+        ok = isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))
+        want = "a string or a non-empty list of strings"
     elif default is None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
         want = "a finite number > 0"
