@@ -232,10 +232,11 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
         rest = off @ tx  # (A, Y) sum over the other actions, no subtraction
         TD = tx[:, None, :] * D  # (A, R, Y): the prior rows' coupling to obedience
         E = (TD * jnp.sqrt(inv_s)).reshape(AR, num_states)
-        cross = -(E @ E.T)  # right off the diagonal blocks
-        own = jnp.einsum("ary,ay,asy->ars", D, tx * rest * inv_s, D)  # (A, R, R)
-        own = jnp.einsum("ars,ab->arbs", own, jnp.eye(num_actions, dtype=dtype)).reshape(AR, AR)
-        S_GG = jnp.where(in_block, own, cross) + jnp.diag(tg.ravel())
+        F = (D * jnp.sqrt(tx * rest * inv_s)[:, None, :]).reshape(AR, num_states)
+        # Two (A R) x Y by Y x (A R) products (one GEMM each, fast on CPU, where a
+        # product batched over the A blocks with tiny R is not): -E E^T is right off the
+        # diagonal blocks, F F^T on them.
+        S_GG = jnp.where(in_block, F @ F.T, -(E @ E.T)) + jnp.diag(tg.ravel())
         # floor row: with g[a, y] = sum_{b != a} t_b (h_a - h_b), the coupling is
         # sum_y D[a, r, y] t_a g_a / s and the diagonal sum_y sum_a t_a q_a / (2 s),
         # q_a = sum_b t_b (h_a - h_b)^2 >= 0
