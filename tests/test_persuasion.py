@@ -124,6 +124,23 @@ def test_large_state_space_matches_highs(Y, A, with_floor):
     _check_against_highs(sol, prior, ref, floor)
 
 
+def test_sweep_memory_estimate_bounds_the_plan_at_large_y():
+    """The sweep's per-game estimate (alignjax.sweep._lp_bytes) bounds XLA's memory plan
+    of a batch of LPs at large Y (the order with the prior rows first), without being so
+    generous that chunks shrink for nothing (within 10x)."""
+    from alignjax.sweep import _lp_bytes
+
+    Y, A, chunk = 3000, 4, 4
+    f = jax.jit(jax.vmap(lambda p, v, u, fl: solve_persuasion_lp(p, v, u, fl)))
+    shapes = [jax.ShapeDtypeStruct(s, jnp.float64) for s in [(chunk, Y), (chunk, A, Y), (chunk, A, Y), (chunk,)]]
+    m = f.lower(*shapes).compile().memory_analysis()
+    plan = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / chunk
+    estimate = _lp_bytes(Y, A, 8)
+    assert plan <= estimate <= 10 * plan, (plan, estimate)
+    # the (Y + 1)-square Schur complement of the other order no longer enters
+    assert estimate < 8 * (Y + 1) ** 2
+
+
 def _revelation_highs(prior, V, rows):
     """The block revelation LP written out for HiGHS: (value, x)."""
     from scipy.optimize import linprog
