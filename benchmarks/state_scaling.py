@@ -10,8 +10,8 @@ prior, uniform utilities; ``tests/reference.py``), the way the sweep runs it; th
 shrinks as ``--batch * 1000 / Y`` above Y = 1000 so that each point takes seconds. The
 single-game figure is one game under ``jax.jit``. Compile time (first call minus the
 best later call) is reported apart. Memory is XLA's plan for the compiled batch
-program (arguments + outputs + temporaries, ``compiled.memory_analysis()``) divided by
-the games in flight at once (the chunk). HiGHS (``scipy.optimize.linprog(method=
+program, per game: arguments and outputs over the batch plus temporaries over the
+games in flight at once (the chunk; ``compiled.memory_analysis()``). HiGHS (``scipy.optimize.linprog(method=
 "highs")``, the LP built with sparse matrices) solves ``--highs-samples`` of the same
 games one at a time, while one game takes under ``--highs-limit`` seconds (a point is
 skipped when the last one, grown quadratically, would pass it). Both answers are
@@ -40,10 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 DEFAULT_STATES = "2,10,30,100,300,1000,3000,10000,30000,100000"
 
 
-def _plan_bytes(compiled) -> float:
+def _plan_bytes_per_game(compiled, batch: int, chunk: int) -> float:
+    """XLA's plan per game: the batch's arguments and outputs over the batch, plus the
+    temporaries (one chunk of games in flight) over the chunk."""
     try:
         m = compiled.memory_analysis()
-        return float(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+        return float((m.argument_size_in_bytes + m.output_size_in_bytes) / batch + m.temp_size_in_bytes / chunk)
     except Exception:  # noqa: BLE001 (not every backend reports a plan)
         return float("nan")
 
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 compiled = jax.jit(run).lower(*inputs).compile()
                 compile_s = time.perf_counter() - t0
-                mib = _plan_bytes(compiled) / chunk / 2**20
+                mib = _plan_bytes_per_game(compiled, batch, chunk) / 2**20
                 t0 = time.perf_counter()
                 sol = jax.block_until_ready(compiled(*inputs))
                 best = time.perf_counter() - t0
