@@ -11,7 +11,8 @@ shrinks as ``--batch * 1000 / Y`` above Y = 1000 so that each point takes second
 single-game figure is one game under ``jax.jit``. Compile time (first call minus the
 best later call) is reported apart. Memory is XLA's plan for the compiled batch
 program, per game: arguments and outputs over the batch plus temporaries over the
-games in flight at once (the chunk; ``compiled.memory_analysis()``). HiGHS (``scipy.optimize.linprog(method=
+games in flight at once (the chunk; ``compiled.memory_analysis()``). It is an upper
+bound: the temporaries include ``lax.map``'s stacked outputs of the whole batch. HiGHS (``scipy.optimize.linprog(method=
 "highs")``, the LP built with sparse matrices) solves ``--highs-samples`` of the same
 games one at a time, while one game takes under ``--highs-limit`` seconds (a point is
 skipped when the last one, grown quadratically, would pass it). Both answers are
