@@ -24,9 +24,13 @@ Method: Mehrotra's predictor-corrector primal-dual interior-point method
 (Wright, "Primal-Dual Interior-Point Methods", SIAM 1997, Chapter 10) on the
 standard form. The normal equations ``A Theta A^T`` are never formed densely:
 the obedience rows of action ``a`` touch only ``x[a, :]``, so that block is
-block-diagonal (A blocks of size A-1); it is eliminated first, leaving one dense
-(Y+1) x (Y+1) Schur complement for the prior rows and the floor. An iteration
-costs O(A^2 Y^2 + A^4 + Y^3) instead of O((A^2 + Y)^3).
+block-diagonal (A blocks of size A-1), and each ``x[a, y]`` lies in one prior row, so
+that block is diagonal. Either is eliminated first (:func:`prior_rows_first`, a static
+rule per shape): the obedience blocks, leaving a dense (Y+1) x (Y+1) Schur complement
+for the prior rows and the floor (O(A^2 Y^2 + A^4 + Y^3) per iteration), or, when Y
+exceeds A (A-1), the prior rows, leaving a dense (A(A-1)+1)-square one for the
+obedience rows and the floor (O(A^4 Y + A^6), linear in Y). Both replace
+O((A^2 + Y)^3); ``docs/lp.md`` gives the measured crossover.
 
 The same machinery solves the general revelation LP :func:`solve_revelation_lp`
 (S recommendations with R obedience rows each, block by block), of which the
