@@ -24,9 +24,13 @@ Method: Mehrotra's predictor-corrector primal-dual interior-point method
 (Wright, "Primal-Dual Interior-Point Methods", SIAM 1997, Chapter 10) on the
 standard form. The normal equations ``A Theta A^T`` are never formed densely:
 the obedience rows of action ``a`` touch only ``x[a, :]``, so that block is
-block-diagonal (A blocks of size A-1); it is eliminated first, leaving one dense
-(Y+1) x (Y+1) Schur complement for the prior rows and the floor. An iteration
-costs O(A^2 Y^2 + A^4 + Y^3) instead of O((A^2 + Y)^3).
+block-diagonal (A blocks of size A-1), and each ``x[a, y]`` lies in one prior row, so
+that block is diagonal. Either is eliminated first (:func:`prior_rows_first`, a static
+rule per shape): the obedience blocks, leaving a dense (Y+1) x (Y+1) Schur complement
+for the prior rows and the floor (O(A^2 Y^2 + A^4 + Y^3) per iteration), or, when Y
+exceeds A (A-1), the prior rows, leaving a dense (A(A-1)+1)-square one for the
+obedience rows and the floor (O(A^4 Y + A^6), linear in Y). Both replace
+O((A^2 + Y)^3); ``docs/lp.md`` gives the measured crossover.
 
 The same machinery solves the general revelation LP :func:`solve_revelation_lp`
 (S recommendations with R obedience rows each, block by block), of which the
@@ -62,6 +66,8 @@ __all__ = [
     "RevelationLPSolution",
     "solve_revelation_lp",
     "revelation_dual_bound",
+    "ELIMINATIONS",
+    "prior_rows_first",
 ]
 
 
@@ -148,12 +154,18 @@ class _Data(eqx.Module):
     f: Array  # () floor in the scaled units
 
 
-def _ipm(data: _Data, max_steps: int, tol: float):
+def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
     """Mehrotra predictor-corrector on the standard form ``min c.v, A v = b, v >= 0``.
 
     Primal ``v = [x (A*Y), obedience slacks (A*R), floor slack (1)]``, duals
     ``lam = [prior rows (Y), obedience rows (A*R), floor row (1)]`` and ``z >= 0``,
     all kept as flat vectors so that elementwise work fuses into few kernels.
+
+    ``prior_first`` (static) picks the elimination order of the normal equations
+    (:func:`_eliminate_prior_first`): the obedience blocks first and a dense
+    (Y+1) x (Y+1) Schur complement on the prior rows and the floor (``False``), or the
+    diagonal prior-row block first and a dense (A R + 1) x (A R + 1) Schur complement
+    on the obedience rows and the floor (``True``).
     """
     p, V, D, h, f = data.p, data.V, data.D, data.h, data.f
     num_actions, num_states = V.shape
@@ -180,7 +192,7 @@ def _ipm(data: _Data, max_steps: int, tol: float):
         ax = lE[None, :] + jnp.einsum("ary,ar->ay", D, lG) + lh * h
         return jnp.concatenate([ax.ravel(), -lG.ravel(), -lh[None]])
 
-    def factor(theta):
+    def factor_obedience_first(theta):
         tx, tg, th = split_primal(theta)
         # Obedience block: one (A-1) x (A-1) matrix per action, inverted outright so
         # that each of the solves per iteration is a few small products.
@@ -199,7 +211,7 @@ def _ipm(data: _Data, max_steps: int, tol: float):
         S = S + jnp.diag(reg * jnp.abs(jnp.diag(S)) + tiny)
         return Binv, C, W, _linalg.spd_inverse_scaled(S)
 
-    def normal_solve(fac, rhs):
+    def normal_solve_obedience_first(fac, rhs):
         Binv, C, W, Sinv = fac
         rE, rG, rh = split_dual(rhs)
         t = jnp.einsum("ars,as->ar", Binv, rG)
@@ -207,6 +219,57 @@ def _ipm(data: _Data, max_steps: int, tol: float):
         lam_R = Sinv @ (rR - jnp.einsum("ayr,ar->y", C, t))
         lG = t - jnp.einsum("ary,y->ar", W, lam_R)
         return jnp.concatenate([lam_R[:num_states], lG.ravel(), lam_R[num_states:]])
+
+    off = jnp.asarray(1.0 - np.eye(num_actions), dtype)  # sums over the other actions
+    in_block = jnp.asarray(np.kron(np.eye(num_actions), np.ones((R, R))) > 0)
+
+    def factor_prior_first(theta):
+        tx, tg, th = split_primal(theta)
+        # The prior rows' block is diagonal: s[y] = sum_a tx[a, y]. Its Schur complement
+        # on the obedience rows and the floor is sum_y Phi_y W_y Phi_y^T + diag(tg, th)
+        # with W_y = diag(t) - t t^T / s (t = tx[:, y]), whose entries are written
+        # without cancellation: off the diagonal -t_a t_b / s, on it
+        # t_a (sum_{b != a} t_b) / s. (Near the optimum one t_a per state is huge and
+        # the rest tiny; diag(t) - t t^T / s evaluated as written would lose them all.)
+        s = jnp.sum(tx, axis=0)
+        inv_s = jnp.where(s > 0, 1.0 / jnp.where(s > 0, s, 1.0), 0.0)
+        rest = off @ tx  # (A, Y) sum over the other actions, no subtraction
+        TD = tx[:, None, :] * D  # (A, R, Y): the prior rows' coupling to obedience
+        E = (TD * jnp.sqrt(inv_s)).reshape(AR, num_states)
+        F = (D * jnp.sqrt(tx * rest * inv_s)[:, None, :]).reshape(AR, num_states)
+        # Two (A R) x Y by Y x (A R) products (one GEMM each, fast on CPU, where a
+        # product batched over the A blocks with tiny R is not): -E E^T is right off the
+        # diagonal blocks, F F^T on them.
+        S_GG = jnp.where(in_block, F @ F.T, -(E @ E.T)) + jnp.diag(tg.ravel())
+        # floor row: with g[a, y] = sum_{b != a} t_b (h_a - h_b), the coupling is
+        # sum_y D[a, r, y] t_a g_a / s and the diagonal sum_y sum_a t_a q_a / (2 s),
+        # q_a = sum_b t_b (h_a - h_b)^2 >= 0
+        th_other = off @ (tx * h)
+        g = h * rest - th_other
+        q = h * h * rest - 2 * h * th_other + off @ (tx * h * h)
+        S_GH = jnp.einsum("ary,ay->ar", D, tx * g * inv_s).ravel()
+        S_HH = 0.5 * jnp.sum(inv_s * jnp.sum(tx * q, axis=0)) + th
+        S = jnp.concatenate(
+            [jnp.concatenate([S_GG, S_GH[:, None]], axis=1), jnp.concatenate([S_GH, S_HH[None]])[None, :]]
+        )
+        S = S + jnp.diag(reg * jnp.abs(jnp.diag(S)) + tiny)
+        return inv_s, TD, jnp.sum(tx * h, axis=0), _linalg.spd_inverse_scaled(S)
+
+    def normal_solve_prior_first(fac, rhs):
+        inv_s, TD, th_sum, Sinv = fac
+        rE, rG, rh = split_dual(rhs)
+        w = rE * inv_s
+        r_G = rG - jnp.einsum("ary,y->ar", TD, w)
+        r_H = rh - th_sum @ w
+        lam_R = Sinv @ jnp.concatenate([r_G.ravel(), r_H[None]])
+        lG = lam_R[:AR].reshape(num_actions, R)
+        lE = (rE - jnp.einsum("ary,ar->y", TD, lG) - th_sum * lam_R[AR]) * inv_s
+        return jnp.concatenate([lE, lam_R])
+
+    if prior_first:
+        factor, normal_solve = factor_prior_first, normal_solve_prior_first
+    else:
+        factor, normal_solve = factor_obedience_first, normal_solve_obedience_first
 
     def solve_refined(fac, theta, rhs):
         dlam = normal_solve(fac, rhs)
@@ -411,6 +474,7 @@ def solve_persuasion_lp(
     tol: float | None = None,
     method: str = "auto",
     max_pivots: int | None = None,
+    elimination: str = "auto",
 ) -> LPSolution:
     """Solve the persuasion LP (module docstring) for one game.
 
@@ -431,6 +495,10 @@ def solve_persuasion_lp(
             much precision near the optimum (``docs/lp.md``). Static.
         max_pivots: the simplex method's pivot cap (static); ``None`` means four
             times the number of constraints, ``4 (Y + A (A - 1) + 1)``.
+        elimination: the interior-point method's elimination order (static):
+            ``"obedience"`` (a dense (Y+1) x (Y+1) Schur complement, cubic in Y),
+            ``"prior"`` (a dense (A (A-1) + 1)-square one, linear in Y) or
+            ``"auto"``, the rule of :func:`prior_rows_first` (``docs/lp.md``).
 
     Returns:
         An :class:`LPSolution`. ``status`` is ``INFEASIBLE`` when the floor exceeds
@@ -439,23 +507,75 @@ def solve_persuasion_lp(
         interior-point iterations or simplex pivots.
 
     Raises:
-        ValueError: at trace time, for mismatched shapes or an unknown ``method``.
+        ValueError: at trace time, for mismatched shapes or an unknown ``method``
+            or ``elimination``.
     """
     # One compiled (and traced) body per shape, dtype, max_steps and tol: direct calls
     # compile once, and a caller that solves several LPs of one shape traces it once.
     return _solve_persuasion_lp_jit(
-        prior, objective, user_utility, floor, max_steps=max_steps, tol=tol, method=method, max_pivots=max_pivots
+        prior,
+        objective,
+        user_utility,
+        floor,
+        max_steps=max_steps,
+        tol=tol,
+        method=method,
+        max_pivots=max_pivots,
+        elimination=elimination,
     )
 
 
 LP_METHODS = ("auto", "ipm", "simplex")
+ELIMINATIONS = ("auto", "obedience", "prior")
+# The measured crossover (docs/lp.md, benchmarks/state_scaling.py): eliminating the
+# prior rows first wins once Y + 1 exceeds this multiple of the other order's Schur
+# complement size, S R + 1.
+_PRIOR_FIRST_RATIO = 1.0
+
+
+def prior_rows_first(num_states: int, num_blocks: int, num_rows: int, elimination: str = "auto") -> bool:
+    """Whether the interior-point method eliminates the prior rows first (static rule).
+
+    The normal matrix of the revelation LP has a diagonal block on the Y prior rows
+    and a block-diagonal one (S blocks of size R) on the obedience rows. Eliminating
+    the obedience blocks first leaves a dense (Y+1) x (Y+1) Schur complement (cost per
+    iteration ``O(S R Y^2 + Y^3)``); eliminating the prior rows first leaves a dense
+    (S R + 1) x (S R + 1) one (``O(Y (S R)^2 + (S R)^3)``), linear in Y. ``"auto"``
+    picks the latter when ``Y + 1 > _PRIOR_FIRST_RATIO * (S R + 1)``, the measured
+    crossover (``docs/lp.md``); ``"obedience"`` and ``"prior"`` force an order.
+
+    Args:
+        num_states: Y. num_blocks: S (A for the persuasion LP). num_rows: R (A - 1).
+        elimination: one of :data:`ELIMINATIONS`.
+
+    Raises:
+        ValueError: for an unknown ``elimination``.
+    """
+    if elimination not in ELIMINATIONS:
+        raise ValueError(f"'elimination' must be one of {ELIMINATIONS}; got {elimination!r}")
+    if elimination != "auto":
+        return elimination == "prior"
+    return num_states + 1 > _PRIOR_FIRST_RATIO * (num_blocks * num_rows + 1)
 
 
 def _solve_persuasion_lp(
-    prior, objective, user_utility, floor=None, *, max_steps=100, tol=None, method="auto", max_pivots=None
+    prior,
+    objective,
+    user_utility,
+    floor=None,
+    *,
+    max_steps=100,
+    tol=None,
+    method="auto",
+    max_pivots=None,
+    elimination="auto",
 ):
     if method not in LP_METHODS:
         raise ValueError(f"solve_persuasion_lp: 'method' must be one of {LP_METHODS}; got {method!r}")
+    if elimination not in ELIMINATIONS:
+        raise ValueError(
+            f"solve_persuasion_lp: 'elimination' must be one of {ELIMINATIONS}; got {elimination!r}"
+        )
     prior = jnp.asarray(prior)
     dtype = jnp.result_type(prior, objective, user_utility)
     prior, objective, user_utility = (jnp.asarray(a, dtype) for a in (prior, objective, user_utility))
@@ -529,7 +649,8 @@ def _solve_persuasion_lp(
         x_raw, lG, lh, steps, capped = simplex(p, V, D, regret, beta_eff, cap, tol)
     else:
         data = _Data(p=p, V=V, D=D, h=-regret, f=-beta_eff)
-        x_ipm, x_proj, lG, lh, steps, merit = _ipm(data, max_steps, tol)
+        first = prior_rows_first(num_states, num_actions, num_actions - 1, elimination)
+        x_ipm, x_proj, lG, lh, steps, merit = _ipm(data, max_steps, tol, first)
         capped = jnp.isfinite(merit) & (steps >= max_steps)
 
     # --- back to the user's units --------------------------------------------------------
@@ -686,7 +807,7 @@ def revelation_dual_bound(
 
 
 _solve_persuasion_lp_jit = jax.jit(
-    _solve_persuasion_lp, static_argnames=("max_steps", "tol", "method", "max_pivots")
+    _solve_persuasion_lp, static_argnames=("max_steps", "tol", "method", "max_pivots", "elimination")
 )
 
 
@@ -697,6 +818,7 @@ def solve_revelation_lp(
     *,
     max_steps: int = 100,
     tol: float | None = None,
+    elimination: str = "auto",
 ) -> RevelationLPSolution:
     """Solve a revelation-principle LP with block obedience constraints, for one problem::
 
@@ -713,7 +835,9 @@ def solve_revelation_lp(
     profile and deviation.
 
     Same method, scaling, purification and certificate as :func:`solve_persuasion_lp`
-    (``docs/lp.md``): an iteration costs ``O(S R^2 Y + S R^3 + Y^3)``.
+    (``docs/lp.md``): an iteration costs ``O(S R Y^2 + S R^3 + Y^3)`` with the obedience
+    blocks eliminated first, ``O(Y (S R)^2 + (S R)^3)`` with the prior rows eliminated
+    first; :func:`prior_rows_first` chooses.
 
     Args:
         prior: (Y,) P(y), non-negative, summing to one.
@@ -722,14 +846,20 @@ def solve_revelation_lp(
             non-negligible prior are dropped).
         max_steps: iteration cap (static).
         tol: relative tolerance (default :func:`default_lp_tol`).
+        elimination: ``"auto"``, ``"obedience"`` or ``"prior"``: the elimination order
+            (static; :func:`prior_rows_first`).
 
     Returns:
         A :class:`RevelationLPSolution`. The LP is assumed feasible; an infeasible
         one is reported with a non-``OPTIMAL`` status.
 
     Raises:
-        ValueError: at trace time, for mismatched shapes.
+        ValueError: at trace time, for mismatched shapes or an unknown ``elimination``.
     """
+    if elimination not in ELIMINATIONS:
+        raise ValueError(
+            f"solve_revelation_lp: 'elimination' must be one of {ELIMINATIONS}; got {elimination!r}"
+        )
     prior = jnp.asarray(prior)
     dtype = jnp.result_type(prior, objective, rows)
     prior, objective, rows = (jnp.asarray(a, dtype) for a in (prior, objective, rows))
@@ -766,7 +896,8 @@ def solve_revelation_lp(
         data = _Data(
             p=p, V=V, D=D, h=jnp.zeros_like(V), f=jnp.asarray(-2.0, dtype)
         )  # the floor row is unused: its slack is fixed at 2
-        x_raw, x_proj, lG, _, steps, merit = _ipm(data, max_steps, tol)
+        first = prior_rows_first(num_states, num_blocks, num_rows, elimination)
+        x_raw, x_proj, lG, _, steps, merit = _ipm(data, max_steps, tol, first)
 
     def to_units(x_raw):
         cond, x = _on_prior(x_raw, prior)

@@ -173,10 +173,18 @@ def _common_metrics(game, user_value, fi, ni):
 
 
 def _alignment_metric(game):
-    from alignjax import alignment
+    """The sup-norm alignment distance; NaN where the fit is not certified (it is not on
+    random games from about Y = 1,000 on, found in issue 14: a metric column must not
+    stop a study whose games were solved)."""
+    import jax.numpy as jnp
 
-    fit = alignment.alignment_error(game.user_utility, game.agent_utilities, norm="sup", weights="simplex")
-    return fit.epsilon
+    from alignjax import alignment
+    from alignjax.status import Status
+
+    fit = alignment.alignment_error(
+        game.user_utility, game.agent_utilities, norm="sup", weights="simplex", throw=False
+    )
+    return jnp.where(fit.status == Status.OPTIMAL, fit.epsilon, jnp.nan)
 
 
 def _search_metrics(game, res):
@@ -281,7 +289,20 @@ def _simultaneous_solver(options):
 
 
 def _lp_bytes(Y, A, itemsize):
+    """A generous working-set estimate of one persuasion LP (:mod:`alignjax.lp`) in bytes,
+    for the elimination order the solver picks at (Y, A) (:func:`alignjax.lp.prior_rows_first`).
+
+    With the prior rows eliminated first (large Y) XLA plans about 9 to 14 (A, R, Y)
+    arrays per game (R = A - 1; measured at Y = 1,000 and 10,000, A = 4 and 8); the
+    estimate is 32 of them plus 128 of the (A, Y) ones and 64 Schur complements, 2.7x
+    to 5x that plan (``tests/test_persuasion.py`` checks it bounds XLA's plan). With the
+    obedience blocks first the (Y + 1)-square Schur complement dominates.
+    """
+    from alignjax.lp import prior_rows_first
+
     R = max(A - 1, 1)
+    if prior_rows_first(Y, A, R):
+        return itemsize * (32 * A * R * Y + 128 * A * Y + 64 * (A * R + 1) ** 2)
     return 64 * itemsize * (A * R * Y + A * R * R + A * (Y + 1) * R + (Y + 1) ** 2 + A * Y)
 
 

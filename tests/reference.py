@@ -41,6 +41,39 @@ def persuasion_highs(prior, user_utility, sender_utility, floor=None):
     return -res.fun, res.x.reshape(A, Y)
 
 
+def persuasion_highs_sparse(prior, user_utility, sender_utility, floor=None):
+    """:func:`persuasion_highs` with the constraint matrices built sparse (CSR).
+
+    The same LP; for large state spaces, where the dense prior rows (Y x A Y) would not
+    fit in memory. Returns ``(value, x)``, or ``(None, None)`` when HiGHS reports the
+    problem infeasible.
+    """
+    from scipy import sparse
+
+    prior = np.asarray(prior, float)
+    u = np.asarray(user_utility, float)
+    V = np.asarray(sender_utility, float)
+    A, Y = u.shape
+    cols = np.arange(A * Y)
+    A_eq = sparse.csr_matrix((np.ones(A * Y), (np.tile(np.arange(Y), A), cols)), shape=(Y, A * Y))
+    pairs = [(a, b) for a in range(A) for b in range(A) if a != b]
+    data = np.concatenate([-(u[a] - u[b]) for a, b in pairs]) if pairs else np.zeros(0)
+    rows = np.repeat(np.arange(len(pairs)), Y)
+    cidx = np.concatenate([a * Y + np.arange(Y) for a, _ in pairs]) if pairs else np.zeros(0, int)
+    b_ub = [0.0] * len(pairs)
+    if floor is not None:
+        data = np.concatenate([data, -u.ravel()])
+        rows = np.concatenate([rows, np.full(A * Y, len(pairs))])
+        cidx = np.concatenate([cidx, cols])
+        b_ub.append(-floor)
+    A_ub = sparse.csr_matrix((data, (rows, cidx)), shape=(len(b_ub), A * Y)) if b_ub else None
+    res = linprog(-V.ravel(), A_ub=A_ub, b_ub=b_ub or None, A_eq=A_eq, b_eq=prior, method="highs")
+    if res.status == 2:
+        return None, None
+    assert res.status == 0, res.message
+    return -res.fun, res.x.reshape(A, Y)
+
+
 def random_games(rng, n, num_states, num_actions, num_agents=1):
     """Seeded random games: Dirichlet(1) priors, uniform [0, 1] utilities."""
     prior = rng.dirichlet(np.ones(num_states), size=n)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from alignjax import Game, Status, persuasion
-from alignjax.lp import persuasion_dual_bound, solve_persuasion_lp
-from reference import persuasion_highs, random_games
+from alignjax.lp import persuasion_dual_bound, prior_rows_first, solve_persuasion_lp, solve_revelation_lp
+from reference import persuasion_highs, persuasion_highs_sparse, random_games
 
 SIZES = [(2, 2), (8, 8), (16, 16), (32, 8)]  # (Y, A)
 N_GAMES = 1000
@@ -20,12 +20,12 @@ CASES = [
 ]
 
 
-def _batched_lp(prior, sender, user, floor=None, method="auto"):
+def _batched_lp(prior, sender, user, floor=None, method="auto", elimination="auto"):
     """Our solver over a batch, in chunks of 16 (how large CPU batches are run)."""
     def one(args):
         p, v, u = args[:3]
         f = args[3] if floor is not None else None
-        return solve_persuasion_lp(p, v, u, f, method=method)
+        return solve_persuasion_lp(p, v, u, f, method=method, elimination=elimination)
 
     args = (prior, sender, user) + ((floor,) if floor is not None else ())
     return jax.jit(lambda *a: jax.lax.map(one, a, batch_size=16))(*args)
@@ -55,6 +55,138 @@ def test_matches_highs_float64(Y, A, n):
     # the returned scheme is a conditional distribution that reproduces the prior
     np.testing.assert_allclose(np.asarray(sol.scheme).sum(-1), 1.0, atol=1e-12)
     np.testing.assert_allclose(np.asarray(sol.recommendation).sum(1), prior, atol=1e-12)
+
+
+def _check_against_highs(sol, prior, ref, floor=None):
+    """The accuracy table's assertions (docs/lp.md), for either elimination order."""
+    err = np.abs(np.asarray(sol.objective) - ref)
+    assert err.max() < 1e-6, f"worst |ours - HiGHS| = {err.max():.2e}"
+    assert np.asarray(sol.max_violation).max() < 1e-7
+    assert np.all(np.asarray(sol.status) == Status.OPTIMAL)
+    assert np.all(np.asarray(sol.dual_bound) >= ref - 1e-9)
+    assert np.asarray(sol.gap).max() < 1e-7
+    np.testing.assert_allclose(np.asarray(sol.recommendation).sum(1), prior, atol=1e-12)
+    if floor is not None:
+        assert np.all(np.asarray(sol.user_value) >= floor - 1e-7)
+
+
+# The table's sizes with the prior rows eliminated first (the order "auto" picks only for
+# Y > A (A - 1); the test above runs the other one at these sizes). Its Schur complement
+# at 16 x 16 is 241-square, so CI runs fewer games there.
+PRIOR_FIRST_CASES = [
+    pytest.param(Y, A, n, marks=[pytest.mark.slow] if n == N_GAMES and Y >= 8 else [])
+    for Y, A in SIZES
+    for n in ([N_GAMES] if Y == 2 else [{16: 24}.get(Y, 100), N_GAMES])
+]
+
+
+@pytest.mark.parametrize("Y, A, n", PRIOR_FIRST_CASES)
+def test_prior_rows_first_matches_highs_float64(Y, A, n):
+    """Both elimination orders meet the same accuracy table, on the same seeded games."""
+    assert not prior_rows_first(Y, A, A - 1)  # "auto" keeps the other order at these sizes
+    rng = np.random.default_rng(1000 * Y + A)
+    prior, user, agents = (x[:n] for x in random_games(rng, N_GAMES, Y, A))
+    sender = agents[:, 0]
+    sol = _batched_lp(jnp.asarray(prior), jnp.asarray(sender), jnp.asarray(user), elimination="prior")
+    ref = np.array([persuasion_highs(prior[i], user[i], sender[i])[0] for i in range(n)])
+    _check_against_highs(sol, prior, ref)
+
+
+@pytest.mark.parametrize("elimination", ["obedience", "prior"])
+def test_both_orders_with_floors_match_highs(elimination):
+    """Floors from the no- to the full-information value, Y = 40 > A (A - 1) = 12 (where
+    "auto" eliminates the prior rows first), each order forced on the same games."""
+    assert prior_rows_first(40, 4, 3)
+    rng = np.random.default_rng(41)
+    n = 48
+    prior, user, agents = random_games(rng, n, 40, 4)
+    floor = _floors(prior, user, np.resize([0.0, 0.3, 0.7, 0.999, 1.0, np.nan], n))
+    floor = np.where(np.isnan(floor), -np.inf, floor)  # -inf: no floor
+    sol = _batched_lp(*(jnp.asarray(a) for a in (prior, agents[:, 0], user, floor)), elimination=elimination)
+    ref = np.array([persuasion_highs(prior[i], user[i], agents[i, 0], None if np.isinf(floor[i]) else floor[i])[0]
+                    for i in range(n)])
+    _check_against_highs(sol, prior, ref, floor)
+
+
+@pytest.mark.parametrize("Y, A, with_floor", [(2000, 4, False), (1500, 3, True)])
+def test_large_state_space_matches_highs(Y, A, with_floor):
+    """Large Y, where only the prior-rows-first order is practical (its Schur complement
+    is A (A - 1) + 1 square whatever Y is), against HiGHS on the sparse LP."""
+    assert prior_rows_first(Y, A, A - 1)
+    rng = np.random.default_rng(Y + A)
+    n = 4
+    prior, user, agents = random_games(rng, n, Y, A)
+    floor = _floors(prior, user, 0.5) if with_floor else None
+    sol = _batched_lp(*(jnp.asarray(a) for a in (prior, agents[:, 0], user)),
+                      None if floor is None else jnp.asarray(floor))
+    ref = np.array([persuasion_highs_sparse(prior[i], user[i], agents[i, 0], None if floor is None else floor[i])[0]
+                    for i in range(n)])
+    _check_against_highs(sol, prior, ref, floor)
+
+
+def test_sweep_memory_estimate_bounds_the_plan_at_large_y():
+    """The sweep's per-game estimate (alignjax.sweep._lp_bytes) bounds XLA's memory plan
+    of a batch of LPs at large Y (the order with the prior rows first), without being so
+    generous that chunks shrink for nothing (within 10x)."""
+    from alignjax.sweep import _lp_bytes
+
+    Y, A, chunk = 3000, 4, 4
+    f = jax.jit(jax.vmap(lambda p, v, u, fl: solve_persuasion_lp(p, v, u, fl)))
+    shapes = [jax.ShapeDtypeStruct(s, jnp.float64) for s in [(chunk, Y), (chunk, A, Y), (chunk, A, Y), (chunk,)]]
+    m = f.lower(*shapes).compile().memory_analysis()
+    plan = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / chunk
+    estimate = _lp_bytes(Y, A, 8)
+    assert plan <= estimate <= 10 * plan, (plan, estimate)
+    # the (Y + 1)-square Schur complement of the other order no longer enters
+    assert estimate < 8 * (Y + 1) ** 2
+
+
+def _revelation_highs(prior, V, rows):
+    """The block revelation LP written out for HiGHS: (value, x)."""
+    from scipy.optimize import linprog
+
+    S, R, Y = rows.shape
+    A_eq = np.zeros((Y, S * Y))
+    for y in range(Y):
+        A_eq[y, y::Y] = 1.0
+    A_ub = np.zeros((S * R, S * Y))
+    for s in range(S):
+        A_ub[s * R:(s + 1) * R, s * Y:(s + 1) * Y] = -rows[s]
+    res = linprog(-V.ravel(), A_ub=A_ub, b_ub=np.zeros(S * R), A_eq=A_eq, b_eq=prior, method="highs")
+    assert res.status == 0, res.message
+    return -res.fun
+
+
+@pytest.mark.parametrize("elimination", ["obedience", "prior"])
+def test_revelation_lp_orders_match_highs(elimination):
+    """The general block revelation LP (S = 3 recommendations, R = 5 random rows each,
+    Y = 30) with each order forced, against HiGHS. Recommending s = 0 everywhere is made
+    feasible by shifting its rows, so every instance has a solution."""
+    rng = np.random.default_rng(77)
+    n, S, R, Y = 24, 3, 5, 30
+    prior = rng.dirichlet(np.ones(Y), size=n)
+    V = rng.uniform(size=(n, S, Y))
+    rows = rng.normal(size=(n, S, R, Y))
+    lhs = np.einsum("nry,ny->nr", rows[:, 0], prior)
+    rows[:, 0] += np.maximum(-lhs, 0.0)[:, :, None] + 0.01
+    sol = jax.jit(jax.vmap(lambda p, v, r: solve_revelation_lp(p, v, r, elimination=elimination)))(prior, V, rows)
+    ref = np.array([_revelation_highs(prior[i], V[i], rows[i]) for i in range(n)])
+    err = np.abs(np.asarray(sol.objective) - ref)
+    assert err.max() < 1e-7, f"worst |ours - HiGHS| = {err.max():.2e}"
+    assert np.all(np.asarray(sol.status) == Status.OPTIMAL)
+    assert np.asarray(sol.max_violation).max() < 1e-7 * np.abs(rows).max()
+    assert np.all(np.asarray(sol.dual_bound) >= ref - 1e-9)
+
+
+def test_elimination_rule_and_errors():
+    """The static rule of docs/lp.md, and an unknown order is a ValueError."""
+    assert not prior_rows_first(8, 8, 7) and not prior_rows_first(56, 8, 7)
+    assert prior_rows_first(57, 8, 7) and prior_rows_first(10_000, 4, 3)
+    assert prior_rows_first(2, 8, 7, "prior") and not prior_rows_first(10_000, 4, 3, "obedience")
+    with pytest.raises(ValueError, match="'elimination' must be one of"):
+        solve_persuasion_lp(jnp.ones(2) / 2, jnp.eye(2), jnp.eye(2), elimination="states")
+    with pytest.raises(ValueError, match="'elimination' must be one of"):
+        solve_revelation_lp(jnp.ones(2) / 2, jnp.eye(2), jnp.ones((2, 1, 2)), elimination="Prior")
 
 
 @pytest.mark.parametrize("Y, A, n", CASES)
