@@ -151,6 +151,23 @@ def _solve_selection(game, args) -> dict:
     return out
 
 
+def _bracket_fields(res) -> dict:
+    """The certificate of an equilibrium search (simultaneous, conversation): the
+    exploitability bracket, whether it certifies, and the range of equilibria found."""
+    return {
+        "exploitability": res.exploitability,
+        "exploitability_lower": res.exploitability_lower,
+        "exploitability_upper": res.exploitability_upper,
+        "certified": bool(res.certified),
+        "equilibria_found": int(res.equilibria_found),
+        "user_value_min": res.user_value_min,
+        "user_value_max": res.user_value_max,
+        "exact_certificate": bool(res.exact_certificate),
+        "gains": res.gains,
+        "gains_lower": res.gains_lower,
+    }
+
+
 def _solve_simultaneous(game, args) -> dict:
     import jax
 
@@ -176,16 +193,7 @@ def _solve_simultaneous(game, args) -> dict:
         "signals": signals,
         "user_value": res.user_value,
         "agent_values": res.agent_values,
-        "exploitability": res.exploitability,
-        "exploitability_lower": res.exploitability_lower,
-        "exploitability_upper": res.exploitability_upper,
-        "certified": bool(res.certified),
-        "equilibria_found": int(res.equilibria_found),
-        "user_value_min": res.user_value_min,
-        "user_value_max": res.user_value_max,
-        "exact_certificate": bool(res.exact_certificate),
-        "gains": res.gains,
-        "gains_lower": res.gains_lower,
+        **_bracket_fields(res),
         "best_response_values": res.best_response_values,
         "full_information_value": res.full_information_value,
         "no_information_value": res.no_information_value,
@@ -242,16 +250,7 @@ def _solve_conversation(game, args) -> dict:
         "agent_values": res.agent_values,
         "full_information_value": res.full_information_value,
         "no_information_value": res.no_information_value,
-        "exploitability": res.exploitability,
-        "exploitability_lower": res.exploitability_lower,
-        "exploitability_upper": res.exploitability_upper,
-        "certified": bool(res.certified),
-        "equilibria_found": int(res.equilibria_found),
-        "user_value_min": res.user_value_min,
-        "user_value_max": res.user_value_max,
-        "exact_certificate": bool(res.exact_certificate),
-        "gains": res.gains,
-        "gains_lower": res.gains_lower,
+        **_bracket_fields(res),
         "best_response_values": res.best_response_values,
         "status": status_name(res.status),
         "iterations": res.iterations,
