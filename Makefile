@@ -32,6 +32,8 @@ bench: $(BIN)/alignjax
 	$(BIN)/python benchmarks/persuasion_vs_highs.py
 	$(BIN)/python benchmarks/alignment_vs_scipy.py
 	$(BIN)/python benchmarks/simultaneous_scaling.py
+	$(BIN)/python benchmarks/certificates.py
+	$(BIN)/python benchmarks/state_scaling.py
 	$(BIN)/python benchmarks/conversation_memory.py
 
 clean:
