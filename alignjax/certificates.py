@@ -80,7 +80,7 @@ def informed_deviator_bound(
     Returns:
         () the bound, in the agent's utility units (``+inf`` if an LP broke down).
 
-    Source: ``../docs/theory.md``, "Certificates: the informed deviator".
+    Source: ``../docs/theory.md``, "Certificates: what each bound proves".
     """
     mass = jnp.sum(blocks, axis=0)  # (B,)
     rest = 0.0

@@ -532,11 +532,12 @@ class ConversationSolver(eqx.Module):
         optimizer: any ``optax.GradientTransformation`` (overrides ``learning_rate``).
         stages, steps_per_stage, temperature_start, temperature_end, step_decay,
             reset_each_stage, init_scale: as in ``SimultaneousSolver``.
-        restarts: independent searches (vmapped); the one with the smallest
-            estimated exploitability is kept.
+        restarts: independent searches (vmapped), each certified; the first
+            certified one is kept (else the smallest upper bound).
         br_starts, br_steps: random starts and annealed steps of each player's
-            gradient best response in the exploitability estimate.
-        tol: estimated exploitability at or below which the status is ``OPTIMAL``.
+            gradient best response (the lower end of the bracket).
+        tol: the *upper* end of the exploitability bracket at or below which the
+            status is ``OPTIMAL``.
         memory_budget: bytes one game's exact evaluation may use
             (:func:`conversation_memory_bytes`).
 
@@ -780,7 +781,7 @@ def upper_bounds(
 ) -> Float[Array, " K+1"]:
     """Sound upper bounds on every player's best-response value (user first).
 
-    * The user (``docs/theory.md``, "Certificates for conversations"): with one
+    * The user (``docs/theory.md``, "Certificates: what each bound proves"): with one
       message (``L = 1``) she has nothing to choose, and her value is her bound;
       otherwise the transcript is independent of the state given ``(x_u, x_b)``, so no
       message rule gives her more than the aligned value :func:`aligned_value`.

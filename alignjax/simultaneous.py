@@ -111,8 +111,8 @@ class SimultaneousSolver(eqx.Module):
             and ``"best_response"`` (agents in turn adopt the best of several inner
             gradient best responses, one round per stage, ``steps_per_stage`` inner
             steps each), or a tuple of them: a portfolio, one search per entry (times
-            ``restarts``), of which the result with the smallest exploitability is
-            kept. The default pairs extragradient (stable on games: best-response
+            ``restarts``), every end point certified (which one is kept:
+            :class:`SimultaneousResult`). The default pairs extragradient (stable on games: best-response
             dynamics can cycle between two agents) with best-response dynamics (its
             multi-start inner searches escape the local optima a single agent's
             quantal objective has).
@@ -1143,6 +1143,9 @@ def exploitability(
             LP fits (quantal user or too many maps).
     """
     _check_game(game, "exploitability")
+    if temperature is not None and not isinstance(temperature, jax.core.Tracer):
+        if float(np.min(np.asarray(temperature))) < 0:
+            raise ValueError(f"exploitability: temperature must be >= 0; got {temperature}")
     schemes = _check_schemes(schemes, game.num_agents, game.num_states, "exploitability")
     num_signals = schemes.shape[-1]
     logits = jnp.log(jnp.maximum(schemes, jnp.finfo(schemes.dtype).tiny))

@@ -515,6 +515,7 @@ def test_random_games_inside_and_outside_the_hull(k2_batch):
     assert inside >= 0.85 and outside >= 0.85
 
 
+@pytest.mark.slow  # 200 s in CI: a traced temperature computes both certificates per end point
 def test_quantal_loss_shrinks_with_temperature():
     """Quantal user in the hull: the loss against full information falls as tau falls,
     and stays within docs/theory.md's two bounds (with the estimated exploitability)."""
