@@ -45,9 +45,12 @@ import numpy as np
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from alignjax.certificates import informed_deviator_bound
 from alignjax.game import Game, GameSpecError, game_from_dict, load_json
 from alignjax.simultaneous import (
     _check_search_options,
+    _distinct,
+    _is_best_response_user,
     _inner_temperatures,
     _outcome,
     make_optimizer,
@@ -808,8 +811,6 @@ def upper_bounds(
 
 
 def _upper_bounds(game, rules, vals, temperature, K, L, M, max_steps):
-    from alignjax.certificates import informed_deviator_bound
-
     user_ub = vals[0] if L == 1 else jnp.maximum(aligned_value(game), vals[0])
     if _is_best_response_user(temperature):
         agents_ub = jnp.stack([
@@ -824,12 +825,6 @@ def _upper_bounds(game, rules, vals, temperature, K, L, M, max_steps):
     return jnp.concatenate([user_ub[None], agents_ub])
 
 
-def _is_best_response_user(temperature) -> bool:
-    if temperature is None:
-        return True
-    if isinstance(temperature, jax.core.Tracer):
-        return False
-    return float(temperature) == 0.0
 
 
 def exploitability(
@@ -957,8 +952,6 @@ def solve(
     gains_lower = jnp.maximum(lower - vals, 0.0)
     expl_up, expl_low = jnp.sum(gains), jnp.sum(gains_lower)
     # the range over the certified end points
-    from alignjax.simultaneous import _distinct
-
     new = _distinct(jnp.where(finite[:, None], vals_all, 0.0), certified_all, solver.tol)
     any_cert = jnp.any(certified_all)
     vmin = jnp.where(any_cert, jnp.min(jnp.where(certified_all, vals_all[:, 0], jnp.inf)), jnp.nan)

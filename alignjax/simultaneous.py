@@ -51,7 +51,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from alignjax.certificates import informed_deviator_bound, quantal_envelope_bound
 from alignjax.game import Game
-from alignjax.lp import RevelationLPSolution, solve_revelation_lp
+from alignjax.lp import RevelationLPSolution, solve_persuasion_lp, solve_revelation_lp
 from alignjax.response import (
     best_response_to_posteriors,
     full_information_value,
@@ -835,15 +835,8 @@ def _gradient_best_response(
     # fixed candidates: the current scheme, no information, the full-information
     # recommendation (M >= A) and full revelation (M >= Y), the deviations the bounds of
     # docs/theory.md use, so the estimated gains are at least theirs
-    def deterministic(onehot):
-        return jnp.where(onehot > 0, 0.0, _OFF_LOGIT).astype(dtype)[None]
-
-    fixed = [current_logits[None], deterministic(jax.nn.one_hot(jnp.zeros(num_states, int), num_signals))]
-    if num_signals >= user.shape[0]:
-        fixed.append(deterministic(recommendation_scheme(user, num_signals)))
-    if num_signals >= num_states:
-        fixed.append(deterministic(jnp.eye(num_states, num_signals)))
-    fixed = jnp.concatenate(fixed)
+    devs = _fixed_deviations(user, num_states, num_signals, dtype)
+    fixed = jnp.concatenate([current_logits[None], jnp.where(devs > 0, 0.0, _OFF_LOGIT).astype(dtype)])
     num_fixed = fixed.shape[0]
     # random starts, annealed from start temperatures spread geometrically between the
     # top of the schedule and its end: structures that only pay at low temperature are
@@ -1173,7 +1166,7 @@ def exploitability(
         upper = jnp.full_like(values, jnp.inf)
         status = jnp.full((game.num_agents,), Status.OPTIMAL, jnp.int32)
     else:
-        upper, status = _upper_bounds(game, schemes, eval_t if temperature is not None else None, solver, can_map)
+        upper, status = _upper_bounds(game, schemes, temperature, solver, can_map)
     return _bracket(values, lower, upper, status)
 
 
@@ -1342,8 +1335,6 @@ def _seeded_profiles(game, solver, num_signals, dtype):
     if "pooling" in _starts_of(solver):
         searched.append(jnp.broadcast_to(jax.nn.one_hot(jnp.zeros(num_states, int), num_signals, dtype=dtype), shape))
     if "monopoly" in _starts_of(solver) and num_signals >= num_actions:
-        from alignjax.lp import solve_persuasion_lp
-
         mono = jax.vmap(
             lambda agent: solve_persuasion_lp(game.prior, agent, game.user_utility, max_steps=solver.lp_max_steps).scheme
         )(game.agent_utilities)  # (K, Y, A)
