@@ -41,21 +41,6 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if hasattr(x, "shape") or isinstance(x, (np.generic,)):
-        arr = np.asarray(x)
-        if arr.ndim == 0:
-            return _jsonable(arr.item())
-        return _jsonable(arr.tolist())
-    if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else (1e308 if x > 0 else -1e308)
-    return x
-
-
 def _configure_jax(float32: bool) -> None:
     import jax
 
@@ -67,199 +52,73 @@ def _configure_jax(float32: bool) -> None:
 # ----------------------------------------------------------------------------------------
 
 
-def _solve_persuasion(game, args) -> dict:
-    import jax
+def _names(game) -> dict:
+    """The game's optional names (agents, states, actions) for the output."""
+    return {k: list(getattr(game, k)) if getattr(game, k, None) else None for k in ("agents", "states", "actions")}
 
-    from alignjax import persuasion
-    from alignjax.status import status_name
 
-    num_agents = game.num_agents
-    if not 0 <= args.agent < num_agents:
+def _check_temperature(args) -> float | None:
+    tau = args.temperature
+    if tau is not None and (not math.isfinite(tau) or tau < 0):
+        raise CLIError(f"--temperature {tau}: must be a finite number >= 0")
+    return tau if tau else None  # 0 or absent: a best-responding user
+
+
+def _check_signals(value, default: int, option: str) -> int:
+    value = default if value is None else value
+    if value < 1:
+        raise CLIError(f"{option} {value}: must be >= 1")
+    return value
+
+
+def _options_persuasion(game, args) -> dict:
+    if not 0 <= args.agent < game.num_agents:
         raise CLIError(
-            f"--agent {args.agent}: the game in {args.game} has {num_agents} agent(s) "
-            f"(valid: 0..{num_agents - 1})"
+            f"--agent {args.agent}: the game in {args.game} has {game.num_agents} agent(s) "
+            f"(valid: 0..{game.num_agents - 1})"
         )
-    floor = args.floor
-    solve = jax.jit(lambda g: persuasion.solve(g, agent=args.agent, floor=floor, throw=False))
-    res = jax.device_get(solve(game))
-    out = {
-        "mode": "persuasion",
-        "agent": args.agent,
-        "agent_name": game.agents[args.agent] if game.agents else None,
-        "agent_value": res.agent_value,
-        "user_value": res.user_value,
-        "full_information_value": res.full_information_value,
-        "no_information_value": res.no_information_value,
-        "agent_values": res.agent_values,
-        "status": status_name(res.status),
-        "duality_gap": res.duality_gap,
-        "max_violation": res.max_violation,
-        "steps": res.steps,
-        "scheme": res.scheme,
-        "states": list(game.states) if game.states else None,
-        "actions": list(game.actions) if game.actions else None,
-    }
-    if floor is not None:
-        out["floor"] = floor
-    return out
+    if args.floor is not None and not math.isfinite(args.floor):
+        raise CLIError(f"--floor must be a finite number; got {args.floor}")
+    return {"agent": args.agent, "floor": args.floor}
 
 
-def _solve_selection(game, args) -> dict:
-    import jax
-
-    from alignjax import selection
-    from alignjax.status import status_name
-
+def _options_selection(game, args) -> dict:
     if args.delta is not None and (not math.isfinite(args.delta) or args.delta < 0):
         raise CLIError(f"--delta must be a finite number >= 0; got {args.delta}")
-    if args.evaluation_period is not None:
-        T = args.evaluation_period
+    T = args.evaluation_period
+    if T is not None:
         if not math.isfinite(T) or T < 1 or T != int(T):
             raise CLIError(f"--evaluation-period: the number of sampled interactions, an integer >= 1; got {T:g}")
         if args.delta:
             raise CLIError("--delta applies to exact evaluation only; drop it or --evaluation-period")
-    delta = args.delta or 0.0
-    T = args.evaluation_period
-    run = jax.jit(lambda g: selection.solve(g, delta=delta, evaluation_period=T))
-    res = jax.device_get(run(game))
-    out = {
-        "mode": "selection",
-        "delta": delta,
-        "evaluation_period": T,
-        "user_value": res.user_value,
-        "agent_values": res.agent_values,
-        "selected": res.selected,
-        "selected_name": game.agents[int(res.selected)] if game.agents else None,
-        "selection_probabilities": res.selection_probabilities,
-        "offered_values": res.offered_values,
-        "nash_gap": res.nash_gap,
-        "gains": res.gains,
-        "converged": res.converged,
-        "status": status_name(res.status),
-        "iterations": res.iterations,
-        "full_information_value": res.full_information_value,
-        "no_information_value": res.no_information_value,
-        "value_ratio": res.value_ratio,
-        "normalized_value": res.normalized_value,
-        "monopoly_best": res.monopoly_best,
-        "monopoly_mean": res.monopoly_mean,
-        "schemes": res.schemes,
-        "agents": list(game.agents) if game.agents else None,
-        "states": list(game.states) if game.states else None,
-        "actions": list(game.actions) if game.actions else None,
-    }
-    return out
+    return {"delta": args.delta or 0.0, "evaluation_period": T}
 
 
-def _bracket_fields(res) -> dict:
-    """The certificate of an equilibrium search (simultaneous, conversation): the
-    exploitability bracket, whether it certifies, and the range of equilibria found."""
+def _options_simultaneous(game, args) -> dict:
     return {
-        "exploitability": res.exploitability,
-        "exploitability_lower": res.exploitability_lower,
-        "exploitability_upper": res.exploitability_upper,
-        "certified": bool(res.certified),
-        "equilibria_found": int(res.equilibria_found),
-        "user_value_min": res.user_value_min,
-        "user_value_max": res.user_value_max,
-        "exact_certificate": bool(res.exact_certificate),
-        "gains": res.gains,
-        "gains_lower": res.gains_lower,
+        "temperature": _check_temperature(args),
+        "signals": _check_signals(args.signals, game.num_actions, "--signals"),
     }
 
 
-def _solve_simultaneous(game, args) -> dict:
-    import jax
-
-    from alignjax import simultaneous
-    from alignjax.status import status_name
-
-    tau = args.temperature
-    if tau is not None and (not math.isfinite(tau) or tau < 0):
-        raise CLIError(f"--temperature {tau}: must be a finite number >= 0")
-    signals = game.num_actions if args.signals is None else args.signals
-    if signals < 1:
-        raise CLIError(f"--signals {signals}: must be >= 1")
-    temperature = tau if tau else None  # 0 or absent: a best-responding user
-    solver = simultaneous.SimultaneousSolver()
-    try:
-        run = jax.jit(lambda g: simultaneous.solve(g, solver, temperature=temperature, signals=signals))
-        res = jax.device_get(run(game))
-    except ValueError as err:  # e.g. an exact evaluation over the memory budget
-        raise CLIError(f"{args.game}: {err}") from None
+def _options_conversation(game, args) -> dict:
+    if args.rounds < 1:
+        raise CLIError(f"--rounds {args.rounds}: must be >= 1")
     return {
-        "mode": "simultaneous",
-        "temperature": tau or 0.0,
-        "signals": signals,
-        "user_value": res.user_value,
-        "agent_values": res.agent_values,
-        **_bracket_fields(res),
-        "best_response_values": res.best_response_values,
-        "full_information_value": res.full_information_value,
-        "no_information_value": res.no_information_value,
-        "status": status_name(res.status),
-        "iterations": res.iterations,
-        "final_search_temperature": res.final_search_temperature,
-        "monte_carlo": bool(res.monte_carlo),
-        "schemes": res.schemes,
-        "agents": list(game.agents) if game.agents else None,
-        "states": list(game.states) if game.states else None,
+        "rounds": args.rounds,
+        "temperature": _check_temperature(args),
+        "signals": _check_signals(args.signals, game.num_actions, "--signals"),
+        "user_signals": _check_signals(args.user_signals, game.num_user_types, "--user-signals"),
     }
 
 
-_SOLVERS: dict[str, Callable] = {"persuasion": _solve_persuasion, "selection": _solve_selection}
-_SOLVERS["simultaneous"] = _solve_simultaneous
-
-
-def _solve_conversation(game, args) -> dict:
-    import jax
-
-    from alignjax import conversation
-    from alignjax.status import status_name
-
-    tau = args.temperature
-    if tau is not None and (not math.isfinite(tau) or tau < 0):
-        raise CLIError(f"--temperature {tau}: must be a finite number >= 0")
-    rounds = args.rounds
-    if rounds < 1:
-        raise CLIError(f"--rounds {rounds}: must be >= 1")
-    signals = game.num_actions if args.signals is None else args.signals
-    if signals < 1:
-        raise CLIError(f"--signals {signals}: must be >= 1")
-    user_signals = game.num_user_types if args.user_signals is None else args.user_signals
-    if user_signals < 1:
-        raise CLIError(f"--user-signals {user_signals}: must be >= 1")
-    temperature = tau if tau else None
-    solver = conversation.ConversationSolver()
-    try:
-        run = jax.jit(
-            lambda g: conversation.solve(
-                g, solver, rounds=rounds, temperature=temperature, signals=signals, user_signals=user_signals
-            )
-        )
-        res = jax.device_get(run(game))
-    except ValueError as err:  # an exact evaluation over the memory budget
-        raise CLIError(f"{args.game}: {err}") from None
-    return {
-        "mode": "conversation",
-        "rounds": rounds,
-        "temperature": tau or 0.0,
-        "signals": signals,
-        "user_signals": user_signals,
-        "user_value": res.user_value,
-        "agent_values": res.agent_values,
-        "full_information_value": res.full_information_value,
-        "no_information_value": res.no_information_value,
-        **_bracket_fields(res),
-        "best_response_values": res.best_response_values,
-        "status": status_name(res.status),
-        "iterations": res.iterations,
-        "final_search_temperature": res.final_search_temperature,
-        "information_shape": list(game.information.shape),
-    }
-
-
-_SOLVERS["conversation"] = _solve_conversation
+# mode -> (options from the parsed arguments, extra output fields)
+_MODES: dict[str, Callable] = {
+    "persuasion": _options_persuasion,
+    "selection": _options_selection,
+    "simultaneous": _options_simultaneous,
+    "conversation": _options_conversation,
+}
 
 
 def _print_human(out: dict) -> None:
@@ -288,22 +147,43 @@ def _print_human(out: dict) -> None:
 
 def _cmd_solve(args) -> int:
     _configure_jax(args.float32)
+    import jax
     import jax.numpy as jnp
 
-    if args.floor is not None and not math.isfinite(args.floor):
-        raise CLIError(f"--floor must be a finite number; got {args.floor}")
+    from alignjax.games import GAME_TYPES
+    from alignjax.results import result_to_dict
+
+    mode = args.mode
     dtype = jnp.float32 if args.float32 else jnp.float64
-    game = _load_game(args.game, dtype, conversation=args.mode == "conversation")
+    game = _load_game(args.game, dtype, conversation=mode == "conversation")
+    options = _MODES[mode](game, args)
+    game_type = GAME_TYPES[mode]
+    module = game_type.load()
+    solver = game_type.make_solver({})
     try:
-        out = _SOLVERS[args.mode](game, args)
+        result = jax.device_get(jax.jit(lambda g: module.solve(g, solver, **options, throw=False))(game))
+    except ValueError as err:  # e.g. an exact evaluation over the memory budget
+        raise CLIError(f"{args.game}: {err}") from None
     except Exception as err:  # noqa: BLE001 - only an out-of-memory failure is translated
         if "RESOURCE_EXHAUSTED" not in str(err):
             raise
         raise CLIError(
-            f"{args.game}: --mode {args.mode} ran out of device memory ({str(err).splitlines()[0][:160]}); "
+            f"{args.game}: {mode} ran out of device memory ({str(err).splitlines()[0][:160]}); "
             "lower --signals (or --rounds), or use a smaller game"
         ) from None
-    out = _jsonable(out)
+    head = {"mode": mode, **{k: v for k, v in options.items() if v is not None}}
+    if mode in ("simultaneous", "conversation"):
+        head["temperature"] = options["temperature"] or 0.0
+    out = result_to_dict(result, **head)
+    names = _names(game)
+    if mode == "persuasion":
+        out["agent_name"] = names["agents"][args.agent] if names["agents"] else None
+    elif mode == "selection":
+        out["selected_name"] = names["agents"][int(result.selected)] if names["agents"] else None
+    if mode == "conversation":
+        out["information_shape"] = list(game.information.shape)
+    else:
+        out.update(names)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -324,6 +204,7 @@ def _cmd_alignment(args) -> int:
     import jax.numpy as jnp
 
     from alignjax.alignment import alignment_error
+    from alignjax.results import jsonable
     from alignjax.status import status_name
 
     dtype = jnp.float32 if args.float32 else jnp.float64
@@ -338,7 +219,7 @@ def _cmd_alignment(args) -> int:
             throw=False,
         )
     )
-    out = _jsonable(
+    out = jsonable(
         {
             "epsilon": res.epsilon,
             "weights": res.weights,
@@ -583,29 +464,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("solve", help="solve one game from a GAME.json file")
-    p.add_argument("game", help="path to GAME.json (format: README, 'The GAME.json format')")
-    p.add_argument("--mode", choices=sorted(_SOLVERS), default="persuasion")
-    p.add_argument("--agent", type=int, default=0, help="persuading agent index (default 0)")
-    p.add_argument("--floor", type=float, default=None, help="lower bound on the user's value")
-    p.add_argument("--delta", type=float, default=None, help="selection: tie margin (default 0)")
-    p.add_argument(
+    p = sub.add_parser(
+        "solve",
+        help="solve one game from a GAME.json file: alignjax solve MODE GAME.json",
+        description="Solve one game. Each mode takes its own options (alignjax solve MODE --help); "
+        "the older spelling 'alignjax solve GAME.json --mode MODE' still works.",
+    )
+    modes = p.add_subparsers(dest="mode", required=True, parser_class=_Parser, metavar="MODE")
+    common = _Parser(add_help=False)
+    common.add_argument("game", help="path to GAME.json (format: README, 'The GAME.json format')")
+    common.add_argument("--json", action="store_true", help="print one JSON object")
+    common.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
+    helps = {
+        "persuasion": "one agent's optimal signaling scheme (the persuasion LP)",
+        "selection": "the best-AI selection game (best-response dynamics, Nash-gap certificate)",
+        "simultaneous": "simultaneous persuasion by K agents (equilibrium search, exploitability bracket)",
+        "conversation": "the multi-round conversation (GAME.json may carry the joint prior 'information')",
+    }
+    m = {name: modes.add_parser(name, parents=[common], help=helps[name], description=helps[name])
+         for name in _MODES}
+    m["persuasion"].add_argument("--agent", type=int, default=0, help="persuading agent index (default 0)")
+    m["persuasion"].add_argument("--floor", type=float, default=None, help="lower bound on the user's value")
+    m["selection"].add_argument("--delta", type=float, default=None, help="tie margin (default 0)")
+    m["selection"].add_argument(
         "--evaluation-period", type=float, default=None,
-        help="selection: interactions T per agent in the user's evaluation (default: exact)",
+        help="interactions T per agent in the user's evaluation (default: exact)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
-    p.add_argument(
-        "--temperature", type=float, default=None,
-        help="simultaneous, conversation: the user's quantal temperature (default: she best-responds)",
-    )
-    p.add_argument(
-        "--signals", type=int, default=None, help="simultaneous, conversation: messages per agent (default A)"
-    )
-    p.add_argument("--rounds", type=int, default=1, help="conversation: rounds R (default 1)")
-    p.add_argument(
+    for name in ("simultaneous", "conversation"):
+        m[name].add_argument(
+            "--temperature", type=float, default=None,
+            help="the user's quantal temperature (default: she best-responds)",
+        )
+        m[name].add_argument("--signals", type=int, default=None, help="messages per agent (default A)")
+    m["conversation"].add_argument("--rounds", type=int, default=1, help="rounds R (default 1)")
+    m["conversation"].add_argument(
         "--user-signals", type=int, default=None,
-        help="conversation: the user's messages per round (default XU, the values of her feature)",
+        help="the user's messages per round (default XU, the values of her feature)",
     )
     p.set_defaults(func=_cmd_solve)
 
@@ -675,9 +569,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _legacy_solve_argv(argv: list[str]) -> list[str]:
+    """``solve GAME.json [--mode MODE] ...`` (the spelling before the per-mode
+    sub-commands) as ``solve MODE GAME.json ...``; the mode defaults to persuasion."""
+    if not argv or argv[0] != "solve" or len(argv) < 2 or argv[1] in _MODES or argv[1] in ("-h", "--help"):
+        return argv
+    rest = list(argv[1:])
+    mode = "persuasion"
+    for k, arg in enumerate(rest):
+        if arg == "--mode" and k + 1 < len(rest):
+            mode = rest[k + 1]
+            del rest[k:k + 2]
+            break
+        if arg.startswith("--mode="):
+            mode = arg.split("=", 1)[1]
+            del rest[k]
+            break
+    return ["solve", mode, *rest]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, unknown = parser.parse_known_args(_legacy_solve_argv(argv))
+    if unknown:  # an option another mode (or command) takes: name it, status 2
+        where = f"solve {args.mode}" if args.command == "solve" else args.command
+        print(
+            f"alignjax {where}: error: unrecognized arguments: {' '.join(unknown)} "
+            f"(the options of '{where}': alignjax {where} --help)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return args.func(args)
     except (CLIError, OutputDirectoryBusy) as err:  # one line; another live run on --out: status 2

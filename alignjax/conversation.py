@@ -47,6 +47,8 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from alignjax.certificates import informed_deviator_bound
 from alignjax.game import Game, GameSpecError, game_from_dict, load_json
+from alignjax.response import full_information_value
+from alignjax.results import AbstractResult, raise_unless_optimal
 from alignjax.simultaneous import (
     _check_search_options,
     _distinct,
@@ -591,8 +593,10 @@ class ConversationExploitability(eqx.Module):
     values: Float[Array, " K+1"]
 
 
-class ConversationResult(eqx.Module):
-    """An equilibrium of the conversation game, its certificate and the range found.
+class ConversationResult(AbstractResult):
+    """An equilibrium of the conversation game, its certificate and the range found (the
+    :mod:`alignjax.results` protocol; ``certificate_lower`` / ``certificate_upper`` are the
+    exploitability bracket).
 
     Attributes:
         rules: :class:`ConversationRules` of probabilities.
@@ -600,7 +604,10 @@ class ConversationResult(eqx.Module):
         user_value: () the user's value at the target temperature (0: best response,
             uniform over ties).
         agent_values: (K,) the agents' values, likewise.
-        full_information_value: () the aligned benchmark :func:`aligned_value`.
+        full_information_value: () ``sum_y P(y) max_a u(a, y)``: the user knows the state.
+        aligned_value: () the aligned benchmark :func:`aligned_value` (what an agent
+            that tells her ``x_b`` gives her; equal to the full-information value when
+            ``x_b = y``).
         no_information_value: () :func:`no_information_value` (the user's own feature only).
         exploitability: () ``exploitability_upper``, the certificate.
         exploitability_lower: () the gains of the deviations found by gradient best
@@ -632,6 +639,7 @@ class ConversationResult(eqx.Module):
     user_value: Float[Array, ""]
     agent_values: Float[Array, " K"]
     full_information_value: Float[Array, ""]
+    aligned_value: Float[Array, ""]
     no_information_value: Float[Array, ""]
     exploitability: Float[Array, ""]
     exploitability_lower: Float[Array, ""]
@@ -650,6 +658,14 @@ class ConversationResult(eqx.Module):
     iterations: Int[Array, ""]
     search: Int[Array, ""]
     status: Int[Array, ""]
+
+    @property
+    def certificate_lower(self):
+        return self.exploitability_lower
+
+    @property
+    def certificate_upper(self):
+        return self.exploitability_upper
 
 
 def _pseudo_gradient(game, logits, K, L, M, tau):
@@ -872,6 +888,7 @@ def solve(
     signals: int | None = None,
     user_signals: int | None = None,
     key: PRNGKeyArray | None = None,
+    throw: bool = True,
 ) -> ConversationResult:
     """Search for an equilibrium of the R-round conversation game.
 
@@ -893,6 +910,8 @@ def solve(
         user_signals: L, the user's messages per round (static; default XU, enough
             to say her feature; 1 makes her silent).
         key: PRNG key (default ``jax.random.PRNGKey(0)``).
+        throw: raise when the kept point is not certified (``status`` not
+            ``OPTIMAL``); pass ``False`` for batched runs and read ``status``.
 
     Returns:
         A :class:`ConversationResult`.
@@ -914,10 +933,19 @@ def solve(
             raise ValueError(f"conversation.solve: temperature must be >= 0; got {temperature}")
     dtype = game.information.dtype
     _check_memory("conversation.solve", game, M, L, R, dtype, solver.memory_budget)
-    K = game.num_agents
     key = jax.random.PRNGKey(0) if key is None else key
+    temperature = None if _is_best_response_user(temperature) else jnp.asarray(temperature, dtype)
+    # Compiled once per shape, dtype, solver and static option (inlined under an outer
+    # jax.jit or jax.vmap); a quantal temperature is traced.
+    return _solve_compiled(game, solver, temperature, key, R, L, M, bool(throw))
+
+
+@eqx.filter_jit
+def _solve_compiled(game, solver, temperature, key, R, L, M, throw):
+    dtype = game.information.dtype
+    K = game.num_agents
     k_init, k_cert = jax.random.split(key)
-    br_user = _is_best_response_user(temperature)
+    br_user = temperature is None
     eval_t = jnp.zeros((), dtype) if br_user else jnp.asarray(temperature, dtype)
     user_range = jnp.max(game.user_utility) - jnp.min(game.user_utility)
     temps = temperature_schedule(solver, user_range, None if br_user else temperature)
@@ -963,12 +991,14 @@ def solve(
         Status.NUMERICAL,
         jnp.where(certified, Status.OPTIMAL, jnp.where(expl_low <= solver.tol, Status.NOT_CERTIFIED, Status.MAX_STEPS)),
     ).astype(jnp.int32)
-    return ConversationResult(
+    prior = jnp.sum(game.information, axis=(1, 2))
+    result = ConversationResult(
         rules=rules,
         logits=logits,
         user_value=vals[0],
         agent_values=vals[1:],
-        full_information_value=aligned_value(game),
+        full_information_value=full_information_value(prior, game.user_utility),
+        aligned_value=aligned_value(game),
         no_information_value=no_information_value(game),
         exploitability=expl_up,
         exploitability_lower=expl_low,
@@ -988,6 +1018,7 @@ def solve(
         search=pick.astype(jnp.int32),
         status=status,
     )
+    return raise_unless_optimal(result, "conversation.solve") if throw else result
 
 
 # ----------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from jaxtyping import Array, Float, Int
 from alignjax.game import Game
 from alignjax.lp import LP_METHODS, solve_persuasion_lp
 from alignjax.response import full_information_value, no_information_value
+from alignjax.results import AbstractResult, raise_unless_optimal
 from alignjax.status import Status
 
 __all__ = ["PersuasionSolver", "PersuasionResult", "solve", "monopoly"]
@@ -53,8 +54,8 @@ class PersuasionSolver(eqx.Module):
             raise ValueError(f"PersuasionSolver: 'method' must be one of {LP_METHODS}; got {self.method!r}")
 
 
-class PersuasionResult(eqx.Module):
-    """Optimal persuasion of the user by one agent.
+class PersuasionResult(AbstractResult):
+    """Optimal persuasion of the user by one agent (the :mod:`alignjax.results` protocol).
 
     Attributes:
         scheme: (Y, A) P(recommend a | y): the signaling scheme with messages
@@ -68,8 +69,11 @@ class PersuasionResult(eqx.Module):
         duality_gap: () the dual bound minus ``agent_value`` (certificate; agent's units).
         max_violation: () the largest violation of obedience or the floor (user's units).
         eta: (A, A) obedience multipliers; nu: () the floor's multiplier.
-        steps: () interior-point iterations or simplex pivots (see ``method``).
+        iterations: () interior-point iterations or simplex pivots (see ``method``).
         status: () an :class:`alignjax.Status` code.
+        certificate_lower, certificate_upper: () 0 and ``duality_gap``: the bracket on
+            the agent's suboptimality (the protocol's certificate).
+        certified: () ``status == OPTIMAL``.
     """
 
     scheme: Float[Array, "Y A"]
@@ -83,8 +87,20 @@ class PersuasionResult(eqx.Module):
     max_violation: Float[Array, ""]
     eta: Float[Array, "A A"]
     nu: Float[Array, ""]
-    steps: Int[Array, ""]
+    iterations: Int[Array, ""]
     status: Int[Array, ""]
+
+    @property
+    def certificate_lower(self):
+        return jnp.zeros_like(self.duality_gap)
+
+    @property
+    def certificate_upper(self):
+        return self.duality_gap
+
+    @property
+    def certified(self):
+        return self.status == Status.OPTIMAL
 
 
 def solve(
@@ -93,6 +109,7 @@ def solve(
     *,
     agent=0,
     floor=None,
+    key=None,
     throw: bool = True,
 ) -> PersuasionResult:
     """The agent's optimal signaling scheme against a Bayes-rational user.
@@ -103,6 +120,8 @@ def solve(
         agent: index of the persuading agent, ``0 <= agent < K`` (may be traced).
         floor: optional lower bound on the user's value (units of ``u``; may be
             traced; ``None`` or ``-inf`` for none).
+        key: ignored (nothing is random); accepted for the shared signature
+            (:class:`alignjax.results.Solve`).
         throw: raise when the solve is not certified optimal (for batched runs pass
             ``False`` and read ``status``).
 
@@ -154,7 +173,7 @@ def _solve_compiled(game, solver, agent, floor, throw):
         max_violation=sol.max_violation,
         eta=sol.eta,
         nu=sol.nu,
-        steps=sol.steps,
+        iterations=sol.steps,
         status=sol.status,
     )
     # a traced agent index out of range would be clamped by the indexing above: such
@@ -165,14 +184,7 @@ def _solve_compiled(game, solver, agent, floor, throw):
         result,
         (jnp.where(valid, result.agent_value, jnp.nan), jnp.where(valid, result.status, Status.NUMERICAL)),
     )
-    if throw:
-        result = eqx.error_if(
-            result,
-            result.status != Status.OPTIMAL,
-            "persuasion.solve: not certified optimal (status infeasible, max_steps or "
-            "numerical); pass throw=False to read the status instead",
-        )
-    return result
+    return raise_unless_optimal(result, "persuasion.solve") if throw else result
 
 
 def monopoly(game: Game, solver: PersuasionSolver = PersuasionSolver()) -> PersuasionResult:

@@ -239,7 +239,7 @@ def certified_mask(games):
 
 
 _SUMMARY_METRICS = ("normalized_value", "normalized_value_min", "normalized_value_max", "value_ratio",
-                    "user_value", "certificate", "exploitability_upper", "alignment_eps", "equilibria_found")
+                    "user_value", "certificate_lower", "certificate_upper", "alignment_eps", "equilibria_found")
 
 
 def _key_columns(games) -> list[str]:
@@ -831,15 +831,13 @@ def _html_table(header, rows, left=("setting",)) -> str:
 def _certificate_rows(games) -> tuple[list[str], list[list[str]]]:
     header = ["game", "certificate", "games", "certified", "median", "max", "statuses"]
     rows = []
-    from alignjax.sweep import GAME_TYPES
+    from alignjax.games import GAME_TYPES
 
     games = games.assign(_certified=certified_mask(games))
     for game, g in games.groupby("game", sort=False):
-        col = "exploitability_upper" if "exploitability_upper" in g and g["exploitability_upper"].notna().any() \
-            else "certificate"
+        col = "certificate_upper"  # the sound upper end (alignjax.results)
         kind = GAME_TYPES[game].certificate if game in GAME_TYPES else "certificate"
-        if col == "exploitability_upper":
-            kind = "exploitability (upper bound)"
+        kind += " (upper bound)"
         vals = g[col].astype(float) if col in g else None
         statuses = ", ".join(f"{k} {v}" for k, v in g["status"].value_counts().items()) if "status" in g else "-"
         rows.append([

@@ -67,6 +67,7 @@ from alignjax.game import Game
 from alignjax.lp import default_lp_tol, solve_persuasion_lp
 from alignjax.persuasion import PersuasionSolver
 from alignjax.response import full_information_value, no_information_value, normalized_value
+from alignjax.results import AbstractResult, raise_unless_optimal
 from alignjax.status import Status
 
 __all__ = [
@@ -134,8 +135,8 @@ class SelectionSolver(eqx.Module):
             raise ValueError("SelectionSolver: grid >= 2, quadrature >= 2, cycle_window >= 1 required")
 
 
-class SelectionResult(eqx.Module):
-    """Outcome of the best-AI selection game for one game.
+class SelectionResult(AbstractResult):
+    """Outcome of the best-AI selection game for one game (the :mod:`alignjax.results` protocol).
 
     Attributes:
         recommendations: (K, A, Y) each agent's committed scheme, ``x_i[a, y]``.
@@ -152,7 +153,9 @@ class SelectionResult(eqx.Module):
             alone, and averaged over agents alone.
         gains: (K,) each agent's exact gain from its best response (the certificate).
         nash_gap: () ``max(gains)``.
-        converged: () True when the profile is a certified equilibrium.
+        certified: () True when the profile is a certified equilibrium (``nash_gap <= tol``).
+        certificate_lower, certificate_upper: () both ``nash_gap`` (the protocol's
+            certificate; the gains are exact best responses, to the LP's accuracy).
         iterations: () rounds of best-response dynamics.
         status: () ``OPTIMAL`` (certified), ``MAX_STEPS``, ``CYCLE`` or ``NUMERICAL``.
     """
@@ -172,9 +175,17 @@ class SelectionResult(eqx.Module):
     monopoly_mean: Float[Array, ""]
     gains: Float[Array, " K"]
     nash_gap: Float[Array, ""]
-    converged: Bool[Array, ""]
+    certified: Bool[Array, ""]
     iterations: Int[Array, ""]
     status: Int[Array, ""]
+
+    @property
+    def certificate_lower(self):
+        return self.nash_gap
+
+    @property
+    def certificate_upper(self):
+        return self.nash_gap
 
 
 # ----------------------------------------------------------------------------------------
@@ -562,6 +573,7 @@ def solve(
     delta=0.0,
     evaluation_period=None,
     key=None,
+    throw: bool = True,
 ) -> SelectionResult:
     """Best-response dynamics of the best-AI selection game, with a Nash-gap certificate.
 
@@ -574,6 +586,8 @@ def solve(
         evaluation_period: ``None`` for exact evaluation, or the number T of sampled
             interactions per agent (may be traced).
         key: a PRNG key, needed for ``start="random"``.
+        throw: raise when the equilibrium is not certified (``status`` not
+            ``OPTIMAL``); pass ``False`` for batched runs and read ``status``.
 
     Returns:
         A :class:`SelectionResult`; ``status`` is ``OPTIMAL`` only for a certified
@@ -596,11 +610,11 @@ def solve(
     # Compiled once per shape, dtype and solver (inlined when called under jax.jit or
     # jax.vmap); delta and T are traced, so new values do not recompile.
     T = None if evaluation_period is None else jnp.asarray(evaluation_period, dtype)
-    return _solve_compiled(game, solver, jnp.asarray(delta, dtype), T, key)
+    return _solve_compiled(game, solver, jnp.asarray(delta, dtype), T, key, bool(throw))
 
 
 @eqx.filter_jit
-def _solve_compiled(game, solver, delta, evaluation_period, key):
+def _solve_compiled(game, solver, delta, evaluation_period, key, throw):
     dtype = game.prior.dtype
     prior, user, agents = game.prior, game.user_utility, game.agent_utilities
     num_agents = game.num_agents
@@ -653,7 +667,7 @@ def _solve_compiled(game, solver, delta, evaluation_period, key):
     ).astype(jnp.int32)
     col = jnp.sum(X, axis=1, keepdims=True)  # (K, 1, Y)
     schemes = jnp.swapaxes(jnp.where(col > 0, X / jnp.where(col > 0, col, 1.0), 1.0 / X.shape[1]), 1, 2)
-    return SelectionResult(
+    result = SelectionResult(
         recommendations=X,
         schemes=schemes,
         offered_values=offered,
@@ -669,7 +683,8 @@ def _solve_compiled(game, solver, delta, evaluation_period, key):
         monopoly_mean=jnp.mean(monopoly.user_value),
         gains=gains,
         nash_gap=nash_gap,
-        converged=certified,
+        certified=certified,
         iterations=st["rounds"],
         status=status,
     )
+    return raise_unless_optimal(result, "selection.solve") if throw else result

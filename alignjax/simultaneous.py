@@ -57,6 +57,7 @@ from alignjax.response import (
     full_information_value,
     no_information_value,
 )
+from alignjax.results import AbstractResult, raise_unless_optimal
 from alignjax.status import Status
 
 __all__ = [
@@ -279,8 +280,10 @@ class Exploitability(eqx.Module):
     lp_status: Int[Array, " K"]
 
 
-class SimultaneousResult(eqx.Module):
-    """An equilibrium of the simultaneous persuasion game, its certificate and the range found.
+class SimultaneousResult(AbstractResult):
+    """An equilibrium of the simultaneous persuasion game, its certificate and the range found
+    (the :mod:`alignjax.results` protocol; ``certificate_lower`` / ``certificate_upper`` are
+    the exploitability bracket).
 
     The search runs a portfolio of starts (``SimultaneousSolver.starts``); every end
     point is certified by sound upper bounds on the agents' best-response gains.
@@ -348,6 +351,14 @@ class SimultaneousResult(eqx.Module):
     monte_carlo: Bool[Array, ""]
     lp_status: Int[Array, " K"]
     status: Int[Array, ""]
+
+    @property
+    def certificate_lower(self):
+        return self.exploitability_lower
+
+    @property
+    def certificate_upper(self):
+        return self.exploitability_upper
 
 
 # ----------------------------------------------------------------------------------------
@@ -977,7 +988,7 @@ def _user_kind(temperature) -> str:
     return "best" if float(temperature) == 0.0 else "quantal"
 
 
-def _upper_bounds(game, schemes, temperature, solver, use_map_lp):
+def _upper_bounds(game, schemes, temperature, solver, use_map_lp, kind=None):
     """(K,) sound upper bounds on every agent's best-response value, (K,) map-LP statuses.
 
     Best-responding user: the informed-deviator bound, and the exact map LP's dual
@@ -989,7 +1000,7 @@ def _upper_bounds(game, schemes, temperature, solver, use_map_lp):
     rivals = _rival_profiles(schemes)  # (K, Y, R)
     blocks = game.prior[None, :, None] * rivals
     status = jnp.full((num_agents,), Status.OPTIMAL, jnp.int32)
-    kind = _user_kind(temperature)
+    kind = _user_kind(temperature) if kind is None else kind
 
     def informed():
         ub = jax.vmap(
@@ -1372,6 +1383,7 @@ def solve(
     key: PRNGKeyArray | None = None,
     init_schemes: Float[Array, "K Y M"] | None = None,
     exact_certificate: bool | None = None,
+    throw: bool = True,
 ) -> SimultaneousResult:
     """Search for equilibria of the simultaneous persuasion game, with sound certificates.
 
@@ -1399,6 +1411,8 @@ def solve(
         exact_certificate: True requires the exact map LP among the upper bounds
             (raises where it does not fit); False skips it (the informed-deviator
             bound remains); None uses it whenever it fits ``solver.max_maps``.
+        throw: raise when the kept point is not certified (``status`` not
+            ``OPTIMAL``); pass ``False`` for batched runs and read ``status``.
 
     Returns:
         A :class:`SimultaneousResult`.
@@ -1430,19 +1444,36 @@ def solve(
         )
     use_map = can_map if exact_certificate is None else bool(exact_certificate)
     key = jax.random.PRNGKey(0) if key is None else key
-    k_init, k_search, k_cert = jax.random.split(key, 3)
-    k_worst, k_seed = jax.random.split(k_search)
-    shape = (num_agents, num_states, num_signals)
-    portfolio = _portfolio(solver)
-    num_random = len(portfolio) * solver.restarts
-    logits0 = solver.init_scale * jax.random.normal(k_init, (num_random + 1, *shape), dtype)
+    init = None
     if init_schemes is not None:
         init = _check_schemes(init_schemes, num_agents, num_states, "simultaneous.solve")
         if init.shape[-1] != num_signals:
             raise ValueError(
                 f"simultaneous.solve: 'init_schemes' has {init.shape[-1]} signals, expected {num_signals}"
             )
-        logits0 = logits0.at[0].set(_as_is_logits(init.astype(dtype)))
+        init = init.astype(dtype)
+    kind = _user_kind(temperature)
+    temperature = None if br_user else jnp.asarray(temperature, dtype)
+    # Compiled once per shape, dtype, solver, kind of user and static option (inlined
+    # under an outer jax.jit or jax.vmap); a quantal temperature is traced.
+    return _solve_compiled(
+        game, solver, temperature, key, init, num_signals, mode, value_mode, use_map, kind, bool(throw)
+    )
+
+
+@eqx.filter_jit
+def _solve_compiled(game, solver, temperature, key, init, num_signals, mode, value_mode, use_map, kind, throw):
+    num_agents, num_states = game.num_agents, game.num_states
+    dtype = game.prior.dtype
+    br_user = temperature is None
+    k_init, k_search, k_cert = jax.random.split(key, 3)
+    k_worst, k_seed = jax.random.split(k_search)
+    shape = (num_agents, num_states, num_signals)
+    portfolio = _portfolio(solver)
+    num_random = len(portfolio) * solver.restarts
+    logits0 = solver.init_scale * jax.random.normal(k_init, (num_random + 1, *shape), dtype)
+    if init is not None:
+        logits0 = logits0.at[0].set(_as_is_logits(init))
 
     user_range = jnp.max(game.user_utility) - jnp.min(game.user_utility)
     temps = temperature_schedule(solver, user_range, temperature)
@@ -1492,7 +1523,7 @@ def solve(
         schemes = jax.nn.softmax(logits, axis=-1)
         user_value, values = _final_values(game, schemes, eval_t, value_mode, k, 16 * solver.samples)
         if value_mode == "exact":
-            upper, lp_status = _upper_bounds(game, schemes, cert_t, solver, use_map)
+            upper, lp_status = _upper_bounds(game, schemes, cert_t, solver, use_map, kind)
             lower = _fixed_deviation_values(game, schemes, eval_t, values)
         else:
             upper = jnp.full_like(values, jnp.inf)
@@ -1544,7 +1575,7 @@ def solve(
             jnp.where(cert.exploitability_lower <= solver.tol, Status.NOT_CERTIFIED, Status.MAX_STEPS),
         ),
     ).astype(jnp.int32)
-    return SimultaneousResult(
+    result = SimultaneousResult(
         schemes=schemes,
         logits=logits,
         user_value=user_value,
@@ -1570,3 +1601,4 @@ def solve(
         lp_status=lp_status,
         status=status,
     )
+    return raise_unless_optimal(result, "simultaneous.solve") if throw else result

@@ -63,6 +63,8 @@ from typing import Any
 
 import numpy as np
 
+from alignjax.games import GAME_TYPES, register_game_type
+
 __all__ = [
     "SweepConfigError",
     "DEFAULT_CONFIG",
@@ -71,6 +73,7 @@ __all__ = [
     "expand_cells",
     "run_sweep",
     "GAME_TYPES",
+    "register_game_type",
 ]
 
 
@@ -136,41 +139,8 @@ solver = { stages = 5, steps_per_stage = 150, br_starts = 2, br_steps = 150 }
 """
 
 
+# The game types: alignjax.games (one table the engine dispatches through)
 # ----------------------------------------------------------------------------------------
-# Game types: one small table the engine dispatches through
-# ----------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class GameType:
-    """How the engine runs one game type.
-
-    ``make_solver(options) -> solver module`` (static options from the config);
-    ``run(game, solver, params, key) -> dict`` of per-game metric arrays, written for
-    one game (the engine vmaps it); ``params``: game parameters with defaults
-    (traced scalars); ``static_params``: game parameters that change shapes.
-    ``bytes_per_game(K, Y, A, params, itemsize)``: a generous working-set estimate.
-    """
-
-    make_solver: Callable
-    run: Callable
-    params: dict
-    static_params: tuple = ()
-    bytes_per_game: Callable = lambda K, Y, A, params, itemsize: 0
-    certificate: str = "certificate"
-
-
-def _common_metrics(game, user_value, fi, ni):
-    from alignjax.response import normalized_value
-
-    return {
-        "user_value": user_value,
-        "full_information_value": fi,
-        "no_information_value": ni,
-        "value_ratio": user_value / fi,
-        "normalized_value": normalized_value(user_value, fi, ni),
-    }
-
 
 def _alignment_metric(game):
     """The sup-norm alignment distance; NaN where the fit is not certified (it is not on
@@ -185,207 +155,6 @@ def _alignment_metric(game):
         game.user_utility, game.agent_utilities, norm="sup", weights="simplex", throw=False
     )
     return jnp.where(fit.status == Status.OPTIMAL, fit.epsilon, jnp.nan)
-
-
-def _search_metrics(game, res):
-    """Metrics of an equilibrium search (simultaneous, conversation): values, the
-    exploitability as the certificate, and the monopoly baselines."""
-    from alignjax.response import normalized_value
-
-    out = _common_metrics(game, res.user_value, res.full_information_value, res.no_information_value)
-    fi, ni = res.full_information_value, res.no_information_value
-    out.update(
-        certificate=res.exploitability,
-        exploitability_lower=res.exploitability_lower,
-        exploitability_upper=res.exploitability_upper,
-        exact_certificate=res.exact_certificate,
-        certified=res.certified,
-        equilibria_found=res.equilibria_found,
-        user_value_min=res.user_value_min,
-        user_value_max=res.user_value_max,
-        normalized_value_min=normalized_value(res.user_value_min, fi, ni),
-        normalized_value_max=normalized_value(res.user_value_max, fi, ni),
-        status=res.status,
-        converged=res.certified,
-        iterations=res.iterations,
-        **_monopoly_metrics(game),
-    )
-    return out
-
-
-def _monopoly_metrics(game, solver=None):
-    """The monopoly baselines: the user's value with the best and the average single agent."""
-    import jax.numpy as jnp
-
-    from alignjax import persuasion
-
-    mono = persuasion.monopoly(game) if solver is None else persuasion.monopoly(game, solver)
-    return {"monopoly_best": jnp.max(mono.user_value), "monopoly_mean": jnp.mean(mono.user_value)}
-
-
-def _run_persuasion(game, solver, params, key):
-    import jax.numpy as jnp
-
-    from alignjax import persuasion
-
-    agent = jnp.asarray(params["agent"], jnp.int32)
-    res = persuasion.solve(game, solver, agent=agent, throw=False)
-    out = _common_metrics(game, res.user_value, res.full_information_value, res.no_information_value)
-    out.update(
-        agent_value=res.agent_value,
-        certificate=res.duality_gap,
-        status=res.status,
-        converged=res.status == 0,
-        iterations=res.steps,
-        **_monopoly_metrics(game, solver),
-    )
-    return out
-
-
-def _run_selection(game, solver, params, key):
-    from alignjax import selection
-
-    T = params["evaluation_period"]
-    res = selection.solve(
-        game, solver, delta=params["delta"], evaluation_period=None if T is None else T, key=key
-    )
-    out = _common_metrics(game, res.user_value, res.full_information_value, res.no_information_value)
-    out.update(
-        certificate=res.nash_gap,
-        status=res.status,
-        converged=res.converged,
-        iterations=res.iterations,
-        monopoly_best=res.monopoly_best,
-        monopoly_mean=res.monopoly_mean,
-        selected=res.selected,
-    )
-    return out
-
-
-def _run_simultaneous(game, solver, params, key):
-    from alignjax import simultaneous
-
-    tau = params["temperature"]
-    res = simultaneous.solve(game, solver, temperature=tau, signals=params["signals"], key=key)
-    return _search_metrics(game, res)
-
-
-def _selection_solver(options):
-    from alignjax import selection
-
-    return selection.SelectionSolver(**options)
-
-
-def _persuasion_solver(options):
-    from alignjax import persuasion
-
-    return persuasion.PersuasionSolver(**options)
-
-
-def _simultaneous_solver(options):
-    from alignjax import simultaneous
-
-    return simultaneous.SimultaneousSolver(**options)
-
-
-def _lp_bytes(Y, A, itemsize):
-    """A generous working-set estimate of one persuasion LP (:mod:`alignjax.lp`) in bytes,
-    for the elimination order the solver picks at (Y, A) (:func:`alignjax.lp.prior_rows_first`).
-
-    With the prior rows eliminated first (large Y) XLA plans about 9 to 14 (A, R, Y)
-    arrays per game (R = A - 1; measured at Y = 1,000 and 10,000, A = 4 and 8); the
-    estimate is 32 of them plus 128 of the (A, Y) ones and 64 Schur complements, 2.7x
-    to 5x that plan (``tests/test_persuasion.py`` checks it bounds XLA's plan). With the
-    obedience blocks first the (Y + 1)-square Schur complement dominates.
-    """
-    from alignjax.lp import prior_rows_first
-
-    R = max(A - 1, 1)
-    if prior_rows_first(Y, A, R):
-        return itemsize * (32 * A * R * Y + 128 * A * Y + 64 * (A * R + 1) ** 2)
-    return 64 * itemsize * (A * R * Y + A * R * R + A * (Y + 1) * R + (Y + 1) ** 2 + A * Y)
-
-
-GAME_TYPES: dict[str, GameType] = {
-    "persuasion": GameType(
-        make_solver=_persuasion_solver,
-        run=_run_persuasion,
-        params={"agent": 0},
-        bytes_per_game=lambda K, Y, A, p, s: (K + 1) * _lp_bytes(Y, A, s),
-        certificate="duality_gap",
-    ),
-    "selection": GameType(
-        make_solver=_selection_solver,
-        run=_run_selection,
-        params={"delta": 0.0, "evaluation_period": None},
-        bytes_per_game=lambda K, Y, A, p, s: 4 * K * _lp_bytes(Y, A, s) * (33 if p.get("evaluation_period") else 1),
-        certificate="nash_gap",
-    ),
-    "simultaneous": GameType(
-        make_solver=_simultaneous_solver,
-        run=_run_simultaneous,
-        params={"temperature": None, "signals": None},
-        static_params=("signals",),
-        # the search's profile tensors, plus the certificates: one LP per agent and rival
-        # profile for each of about a dozen portfolio end points (vmapped together)
-        bytes_per_game=lambda K, Y, A, p, s: 64 * s * Y * (p.get("signals") or A) ** K * (A + K)
-        + 12 * K * min((p.get("signals") or A) ** (K - 1), 256) * _lp_bytes(Y, A, s),
-        certificate="exploitability",
-    ),
-}
-
-
-def register_game_type(name: str, game_type: GameType) -> None:
-    """Add a game type to the engine's table (e.g. the multi-round conversation)."""
-    GAME_TYPES[name] = game_type
-
-
-# The multi-round conversation (alignjax.conversation): the random families' games with
-# the agents observing the state and the user nothing (x_b = y, trivial x_u, a silent user).
-
-
-def _run_conversation(game, solver, params, key):
-    from alignjax import conversation
-
-    res = conversation.solve(
-        conversation.from_game(game), solver, rounds=params["rounds"], temperature=params["temperature"],
-        signals=params["signals"], user_signals=1, key=key,
-    )
-    return _search_metrics(game, res)
-
-
-def _conversation_solver(options):
-    from alignjax import conversation
-
-    return conversation.ConversationSolver(**options)
-
-
-def _conversation_bytes(K, Y, A, p, s):
-    """``conversation_memory_bytes`` (the values with all K + 1 players' reverse passes)
-    once per live field: extragradient's two per restart, and two per best-response
-    start (the K + 1 players' starts are vmapped, one reverse pass each); plus the
-    monopoly LPs. Generous by construction; the whole search's footprint has not been
-    measured against XLA (the evaluation's has: benchmarks/conversation_memory.py)."""
-    from alignjax.conversation import ConversationSolver, conversation_memory_bytes
-
-    solver = ConversationSolver()
-    rounds = int(p.get("rounds") or 1)
-    one = conversation_memory_bytes(K, Y, 1, Y, A, int(p.get("signals") or A), 1, rounds) * s // 8
-    copies = 2 * solver.restarts + 2 * (solver.br_starts + 1)
-    return copies * one + K * _lp_bytes(Y, A, s)
-
-
-register_game_type(
-    "conversation",
-    GameType(
-        make_solver=_conversation_solver,
-        run=_run_conversation,
-        params={"rounds": 1, "temperature": None, "signals": None},
-        static_params=("rounds", "signals"),
-        bytes_per_game=_conversation_bytes,
-        certificate="exploitability",
-    ),
-)
 
 
 # ----------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def table_search(args):
         games = hull_games(rng, n, K, Y, MA, 0.05)
         out = {}
         for name, solver in (("new", new), ("old", old)):
-            fn = jax.jit(lambda gs: jax.lax.map(lambda g: sim.solve(g, solver), gs, batch_size=args.chunk))
+            fn = jax.jit(lambda gs: jax.lax.map(lambda g: sim.solve(g, solver, throw=False), gs, batch_size=args.chunk))
             t0 = time.perf_counter()
             res = jax.block_until_ready(fn(games))
             first = time.perf_counter() - t0

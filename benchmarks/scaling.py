@@ -61,8 +61,8 @@ def main(argv=None) -> int:
     sim_solver = simultaneous.SimultaneousSolver(stages=5, steps_per_stage=150, br_starts=2, br_steps=150)
     solvers = {
         "persuasion": lambda g, k: persuasion.solve(g, throw=False).user_value,
-        "selection": lambda g, k: selection.solve(g, delta=1e-3).user_value,
-        "simultaneous": lambda g, k: simultaneous.solve(g, sim_solver, key=k).user_value,
+        "selection": lambda g, k: selection.solve(g, delta=1e-3, throw=False).user_value,
+        "simultaneous": lambda g, k: simultaneous.solve(g, sim_solver, key=k, throw=False).user_value,
     }
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

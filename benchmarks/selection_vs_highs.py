@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     games = Game(prior, user, agents)
     solver = selection.SelectionSolver()
     run = jax.jit(
-        lambda gs, d: jax.lax.map(lambda g: selection.solve(g, solver, delta=d), gs, batch_size=args.chunk)
+        lambda gs, d: jax.lax.map(lambda g: selection.solve(g, solver, delta=d, throw=False), gs, batch_size=args.chunk)
     )
     print("# best-AI selection: batched best-response dynamics vs HiGHS best-response loop (float64)")
     print(f"# {hardware()}")

@@ -126,7 +126,7 @@ def main(argv=None) -> int:
         games = aj.Game(*(jnp.asarray(a, dtype) for a in (prior, user, agents)))
 
         def search_only(gs):
-            one = lambda g: sim.solve(g, solver, exact_certificate=False)  # noqa: E731
+            one = lambda g: sim.solve(g, solver, exact_certificate=False, throw=False)  # noqa: E731
             return jax.lax.map(one, gs, batch_size=min(args.chunk, args.batch))
 
         f = jax.jit(search_only)

@@ -87,10 +87,10 @@ def test_solve_selection_json(capsys):
     code, out, err = run_cli(capsys, "solve", example, "--mode", "selection", "--delta", "0.001", "--json")
     assert code == 0, err
     data = json.loads(out)
-    for key in ("user_value", "agent_values", "selected", "nash_gap", "converged",
+    for key in ("user_value", "agent_values", "selected", "nash_gap", "certified",
                 "full_information_value", "no_information_value", "monopoly_best", "monopoly_mean"):
         assert key in data
-    assert data["status"] == "optimal" and data["converged"] is True
+    assert data["status"] == "optimal" and data["certified"] is True
     # the user's utility is the agents' average (opposed biases): near full information
     assert data["full_information_value"] - data["user_value"] <= 1e-3 + 1e-9
 

@@ -149,7 +149,7 @@ def _assert_same_equilibrium(alone, batched, where):
     if "selected" in alone:
         assert int(alone["selected"]) == int(batched["selected"]), where
         assert int(alone["iterations"]) == int(batched["iterations"]), where  # the same path
-    for key in ("user_value", "certificate", "monopoly_best"):
+    for key in ("user_value", "certificate_upper", "monopoly_best"):
         np.testing.assert_allclose(float(batched[key]), float(alone[key]), rtol=0, atol=VALUE_TOL, err_msg=f"{where}: {key}")
 
 
@@ -226,7 +226,7 @@ SHARDED = textwrap.dedent(
     sharded = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P("g"), out_specs=P("g"), check_vma=False))
     twice = lambda x: jnp.concatenate([x, x])
     two = jax.device_get(sharded(jax.tree.map(twice, games), twice(keys)))
-    fields = [f for f in ("status", "selected", "iterations", "user_value", "certificate") if f in one]
+    fields = [f for f in ("status", "selected", "iterations", "user_value", "certificate_upper") if f in one]
     np.savez(out, **{f"one_{f}": np.asarray(one[f]) for f in fields},
              **{f"two_{f}": np.asarray(two[f])[: len(idx)] for f in fields})
     """

@@ -125,10 +125,10 @@ def test_large_state_space_matches_highs(Y, A, with_floor):
 
 
 def test_sweep_memory_estimate_bounds_the_plan_at_large_y():
-    """The sweep's per-game estimate (alignjax.sweep._lp_bytes) bounds XLA's memory plan
+    """The sweep's per-game estimate (alignjax.games.lp_bytes) bounds XLA's memory plan
     of a batch of LPs at large Y (the order with the prior rows first), without being so
     generous that chunks shrink for nothing (within 10x)."""
-    from alignjax.sweep import _lp_bytes
+    from alignjax.games import lp_bytes as _lp_bytes
 
     Y, A, chunk = 3000, 4, 4
     f = jax.jit(jax.vmap(lambda p, v, u, fl: solve_persuasion_lp(p, v, u, fl)))

@@ -57,13 +57,13 @@ def _games(cfg, rng, worst=False):
             row = {"cell": cell.index, **cell.describe(), "seed": cfg["seed"], "games_seed": 0, "instance": i,
                    "user_value": ni + norm * (fi - ni), "full_information_value": fi, "no_information_value": ni,
                    "value_ratio": (ni + norm * (fi - ni)) / fi, "normalized_value": norm, "monopoly_best": mono,
-                   "monopoly_mean": mono, "certificate": 0.0 if ok else 1e-2,
-                   "status": "optimal" if ok else "max_steps", "converged": ok, "iterations": 7,
+                   "monopoly_mean": mono, "certificate_lower": 0.0, "certificate_upper": 0.0 if ok else 1e-2,
+                   "status": "optimal" if ok else "max_steps", "iterations": 7,
                    "alignment_eps": dict(cell.family_params).get("eps", 0.5) * rng.uniform(0.5, 1.0)}
             if worst and cell.game == "simultaneous":
                 row.update(certified=ok, normalized_value_min=norm - 0.1 if ok else np.nan,
-                           normalized_value_max=norm if ok else np.nan, exploitability_lower=0.0,
-                           exploitability_upper=0.0 if ok else 1e-2, equilibria_found=3)
+                           normalized_value_max=norm if ok else np.nan, certificate_lower=0.0,
+                           certificate_upper=0.0 if ok else 1e-2, equilibria_found=3)
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -28,7 +28,7 @@ def hull_games(rng, n, K, Y=6, A=4, eps=0.0):
 def runner(solver):
     """One compiled batch runner per solver (compiles once per shape)."""
     return jax.jit(
-        lambda gs, ds: jax.lax.map(lambda a: selection.solve(a[0], solver, delta=a[1]), (gs, ds), batch_size=16)
+        lambda gs, ds: jax.lax.map(lambda a: selection.solve(a[0], solver, delta=a[1], throw=False), (gs, ds), batch_size=16)
     )
 
 
@@ -118,7 +118,7 @@ def test_prosecutors_judge_monopoly_value():
     judge = np.array([[1.0, 0.0], [0.0, 1.0]])
     prosecutor = np.array([[1.0, 1.0], [0.0, 0.0]])
     value, x = persuasion_highs(prior, judge, prosecutor)
-    res = selection.solve(Game(prior, judge, np.stack([prosecutor, prosecutor])), SOLVER)
+    res = selection.solve(Game(prior, judge, np.stack([prosecutor, prosecutor])), SOLVER, throw=False)
     assert int(res.status) == Status.OPTIMAL
     np.testing.assert_allclose(res.user_value, (x * judge).sum(), atol=1e-8)
     np.testing.assert_allclose(res.agent_values, [value, value], atol=1e-8)
@@ -162,7 +162,7 @@ def test_random_start_and_full_revelation_start():
     game = Game(prior[0], user[0], agents[0])
     for start in ("full_revelation", "random"):
         solver = selection.SelectionSolver(tol=TOL, start=start)
-        res = selection.solve(game, solver, delta=1e-3, key=jax.random.PRNGKey(0))
+        res = selection.solve(game, solver, delta=1e-3, key=jax.random.PRNGKey(0), throw=False)
         assert int(res.status) == Status.OPTIMAL
         assert float(res.full_information_value - res.user_value) <= 1e-3 + 1e-9
     with pytest.raises(ValueError, match="needs a PRNG key"):
@@ -200,7 +200,7 @@ def test_finite_evaluation_period():
     prior, user, agents, _ = hull_games(rng, 4, 3, Y=4, A=3)
     solver = selection.SelectionSolver(tol=TOL, grid=9)
     games = Game(prior, user, agents)
-    f = jax.jit(jax.vmap(lambda g, T: selection.solve(g, solver, evaluation_period=T), in_axes=(0, None)))
+    f = jax.jit(jax.vmap(lambda g, T: selection.solve(g, solver, evaluation_period=T, throw=False), in_axes=(0, None)))
     short, long = f(games, 3.0), f(games, 1e6)
     assert np.all(np.asarray(short.status) == Status.OPTIMAL)
     assert np.all(np.asarray(long.status) == Status.OPTIMAL)

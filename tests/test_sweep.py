@@ -87,7 +87,7 @@ def _numbers(out):
 
 
 VALUES = ["user_value", "full_information_value", "no_information_value", "monopoly_best",
-          "monopoly_mean", "certificate", "alignment_eps"]
+          "monopoly_mean", "certificate_upper", "alignment_eps"]
 
 
 def _same_numbers(a_dir, b_dir):
@@ -105,7 +105,7 @@ def test_outputs(reference):
     games, _ = _numbers(reference)
     assert len(games) == 4 * 10  # 2 cells + 2 cells, 10 games each
     for col in ("user_value", "full_information_value", "no_information_value", "normalized_value",
-                "certificate", "status", "seed", "instance", "K", "family.eps", "game.delta", "alignment_eps"):
+                "certificate_upper", "status", "seed", "instance", "K", "family.eps", "game.delta", "alignment_eps"):
         assert col in games.columns
     assert set(games["status"]) <= {"optimal", "max_steps", "cycle", "numerical"}
     assert (games["status"] == "optimal").mean() > 0.9

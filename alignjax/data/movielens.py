@@ -1545,7 +1545,7 @@ def _selection_runner(solver):
 
     from alignjax import selection
 
-    return jax.jit(jax.vmap(lambda g: selection.solve(g, solver)))
+    return jax.jit(jax.vmap(lambda g: selection.solve(g, solver, throw=False)))
 
 
 def _simultaneous_module():
@@ -1565,7 +1565,7 @@ def _simultaneous_runner(solver):
     import jax
 
     simultaneous = _simultaneous_module()
-    return jax.jit(jax.vmap(lambda g: simultaneous.solve(g, solver)))
+    return jax.jit(jax.vmap(lambda g: simultaneous.solve(g, solver, throw=False)))
 
 
 def _game_players(slate: Slate, targets, K: int, seed: int):
