@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from alignjax._io import versions
+
 __all__ = [
     "ReportError",
     "Run",
@@ -551,7 +553,7 @@ def _ylabel(metric: str) -> str:
 
 
 def _save(fig, note: str | None, plot_dir: Path, stem: str, out_dir: Path) -> list[str]:
-    from alignjax.sweep import atomic_write
+    from alignjax._io import atomic_write
 
     if note:
         fig.suptitle(note, color="#b30000", fontsize=7)
@@ -867,12 +869,6 @@ def hardware() -> dict:
     return info
 
 
-def _versions() -> dict:
-    from alignjax.sweep import _versions as sweep_versions
-
-    return sweep_versions()
-
-
 def render_html(run: Run, summary, plots: list[str]) -> str:
     """The report as one self-contained HTML page."""
     esc = html.escape
@@ -937,7 +933,7 @@ def render_html(run: Run, summary, plots: list[str]) -> str:
     parts.append("<h2>Config (normalised: defaults filled, scalars as lists)</h2>")
     parts.append(f"<pre>{esc(_config_text(cfg))}</pre>")
     parts.append("<h2>Versions and hardware</h2>")
-    versions = record.get("versions") or _versions()
+    package_versions = record.get("versions") or versions()
     hw = {
         "devices": record.get("devices"),
         "device_kind": record.get("device_kind"),
@@ -945,7 +941,7 @@ def render_html(run: Run, summary, plots: list[str]) -> str:
         **(record.get("hardware") or {}),
     }
     hw = {k: v for k, v in hw.items() if v is not None}
-    rows = [[k, str(v)] for k, v in versions.items()]
+    rows = [[k, str(v)] for k, v in package_versions.items()]
     parts.append(_html_table(["package", "version"], rows, left=("package", "version")))
     rows = [[k, ", ".join(map(str, v)) if isinstance(v, list) else str(v)] for k, v in hw.items()]
     if rows:
@@ -973,7 +969,7 @@ def _hash(cfg) -> str:
 
 def write_report(run: Run, summary, plots: list[str]) -> Path:
     """Write ``report.html`` into the run directory (atomically)."""
-    from alignjax.sweep import atomic_write
+    from alignjax._io import atomic_write
 
     text = render_html(run, summary, plots)
     path = run.path / "report.html"

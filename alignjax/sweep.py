@@ -47,22 +47,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import itertools
 import json
 import math
 import os
-import sys
-import tempfile
 import time
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alignjax import _io
 from alignjax.games import GAME_TYPES, register_game_type
 
 __all__ = [
@@ -493,45 +490,9 @@ def expand_cells(cfg: dict) -> list[Cell]:
 # ----------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _umask() -> int:
-    """The process's umask (read once, when the first file is written)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write ``path`` by calling ``write(tmp_path)`` on a temporary file in the same
-    directory, then renaming it over ``path`` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for everyone open() would allow
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_json(path: Path, obj) -> None:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
-
-    atomic_write(path, write)
-
-
-def _write_table(path: Path, frame) -> None:
-    if path.suffix == ".parquet":
-        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-    else:
-        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+atomic_write = _io.atomic_write  # re-exported: alignjax.sweep.atomic_write
+_write_json = _io.write_json
+_write_table = _io.write_table
 
 
 def prepare_output(out_dir: Path, cfg: dict, digest: str) -> None:
@@ -716,19 +677,6 @@ def choose_chunk(cell: Cell, cfg: dict, devices, vmap_batch: int) -> tuple[int, 
     return min(chunk, cap), batch
 
 
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("alignjax", "jax", "jaxlib", "equinox", "optax", "numpy", "pandas", "pyarrow", "matplotlib"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    out["python"] = sys.version.split()[0]
-    return out
-
-
 def _rows_from_chunk(cell: Cell, cfg: dict, seed_games: int, indices, metrics: dict) -> list[dict]:
     rows = []
     desc = cell.describe()
@@ -875,7 +823,7 @@ def _run_sweep(cfg: dict, out_dir, *, progress: bool, csv, console) -> dict:
         "name": cfg["name"],
         "config": cfg,
         "config_hash": digest,
-        "versions": _versions(),
+        "versions": _io.versions(),
         "devices": [str(d) for d in devices],
         "device_kind": devices[0].device_kind,
         "processes": jax.process_count(),

@@ -74,15 +74,14 @@ import json
 import logging
 import math
 import os
-import platform
 import re
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from alignjax._io import versions, write_bytes
 
 __all__ = [
     "RATING_SCALE",
@@ -1845,25 +1844,6 @@ class MovieLensConfig:
             raise ValueError(f"mf_test_fraction: must be in (0, 1); got {self.mf_test_fraction}")
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _table_bytes(df) -> dict[str, bytes]:
     out = {".csv": df.to_csv(index=False).encode("utf-8")}
     try:
@@ -1960,19 +1940,6 @@ def plot_games(summary) -> bytes:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in ("alignjax", "jax", "jaxlib", "equinox", "numpy", "pandas", "matplotlib", "pyarrow", "scipy"):
-        mod = sys.modules.get(name)
-        if mod is None:
-            try:
-                mod = __import__(name)
-            except ImportError:
-                continue
-        out[name] = getattr(mod, "__version__", "?")
-    return out
 
 
 def _key_numbers(a_summary, b_summary) -> dict:
@@ -2167,7 +2134,7 @@ def _run_movielens(data_dir, out_dir, config: MovieLensConfig, *, progress, echo
         "matrix_factorisation": dataclasses.asdict(report) if report else None,
         "simultaneous_available": sim_available,
         "games_run": b_summary is not None,
-        "versions": _versions(),
+        "versions": versions(),
         "key_numbers": _key_numbers(a_summary, b_summary),
         "outputs": sorted(files) + ["run.json"],
         "wall_time_s": round(wall, 2),
@@ -2177,6 +2144,6 @@ def _run_movielens(data_dir, out_dir, config: MovieLensConfig, *, progress, echo
     except OSError as err:
         raise ValueError(f"{out_dir}: cannot create the output directory: {err.strerror}") from None
     for name, blob in files.items():
-        _write_atomic(os.path.join(out_dir, name), blob)
-    _write_atomic(os.path.join(out_dir, "run.json"), (json.dumps(run, indent=2) + "\n").encode("utf-8"))
+        write_bytes(os.path.join(out_dir, name), blob)
+    write_bytes(os.path.join(out_dir, "run.json"), (json.dumps(run, indent=2) + "\n").encode("utf-8"))
     return run
