@@ -30,10 +30,20 @@ from alignjax.response import (
     quantal_response,
 )
 from alignjax.status import Status, status_name
+from alignjax import games, results
+from alignjax.games import GAME_TYPES, GameType
+from alignjax.results import AbstractResult, metrics, result_to_dict
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AbstractResult",
+    "GAME_TYPES",
+    "GameType",
+    "games",
+    "metrics",
+    "result_to_dict",
+    "results",
     "AlignmentCurve",
     "AlignmentResult",
     "AlignmentSolver",

@@ -2,11 +2,14 @@
 
 Subcommands:
 
-* ``alignjax solve GAME.json --mode persuasion --agent I [--json] [--float32]``
-* ``alignjax solve GAME.json --mode simultaneous [--temperature TAU] [--signals M] [--json]``
-* ``alignjax solve GAME.json --mode conversation --rounds R [--temperature TAU] [--signals M]
-  [--user-signals L] [--json]``: the multi-round conversation; the GAME.json may carry
-  the joint prior ``information`` (Y, XU, XB)
+* ``alignjax solve MODE GAME.json [--json] [--float32] [options]``: one game, one
+  sub-command per mode, each with its own options (an option of another mode is an
+  error, exit 2): ``persuasion [--agent I] [--floor F]``, ``selection [--delta D]
+  [--evaluation-period T]``, ``simultaneous [--temperature TAU] [--signals M]``,
+  ``conversation [--rounds R] [--temperature TAU] [--signals M] [--user-signals L]``
+  (the GAME.json may carry the joint prior ``information``). The output is the
+  result protocol's dict (:func:`alignjax.results.result_to_dict`). The older
+  spelling ``alignjax solve GAME.json --mode MODE ...`` still works.
 * ``alignjax alignment GAME.json [--norm sup|mse] [--weights simplex|nonneg] [--no-offset]
   [--json] [--float32]``: the market-alignment error of the agents for the user
 * ``alignjax sweep [CONFIG.toml] --out DIR``: the main job (``alignjax.sweep``)
@@ -335,7 +338,7 @@ def _load_game(path, dtype, conversation: bool = False):
     except GameSpecError as err:
         msg = str(err)
         if "unknown field 'information'" in msg:
-            msg += " (the joint prior is read by alignjax solve --mode conversation only)"
+            msg += " (the joint prior is read by alignjax solve conversation, or --mode conversation, only)"
         raise CLIError(msg) from None
 
 

@@ -49,16 +49,17 @@ from alignjax.certificates import informed_deviator_bound
 from alignjax.game import Game, GameSpecError, game_from_dict, load_json
 from alignjax.response import full_information_value
 from alignjax.results import AbstractResult, raise_unless_optimal
-from alignjax.simultaneous import (
-    _check_search_options,
-    _distinct,
-    _is_best_response_user,
-    _inner_temperatures,
-    _outcome,
+from alignjax._search import (
+    bracket_status,
+    check_search_options,
+    distinct,
+    inner_temperatures,
+    is_best_response_user,
     make_optimizer,
+    pick_kept,
     temperature_schedule,
 )
-from alignjax.status import Status
+from alignjax.simultaneous import _outcome
 
 __all__ = [
     "ConversationGame",
@@ -569,7 +570,7 @@ class ConversationSolver(eqx.Module):
     def __check_init__(self):
         if self.dynamics not in _DYNAMICS:
             raise ValueError(f"ConversationSolver: dynamics must be one of {_DYNAMICS}; got {self.dynamics!r}")
-        _check_search_options(self)
+        check_search_options(self)
 
     def make_optimizer(self) -> optax.GradientTransformation:
         """The optimizer on the logits: ``optimizer`` or ``optax.adam(learning_rate)``."""
@@ -754,7 +755,7 @@ def _gradient_best_response(objective, current, key, temps, eval_t, solver):
 def _estimated_exploitability(game, logits, vals, eval_t, solver, K, L, M, key):
     user_range = jnp.max(game.user_utility) - jnp.min(game.user_utility)
     user_range = jnp.where(user_range > 0, user_range, 1.0)
-    temps = _inner_temperatures(solver, user_range, eval_t, solver.br_steps)
+    temps = inner_temperatures(solver, user_range, eval_t, solver.br_steps)
     k_user, k_agents = jax.random.split(key)
 
     def user_objective(lg_user, tau, hard):
@@ -821,14 +822,14 @@ def upper_bounds(
     R, L, M, _ = _check_rules(rules, game, "conversation.upper_bounds", probabilities=True)
     K = game.num_agents
     dtype = game.information.dtype
-    vals = _values(game, rules, K, L, M, jnp.zeros((), dtype) if _is_best_response_user(temperature)
+    vals = _values(game, rules, K, L, M, jnp.zeros((), dtype) if is_best_response_user(temperature)
                    else jnp.asarray(temperature, dtype))
     return _upper_bounds(game, rules, vals, temperature, K, L, M, max_steps)
 
 
 def _upper_bounds(game, rules, vals, temperature, K, L, M, max_steps):
     user_ub = vals[0] if L == 1 else jnp.maximum(aligned_value(game), vals[0])
-    if _is_best_response_user(temperature):
+    if is_best_response_user(temperature):
         agents_ub = jnp.stack([
             informed_deviator_bound(
                 _round_one_blocks(game, rules, i, K, L, M), game.user_utility, game.agent_utilities[i],
@@ -873,7 +874,7 @@ def exploitability(
     _check_memory("conversation.exploitability", game, M, L, R, game.information.dtype, solver.memory_budget)
     key = jax.random.PRNGKey(0) if key is None else key
     dtype = game.information.dtype
-    eval_t = jnp.zeros((), dtype) if _is_best_response_user(temperature) else jnp.asarray(temperature, dtype)
+    eval_t = jnp.zeros((), dtype) if is_best_response_user(temperature) else jnp.asarray(temperature, dtype)
     K = game.num_agents
     vals = _values(game, softmax_rules(logits), K, L, M, eval_t)
     return _estimated_exploitability(game, logits, vals, eval_t, solver, K, L, M, key)
@@ -934,7 +935,7 @@ def solve(
     dtype = game.information.dtype
     _check_memory("conversation.solve", game, M, L, R, dtype, solver.memory_budget)
     key = jax.random.PRNGKey(0) if key is None else key
-    temperature = None if _is_best_response_user(temperature) else jnp.asarray(temperature, dtype)
+    temperature = None if is_best_response_user(temperature) else jnp.asarray(temperature, dtype)
     # Compiled once per shape, dtype, solver and static option (inlined under an outer
     # jax.jit or jax.vmap); a quantal temperature is traced.
     return _solve_compiled(game, solver, temperature, key, R, L, M, bool(throw))
@@ -968,10 +969,7 @@ def _solve_compiled(game, solver, temperature, key, R, L, M, throw):
     ).all(0)
     gain_up = jnp.where(finite, jnp.sum(jnp.maximum(upper_all - vals_all, 0.0), -1), jnp.inf)
     certified_all = finite & (gain_up <= solver.tol)
-    best = jnp.min(gain_up)
-    tie = 1e-9 * (1.0 + jnp.where(jnp.isfinite(best), jnp.abs(best), 0.0))
-    fallback = jnp.argmax(gain_up <= best + tie)
-    pick = jnp.where(jnp.any(certified_all), jnp.argmax(certified_all), fallback)
+    pick = pick_kept(certified_all, gain_up)
     logits, vals, upper = jax.tree.map(lambda x: x[pick], (finals, vals_all, upper_all))
     rules = softmax_rules(logits)
     low = _estimated_exploitability(game, logits, vals, eval_t, solver, K, L, M, k_cert)
@@ -980,17 +978,12 @@ def _solve_compiled(game, solver, temperature, key, R, L, M, throw):
     gains_lower = jnp.maximum(lower - vals, 0.0)
     expl_up, expl_low = jnp.sum(gains), jnp.sum(gains_lower)
     # the range over the certified end points
-    new = _distinct(jnp.where(finite[:, None], vals_all, 0.0), certified_all, solver.tol)
+    new = distinct(jnp.where(finite[:, None], vals_all, 0.0), certified_all, solver.tol)
     any_cert = jnp.any(certified_all)
     vmin = jnp.where(any_cert, jnp.min(jnp.where(certified_all, vals_all[:, 0], jnp.inf)), jnp.nan)
     vmax = jnp.where(any_cert, jnp.max(jnp.where(certified_all, vals_all[:, 0], -jnp.inf)), jnp.nan)
     ok = finite[pick] & ~jnp.isnan(expl_low)
-    certified = ok & (expl_up <= solver.tol)
-    status = jnp.where(
-        ~ok,
-        Status.NUMERICAL,
-        jnp.where(certified, Status.OPTIMAL, jnp.where(expl_low <= solver.tol, Status.NOT_CERTIFIED, Status.MAX_STEPS)),
-    ).astype(jnp.int32)
+    certified, status = bracket_status(ok, expl_low, expl_up, solver.tol)
     prior = jnp.sum(game.information, axis=(1, 2))
     result = ConversationResult(
         rules=rules,

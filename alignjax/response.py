@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 __all__ = [
+    "conditional_scheme",
     "TieBreak",
     "posterior",
     "expected_utilities",
@@ -223,6 +224,22 @@ def scheme_values(
     joint = prior[:, None] * scheme  # (Y, M)
     action_state = jnp.einsum("ym,ma->ay", joint, response)  # (A, Y)
     return jnp.sum(action_state * utilities, axis=(-2, -1))
+
+
+def conditional_scheme(joint: Float[Array, "S Y"]) -> Float[Array, "Y S"]:
+    """The signaling scheme ``P(s | y)`` of a joint ``x[s, y] = P(s, y)`` (the
+    revelation-principle LP's recommendation): each state's column divided by its mass,
+    uniform over the messages where the state has none (its row is then arbitrary).
+
+    Args:
+        joint: (S, Y), non-negative.
+
+    Returns:
+        (Y, S), rows summing to one.
+    """
+    col = jnp.sum(joint, axis=0)
+    rows = jnp.where(col[None, :] > 0, joint / jnp.where(col > 0, col, 1.0), 1.0 / joint.shape[0])
+    return rows.T
 
 
 def full_information_value(prior: Float[Array, " Y"], user_utility: Float[Array, "A Y"]):

@@ -66,7 +66,7 @@ from jaxtyping import Array, Bool, Float, Int
 from alignjax.game import Game
 from alignjax.lp import default_lp_tol, solve_persuasion_lp
 from alignjax.persuasion import PersuasionSolver
-from alignjax.response import full_information_value, no_information_value, normalized_value
+from alignjax.response import conditional_scheme, full_information_value, no_information_value, normalized_value
 from alignjax.results import AbstractResult, raise_unless_optimal
 from alignjax.status import Status
 
@@ -665,8 +665,7 @@ def _solve_compiled(game, solver, delta, evaluation_period, key, throw):
         Status.OPTIMAL,
         jnp.where(failed, Status.NUMERICAL, jnp.where(cycle, Status.CYCLE, Status.MAX_STEPS)),
     ).astype(jnp.int32)
-    col = jnp.sum(X, axis=1, keepdims=True)  # (K, 1, Y)
-    schemes = jnp.swapaxes(jnp.where(col > 0, X / jnp.where(col > 0, col, 1.0), 1.0 / X.shape[1]), 1, 2)
+    schemes = jax.vmap(conditional_scheme)(X)
     result = SelectionResult(
         recommendations=X,
         schemes=schemes,

@@ -57,6 +57,17 @@ from alignjax.response import (
     full_information_value,
     no_information_value,
 )
+from alignjax._search import (
+    bracket_status,
+    check_search_options,
+    distinct,
+    inner_temperatures,
+    is_best_response_user,
+    make_optimizer,
+    pick_kept,
+    temperature_schedule,
+    user_kind,
+)
 from alignjax.results import AbstractResult, raise_unless_optimal
 from alignjax.status import Status
 
@@ -83,7 +94,6 @@ _DYNAMICS = ("gradient", "extragradient", "optimistic", "best_response")
 _ESTIMATORS = ("auto", "exact", "monte_carlo")
 _SCHEME_ATOL = 1e-6
 _OFF_LOGIT = -30.0  # logit of an unused message in a deterministic scheme (weight ~1e-13)
-_TIE_RTOL = 1e-9  # certificates within this (relative) of the best are ties: the first in portfolio order wins
 # The start portfolio: random starts under each dynamics, a search for the user's worst
 # equilibrium, pooling, every agent's monopoly scheme, the full-information
 # recommendation (and full revelation where M >= Y), searched from and kept as they are.
@@ -202,7 +212,7 @@ class SimultaneousSolver(eqx.Module):
             raise ValueError(
                 f"SimultaneousSolver: estimator must be one of {_ESTIMATORS}; got {self.estimator!r}"
             )
-        _check_search_options(self, ("lp_max_steps",))
+        check_search_options(self, ("lp_max_steps",))
         if self.samples < 2:
             raise ValueError(f"SimultaneousSolver: samples must be >= 2; got {self.samples}")
         starts = (self.starts,) if isinstance(self.starts, str) else tuple(self.starts)
@@ -226,25 +236,6 @@ class SimultaneousSolver(eqx.Module):
 def _starts_of(solver) -> tuple:
     """``solver.starts`` as a tuple (a single name may be given as a string)."""
     return (solver.starts,) if isinstance(solver.starts, str) else tuple(solver.starts)
-
-
-def _check_search_options(solver, extra_counts=()) -> None:
-    """The annealed search's options (shared with the conversation solver): counts
-    >= 1 and ``0 < temperature_end <= temperature_start``; errors name the class."""
-    cls = type(solver).__name__
-    for name in ("stages", "steps_per_stage", "restarts", "br_starts", "br_steps", *extra_counts):
-        if int(getattr(solver, name)) < 1:
-            raise ValueError(f"{cls}: {name} must be >= 1; got {getattr(solver, name)}")
-    if not 0 < solver.temperature_end <= solver.temperature_start:
-        raise ValueError(
-            f"{cls}: need 0 < temperature_end <= temperature_start; got "
-            f"{solver.temperature_end} and {solver.temperature_start}"
-        )
-
-
-def make_optimizer(solver) -> optax.GradientTransformation:
-    """A search's optimizer on the logits: ``solver.optimizer`` or ``optax.adam(solver.learning_rate)``."""
-    return solver.optimizer if solver.optimizer is not None else optax.adam(solver.learning_rate)
 
 
 class Exploitability(eqx.Module):
@@ -389,30 +380,6 @@ def profile_memory_bytes(
 def num_response_maps(num_agents: int, num_signals: int, num_actions: int) -> int:
     """``A^(M^(K-1))``: the response maps (rival profiles -> actions) of the exact best response."""
     return int(num_actions) ** (int(num_signals) ** (int(num_agents) - 1))
-
-
-def temperature_schedule(
-    solver: SimultaneousSolver, user_range, temperature=None
-) -> Float[Array, " stages"]:
-    """The stage temperatures of the search, in the user's units.
-
-    Geometric from ``temperature_start * user_range`` to the end temperature: the
-    target ``temperature`` of a quantal user, or ``temperature_end * user_range`` for a
-    best-responding user (``temperature`` None or 0). The start is raised to the end
-    if it lies below it. ``user_range`` and ``temperature`` may be traced.
-    """
-    user_range = jnp.asarray(user_range)
-    dtype = user_range.dtype if jnp.issubdtype(user_range.dtype, jnp.floating) else jnp.result_type(float)
-    user_range = jnp.where(user_range > 0, user_range, 1.0).astype(dtype)
-    end = solver.temperature_end * user_range
-    if temperature is not None:
-        t = jnp.asarray(temperature, dtype)
-        end = jnp.where(t > 0, t, end)
-    start = jnp.maximum(solver.temperature_start * user_range, end)
-    if solver.stages == 1:
-        return end[None]
-    frac = jnp.linspace(0.0, 1.0, solver.stages, dtype=dtype)
-    return start * (end / start) ** frac
 
 
 # ----------------------------------------------------------------------------------------
@@ -875,15 +842,6 @@ def _gradient_best_response(
     return vals[best], candidates[best]
 
 
-def _inner_temperatures(solver, user_range, eval_temperature, steps):
-    """Per-step temperatures of a gradient best response: geometric from the start of
-    the schedule to the evaluation temperature (or the schedule's end for tau = 0)."""
-    end = jnp.where(eval_temperature > 0, eval_temperature, solver.temperature_end * user_range)
-    start = jnp.maximum(solver.temperature_start * user_range, end)
-    frac = jnp.linspace(0.0, 1.0, steps, dtype=user_range.dtype)
-    return start * (end / start) ** frac
-
-
 # ----------------------------------------------------------------------------------------
 # Exact best response (generalised revelation principle) and exploitability
 # ----------------------------------------------------------------------------------------
@@ -979,15 +937,6 @@ def _map_lp_bounds(game, rivals, max_steps):
     return jnp.where(jnp.isfinite(bounds), bounds, jnp.inf), status
 
 
-def _user_kind(temperature) -> str:
-    """"best" (None or a concrete 0), "quantal" (a concrete tau > 0) or "traced"."""
-    if temperature is None:
-        return "best"
-    if isinstance(temperature, jax.core.Tracer):
-        return "traced"
-    return "best" if float(temperature) == 0.0 else "quantal"
-
-
 def _upper_bounds(game, schemes, temperature, solver, use_map_lp, kind=None):
     """(K,) sound upper bounds on every agent's best-response value, (K,) map-LP statuses.
 
@@ -1000,7 +949,7 @@ def _upper_bounds(game, schemes, temperature, solver, use_map_lp, kind=None):
     rivals = _rival_profiles(schemes)  # (K, Y, R)
     blocks = game.prior[None, :, None] * rivals
     status = jnp.full((num_agents,), Status.OPTIMAL, jnp.int32)
-    kind = _user_kind(temperature) if kind is None else kind
+    kind = user_kind(temperature) if kind is None else kind
 
     def informed():
         ub = jax.vmap(
@@ -1060,7 +1009,7 @@ def _gradient_deviation_values(game, logits, values, temperature, solver, key, m
     user_range = jnp.max(game.user_utility) - jnp.min(game.user_utility)
     user_range = jnp.where(user_range > 0, user_range, 1.0)
     eval_t = jnp.asarray(temperature, logits.dtype)
-    temps = _inner_temperatures(solver, user_range, eval_t, solver.br_steps)
+    temps = inner_temperatures(solver, user_range, eval_t, solver.br_steps)
     schemes = jax.nn.softmax(logits, axis=-1)
     all_rivals = None if monte_carlo else _rival_profiles(schemes)
 
@@ -1102,10 +1051,6 @@ def _bracket(values, lower, upper, lp_status):
         exact=jnp.isfinite(total),
         lp_status=lp_status,
     )
-
-
-def _is_best_response_user(temperature) -> bool:
-    return _user_kind(temperature) == "best"
 
 
 def exploitability(
@@ -1156,7 +1101,7 @@ def exploitability(
     key = jax.random.PRNGKey(0) if key is None else key
     _, mode = _modes(solver, game, num_signals, schemes.dtype)
     eval_t = 0.0 if temperature is None else temperature
-    br_user = _is_best_response_user(temperature)
+    br_user = is_best_response_user(temperature)
     can_map = (
         br_user
         and mode == "exact"
@@ -1297,7 +1242,7 @@ def _best_response_dynamics(game, solver, logits0, temps, mode, key):
 
     def round_(logits, inputs):
         tau, k_round = inputs
-        inner = _inner_temperatures(solver, user_range, tau, solver.steps_per_stage)
+        inner = inner_temperatures(solver, user_range, tau, solver.steps_per_stage)
 
         def turn(i, carry):
             logits, k = carry
@@ -1365,15 +1310,6 @@ def _seeded_profiles(game, solver, num_signals, dtype):
     return stack(searched), stack(as_is)
 
 
-def _distinct(values, certified, atol):
-    """(C,) True for a certified end point whose values differ by more than ``atol`` from
-    every earlier certified one (the first of each class of equal outcomes)."""
-    close = jnp.max(jnp.abs(values[:, None, :] - values[None, :, :]), axis=-1) <= atol  # (C, C)
-    earlier = jnp.tril(jnp.ones_like(close), k=-1)
-    seen = jnp.any(close & earlier & certified[None, :], axis=1)
-    return certified & ~seen
-
-
 def solve(
     game: Game,
     solver: SimultaneousSolver = SimultaneousSolver(),
@@ -1433,7 +1369,7 @@ def solve(
             raise ValueError(f"simultaneous.solve: temperature must be >= 0; got {temperature}")
     dtype = game.prior.dtype
     mode, value_mode = _modes(solver, game, num_signals, dtype)
-    br_user = _is_best_response_user(temperature)
+    br_user = is_best_response_user(temperature)
     maps = num_response_maps(num_agents, num_signals, num_actions)
     can_map = br_user and value_mode == "exact" and maps <= solver.max_maps
     if exact_certificate and not can_map:
@@ -1452,7 +1388,7 @@ def solve(
                 f"simultaneous.solve: 'init_schemes' has {init.shape[-1]} signals, expected {num_signals}"
             )
         init = init.astype(dtype)
-    kind = _user_kind(temperature)
+    kind = user_kind(temperature)
     temperature = None if br_user else jnp.asarray(temperature, dtype)
     # Compiled once per shape, dtype, solver, kind of user and static option (inlined
     # under an outer jax.jit or jax.vmap); a quantal temperature is traced.
@@ -1546,10 +1482,7 @@ def _solve_compiled(game, solver, temperature, key, init, num_signals, mode, val
     # no upper bound anywhere, the smallest lower bound), ties within round-off to the first
     gain_low = jnp.where(finite, jnp.sum(jnp.maximum(lower_all - values_all, 0.0), -1), jnp.inf)
     score = jnp.where(jnp.any(jnp.isfinite(gain_up)), gain_up, gain_low)
-    best = jnp.min(score)
-    tie = _TIE_RTOL * (1.0 + jnp.where(jnp.isfinite(best), jnp.abs(best), 0.0))
-    fallback = jnp.argmax(score <= best + tie)
-    pick = jnp.where(jnp.any(certified_all), jnp.argmax(certified_all), fallback)
+    pick = pick_kept(certified_all, score)
     logits, schemes, user_value, agent_values, upper, lower, lp_status = jax.tree.map(
         lambda x: x[pick], (logits_all, schemes_all, user_all, values_all, upper_all, lower_all, lp_all)
     )
@@ -1560,21 +1493,12 @@ def _solve_compiled(game, solver, temperature, key, init, num_signals, mode, val
     cert = _bracket(agent_values, lower, upper, lp_status)
     # the range of certified equilibria
     outcome = jnp.concatenate([user_all[:, None], values_all], axis=1)
-    new = _distinct(jnp.where(finite[:, None], outcome, 0.0), certified_all, solver.tol)
+    new = distinct(jnp.where(finite[:, None], outcome, 0.0), certified_all, solver.tol)
     any_cert = jnp.any(certified_all)
     vmin = jnp.where(any_cert, jnp.min(jnp.where(certified_all, user_all, jnp.inf)), jnp.nan)
     vmax = jnp.where(any_cert, jnp.max(jnp.where(certified_all, user_all, -jnp.inf)), jnp.nan)
     ok = finite[pick] & ~jnp.isnan(cert.exploitability_lower)
-    certified = ok & (cert.exploitability_upper <= solver.tol)
-    status = jnp.where(
-        ~ok,
-        Status.NUMERICAL,
-        jnp.where(
-            certified,
-            Status.OPTIMAL,
-            jnp.where(cert.exploitability_lower <= solver.tol, Status.NOT_CERTIFIED, Status.MAX_STEPS),
-        ),
-    ).astype(jnp.int32)
+    certified, status = bracket_status(ok, cert.exploitability_lower, cert.exploitability_upper, solver.tol)
     result = SimultaneousResult(
         schemes=schemes,
         logits=logits,

@@ -1,7 +1,7 @@
 """Same numbers on any number of devices, in any process split, alone or in any batch.
 
 * The sweep runs every block of games with the same single-device program on every
-  device, process and device count (``alignjax.sweep._Runner``), so its tables agree
+  device, process and device count (``alignjax.sweep.execution._Runner``), so its tables agree
   bit for bit: checked for every game type (1 vs 4 host devices, 1 vs 2 processes).
 * A game's equilibrium does not depend on the batch it is solved in: alone, or vmapped
   beside other games in batches of other sizes and orders (other XLA programs, hence
@@ -135,7 +135,7 @@ def _cell_games(config_text, indices, cell=-1):
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed ^ 0x5EED), i))(jnp.asarray(indices))
     gt = sweep.GAME_TYPES[cell.game]
     solver = gt.make_solver(dict(cell.solver))
-    params, statics = sweep._split_params(cell)
+    params, statics = sweep.execution._split_params(cell)
     params = {k: jnp.asarray(v, jnp.float64) for k, v in params.items()}
 
     def one(game, key):
@@ -218,7 +218,7 @@ SHARDED = textwrap.dedent(
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed ^ 0x5EED), i))(jnp.asarray(idx))
     gt = sweep.GAME_TYPES[cell.game]
     solver = gt.make_solver(dict(cell.solver))
-    params, statics = sweep._split_params(cell)
+    params, statics = sweep.execution._split_params(cell)
     local = jax.vmap(lambda g, k: gt.run(g, solver, dict(params, **statics), k))
     one = jax.device_get(jax.jit(local)(games, keys))
     # a two-partition program; each device holds the same games (so the batches match)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from alignjax._io import write_table
 from alignjax import report, sweep
 from alignjax.cli import main
 
@@ -72,7 +73,7 @@ def _run_dir(tmp_path, games, cfg, name="run"):
     out = tmp_path / name
     sweep.prepare_output(out, cfg, sweep.config_hash(cfg))
     for cell, g in games.groupby("cell"):
-        sweep._write_table(out / "chunks" / f"cell{cell:04d}_chunk0000.parquet", g.reset_index(drop=True))
+        write_table(out / "chunks" / f"cell{cell:04d}_chunk0000.parquet", g.reset_index(drop=True))
     return out
 
 

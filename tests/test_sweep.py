@@ -92,7 +92,7 @@ VALUES = ["user_value", "full_information_value", "no_information_value", "monop
 
 def _same_numbers(a_dir, b_dir):
     """Every device and process runs the same single-device program on the same blocks
-    of games (alignjax.sweep._Runner), so results agree bit for bit: values,
+    of games (alignjax.sweep.execution._Runner), so results agree bit for bit: values,
     certificates and statuses (tests/test_determinism.py does this for every game type)."""
     a, _ = _numbers(a_dir)
     b, _ = _numbers(b_dir)
@@ -288,7 +288,7 @@ def test_memory_estimate_bounds_the_batch_and_refuses_impossible_sizes(config_pa
     chunk, batch = sweep.choose_chunk(cell, cfg, devices, 16)
     assert batch == 16 and chunk % (len(devices) * batch) == 0 and chunk >= cfg["instances"]
     per_game = sweep.GAME_TYPES[cell.game].bytes_per_game(cell.K, cell.Y, cell.A, {}, 8)
-    budget = sweep._memory_budget(devices, 1.0)
+    budget = sweep.execution._memory_budget(devices, 1.0)
     tight = dict(cfg, memory_fraction=3.5 * per_game / budget)
     assert sweep.choose_chunk(cell, tight, devices, 16)[1] == 3
     with pytest.raises(sweep.SweepConfigError, match="lower K, Y, A"):
