@@ -198,8 +198,7 @@ def evaluate_als(
     rng = np.random.default_rng([seed, 7])
     test = np.zeros(r.size, bool)
     test[rng.permutation(r.size)[: max(1, int(round(test_fraction * r.size)))]] = True
-    frame = data.ratings
-    train_df, test_df = frame.loc[~test], frame.loc[test]
+    train_df = data.ratings.loc[~test]
     model = fit_als(train_df, rank=rank, reg=reg, iterations=iterations, seed=seed, rating_scale=data.rating_scale)
     biases = fit_als(train_df, rank=0, reg=reg, iterations=iterations, seed=seed, rating_scale=data.rating_scale)
     truth = r[test]

@@ -194,7 +194,8 @@ def alignment_experiment(
             uni = _run_chunked(fit_sup, (u_rep, avg), 64).epsilon.reshape(T, num_samples)
             best = np.take_along_axis(single[:, None, :], idx.reshape(T, num_samples * K)[:, None, :], axis=2)
             best = best.reshape(T, num_samples, K).min(axis=2)
-            by_k[K] = (res.epsilon.reshape(T, num_samples), best, uni, (res.status == Status.OPTIMAL).reshape(T, num_samples))
+            cert = (res.status == Status.OPTIMAL).reshape(T, num_samples)
+            by_k[K] = (res.epsilon.reshape(T, num_samples), best, uni, cert)
         for n, t in enumerate(targets):
             for K in grid:
                 err, best, uni, cert = by_k[K]
@@ -320,7 +321,9 @@ def games_experiment(
         """Every (target, bias) game with K agents, solved: (targets, biases, games, metrics)."""
         K = _check_int(option, K, 1)
         if K > slate.num_people - 1:
-            raise ValueError(f"{option}={K}: the {slate.variant} slate has only {slate.num_people - 1} people besides the user")
+            raise ValueError(
+                f"{option}={K}: the {slate.variant} slate has only {slate.num_people - 1} people besides the user"
+            )
         agents = _game_players(slate, targets, K, seed)
         tg = np.repeat(targets, nb)
         ag = np.repeat(agents, nb, axis=0)

@@ -13,7 +13,15 @@ import numpy as np
 
 from alignjax.data.movielens.completion import ALSModel, fit_als
 from alignjax.data.movielens.config import MovieLensConfig
-from alignjax.data.movielens.games import _ACTIONS, _PRIORS, _VARIANTS, Slate, build_slate, draw_players, movielens_games
+from alignjax.data.movielens.games import (
+    _ACTIONS,
+    _PRIORS,
+    _VARIANTS,
+    Slate,
+    build_slate,
+    draw_players,
+    movielens_games,
+)
 from alignjax.data.movielens.loading import (
     RELEASE_FORMATS,
     MovieLens,
