@@ -582,6 +582,7 @@ def run_cli(capsys, *args):
         (["--variants", "observed,imputed"], "--variants: each must be one of"),
         (["--selection-agents", "0"], "--selection-agents: agent counts must be integers >= 1"),
         (["--slate-size", "200"], "slate_size=200: the data have only 60 rated movies"),
+        (["--mf-test-fraction", "1.5"], "--mf-test-fraction: must be in (0, 1)"),
     ],
 )
 def test_cli_bad_options(capsys, tmp_path, raw_slice, args, fragment):
