@@ -560,23 +560,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     ml = _movielens_defaults()
-    p.add_argument("--slate-size", type=int, default=ml.slate_size, help=f"movies per game, the most-rated (default {ml.slate_size})")
+    p.add_argument(
+        "--slate-size", type=int, default=ml.slate_size,
+        help=f"movies per game, the most-rated (default {ml.slate_size})",
+    )
     p.add_argument("--prior", choices=["uniform", "popularity"], default=ml.prior)
     p.add_argument("--actions", choices=["binary", "graded"], default=ml.actions)
     p.add_argument("--levels", type=int, default=ml.levels, help=f"graded: engagement levels (default {ml.levels})")
     p.add_argument("--biases", default=_join(ml.biases), help=f"agents' engagement biases (default {_join(ml.biases)})")
-    p.add_argument("--min-ratings", type=int, default=ml.min_ratings, help=f"skip people with fewer ratings (default {ml.min_ratings})")
+    p.add_argument(
+        "--min-ratings", type=int, default=ml.min_ratings,
+        help=f"skip people with fewer ratings (default {ml.min_ratings})",
+    )
     p.add_argument("--variants", default=_join(ml.variants), help="observed and/or completed")
-    p.add_argument("--max-agents", type=int, default=ml.max_agents, help=f"A: largest K of the MSE curves (default {ml.max_agents})")
-    p.add_argument("--samples", type=int, default=ml.samples, help=f"A: agent subsets per K and person (default {ml.samples})")
+    p.add_argument(
+        "--max-agents", type=int, default=ml.max_agents,
+        help=f"A: largest K of the MSE curves (default {ml.max_agents})",
+    )
+    p.add_argument(
+        "--samples", type=int, default=ml.samples,
+        help=f"A: agent subsets per K and person (default {ml.samples})",
+    )
     p.add_argument("--sup-agents", default=_join(ml.sup_agents), help="A: the K grid of the sup-norm fits")
     p.add_argument("--selection-agents", default=_join(ml.selection_agents), help="B: K of the best-AI selection game")
-    p.add_argument("--simultaneous-agents", default=_join(ml.simultaneous_agents), help="B: K of the simultaneous game ('none': skip)")
+    p.add_argument(
+        "--simultaneous-agents", default=_join(ml.simultaneous_agents),
+        help="B: K of the simultaneous game ('none': skip)",
+    )
     p.add_argument("--targets", type=int, default=ml.targets, help="at most this many target people (default all)")
     p.add_argument("--seed", type=int, default=ml.seed)
     p.add_argument("--mf-rank", type=int, default=ml.mf_rank, help=f"completion model: factors (default {ml.mf_rank})")
     p.add_argument("--mf-reg", type=float, default=ml.mf_reg, help=f"completion model: penalty (default {ml.mf_reg:g})")
-    p.add_argument("--mf-iterations", type=int, default=ml.mf_iterations, help=f"completion model: ALS sweeps (default {ml.mf_iterations})")
+    p.add_argument(
+        "--mf-iterations", type=int, default=ml.mf_iterations,
+        help=f"completion model: ALS sweeps (default {ml.mf_iterations})",
+    )
     p.add_argument(
         "--mf-test-fraction", type=float, default=ml.mf_test_fraction,
         help=f"completion model: held-out share of the ratings for its RMSE (default {ml.mf_test_fraction:g})",
