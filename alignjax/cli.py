@@ -355,6 +355,18 @@ def _check_writable_dir(out: Path) -> None:
         raise CLIError(f"{out}: cannot write the output directory: {probe} is not writable")
 
 
+def _movielens_defaults():
+    """The settings' defaults (:class:`alignjax.data.movielens.MovieLensConfig`, their one source)."""
+    from alignjax.data.movielens.config import MovieLensConfig
+
+    return MovieLensConfig()
+
+
+def _join(values) -> str:
+    """A tuple of settings as the comma-separated option text (``"none"`` when empty)."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) or "none"
+
+
 _MOVIELENS_OPTIONS = {  # MovieLensConfig field -> command-line option (for error messages)
     "slate_size": "--slate-size", "prior": "--prior", "actions": "--actions", "levels": "--levels",
     "biases": "--biases", "min_ratings": "--min-ratings", "variants": "--variants",
@@ -383,7 +395,7 @@ def _cmd_movielens(args) -> int:
         selection_agents=_int_list(args.selection_agents, "--selection-agents"),
         simultaneous_agents=_int_list(args.simultaneous_agents, "--simultaneous-agents"),
         targets=args.targets, seed=args.seed, mf_rank=args.mf_rank, mf_reg=args.mf_reg,
-        mf_iterations=args.mf_iterations,
+        mf_iterations=args.mf_iterations, mf_test_fraction=args.mf_test_fraction,
     )
     try:
         config.validate()
@@ -550,23 +562,46 @@ def build_parser() -> argparse.ArgumentParser:
              "(ratings.dat) or ml-100k (u.data)",
     )
     p.add_argument("--out", required=True, help="output directory (created if missing)")
-    p.add_argument("--slate-size", type=int, default=12, help="movies per game, the most-rated (default 12)")
-    p.add_argument("--prior", choices=["uniform", "popularity"], default="uniform")
-    p.add_argument("--actions", choices=["binary", "graded"], default="binary")
-    p.add_argument("--levels", type=int, default=5, help="graded: engagement levels (default 5)")
-    p.add_argument("--biases", default="0,0.1", help="agents' engagement biases (default 0,0.1)")
-    p.add_argument("--min-ratings", type=int, default=20, help="skip people with fewer ratings (default 20)")
-    p.add_argument("--variants", default="observed,completed", help="observed and/or completed")
-    p.add_argument("--max-agents", type=int, default=100, help="A: largest K of the MSE curves (default 100)")
-    p.add_argument("--samples", type=int, default=8, help="A: agent subsets per K and person (default 8)")
-    p.add_argument("--sup-agents", default="1,2,5,10,25,50,100", help="A: the K grid of the sup-norm fits")
-    p.add_argument("--selection-agents", default="2,5,10", help="B: K of the best-AI selection game")
-    p.add_argument("--simultaneous-agents", default="2,3", help="B: K of the simultaneous game ('none': skip)")
-    p.add_argument("--targets", type=int, default=None, help="at most this many target people (default all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mf-rank", type=int, default=10, help="completion model: factors (default 10)")
-    p.add_argument("--mf-reg", type=float, default=0.1, help="completion model: penalty (default 0.1)")
-    p.add_argument("--mf-iterations", type=int, default=15, help="completion model: ALS sweeps (default 15)")
+    ml = _movielens_defaults()
+    p.add_argument(
+        "--slate-size", type=int, default=ml.slate_size,
+        help=f"movies per game, the most-rated (default {ml.slate_size})",
+    )
+    p.add_argument("--prior", choices=["uniform", "popularity"], default=ml.prior)
+    p.add_argument("--actions", choices=["binary", "graded"], default=ml.actions)
+    p.add_argument("--levels", type=int, default=ml.levels, help=f"graded: engagement levels (default {ml.levels})")
+    p.add_argument("--biases", default=_join(ml.biases), help=f"agents' engagement biases (default {_join(ml.biases)})")
+    p.add_argument(
+        "--min-ratings", type=int, default=ml.min_ratings,
+        help=f"skip people with fewer ratings (default {ml.min_ratings})",
+    )
+    p.add_argument("--variants", default=_join(ml.variants), help="observed and/or completed")
+    p.add_argument(
+        "--max-agents", type=int, default=ml.max_agents,
+        help=f"A: largest K of the MSE curves (default {ml.max_agents})",
+    )
+    p.add_argument(
+        "--samples", type=int, default=ml.samples,
+        help=f"A: agent subsets per K and person (default {ml.samples})",
+    )
+    p.add_argument("--sup-agents", default=_join(ml.sup_agents), help="A: the K grid of the sup-norm fits")
+    p.add_argument("--selection-agents", default=_join(ml.selection_agents), help="B: K of the best-AI selection game")
+    p.add_argument(
+        "--simultaneous-agents", default=_join(ml.simultaneous_agents),
+        help="B: K of the simultaneous game ('none': skip)",
+    )
+    p.add_argument("--targets", type=int, default=ml.targets, help="at most this many target people (default all)")
+    p.add_argument("--seed", type=int, default=ml.seed)
+    p.add_argument("--mf-rank", type=int, default=ml.mf_rank, help=f"completion model: factors (default {ml.mf_rank})")
+    p.add_argument("--mf-reg", type=float, default=ml.mf_reg, help=f"completion model: penalty (default {ml.mf_reg:g})")
+    p.add_argument(
+        "--mf-iterations", type=int, default=ml.mf_iterations,
+        help=f"completion model: ALS sweeps (default {ml.mf_iterations})",
+    )
+    p.add_argument(
+        "--mf-test-fraction", type=float, default=ml.mf_test_fraction,
+        help=f"completion model: held-out share of the ratings for its RMSE (default {ml.mf_test_fraction:g})",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or tables")
     p.set_defaults(func=_cmd_movielens)
     return parser

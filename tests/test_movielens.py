@@ -25,6 +25,9 @@ from alignjax.alignment import alignment_error
 from alignjax.cli import main
 from alignjax.data import movielens as ml
 from alignjax.data.movielens import MovieLensError, load_movielens
+from alignjax.data.movielens import family as ml_family
+from alignjax.data.movielens.completion import _group_ridge
+from alignjax.data.movielens.experiments import _entry_weights, _game_players
 from alignment_reference import mse_nnls, mse_simplex_kkt, sup_highs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -320,8 +323,8 @@ def test_sweep_family_builds_real_people_once_per_process(raw_slice, data, monke
 
     calls = []
     real = ml.load_movielens
-    monkeypatch.setattr(ml, "load_movielens", lambda *a, **k: calls.append(a) or real(*a, **k))
-    for cache in (ml._cached_data, ml._cached_slate, ml._cached_model):
+    monkeypatch.setattr(ml_family, "load_movielens", lambda *a, **k: calls.append(a) or real(*a, **k))
+    for cache in (ml_family._cached_data, ml_family._cached_slate, ml_family._cached_model):
         cache.cache_clear()
     d = str(raw_slice[0])
     cfg = _validate(SWEEP_TOML.format(slate=SLATE, data=d))
@@ -450,7 +453,7 @@ def test_group_ridge_matches_lstsq(rng):
     index = rng.integers(0, 50, n)
     y = rng.normal(size=n)
     reg = 0.3
-    theta = ml._group_ridge(g, groups, features, index, y, reg)
+    theta = _group_ridge(g, groups, features, index, y, reg)
     for k in range(groups):
         X = features[index[g == k]]
         lam = reg * max(len(X), 1)
@@ -499,7 +502,7 @@ def _pool(observed, bias=0.0):
     p = ml.slate_prior(observed, "uniform")
     u = ml.utilities(observed.ratings, p, rating_scale=observed.rating_scale)
     U = ml.utilities(observed.ratings, p, bias=bias, rating_scale=observed.rating_scale)
-    return u[0], U[1:], ml._entry_weights(p, 2)
+    return u[0], U[1:], _entry_weights(p, 2)
 
 
 @pytest.mark.slow
@@ -534,7 +537,7 @@ def test_alignment_experiment_exact_against_scipy(observed):
     assert len(rows) == 2 * 2 * (7 + 7 + 2)
     for bias in (0.0, 0.1):
         p = ml.slate_prior(observed, "uniform")
-        entry = ml._entry_weights(p, 2)
+        entry = _entry_weights(p, 2)
         util = ml.utilities(observed.ratings, p, rating_scale=observed.rating_scale)
         agents = ml.utilities(observed.ratings, p, bias=bias, rating_scale=observed.rating_scale)
         for t in targets:
@@ -579,6 +582,7 @@ def run_cli(capsys, *args):
         (["--variants", "observed,imputed"], "--variants: each must be one of"),
         (["--selection-agents", "0"], "--selection-agents: agent counts must be integers >= 1"),
         (["--slate-size", "200"], "slate_size=200: the data have only 60 rated movies"),
+        (["--mf-test-fraction", "1.5"], "--mf-test-fraction: must be in (0, 1)"),
     ],
 )
 def test_cli_bad_options(capsys, tmp_path, raw_slice, args, fragment):
@@ -658,6 +662,12 @@ def test_cli_full_end_to_end(capsys, tmp_path, raw_slice):
     assert len(sel) == 6 and sel["certified"].all()
     assert (sel["user_value"] <= sel["fi"] + 1e-9).all() and (sel["user_value"] >= sel["ni"] - 1e-9).all()
     assert sel["within_bound"].all()
+    # the normalized values are the sweep's (alignjax.response.normalized_value: 1, not NaN, when FI = NI)
+    from alignjax.response import normalized_value
+
+    for col, value in (("normalized", "user_value"), ("monopoly_normalized", "monopoly_mean")):
+        expected = np.asarray(normalized_value(games[value].to_numpy(), games["fi"].to_numpy(), games["ni"].to_numpy()))
+        np.testing.assert_allclose(games[col].to_numpy(), expected, rtol=1e-12, atol=1e-12)
     assert (out / "games.png").is_file()
     assert run["key_numbers"]["games"]
     # the monopoly baseline of the first game: each agent's persuasion alone, whose
@@ -666,7 +676,7 @@ def test_cli_full_end_to_end(capsys, tmp_path, raw_slice):
 
     slate = ml.build_slate(load_movielens(raw_slice[0]), slate_size=SLATE, variant="observed")
     row = sel[sel["variant"] == "observed"].iloc[0]
-    agents = ml._game_players(slate, np.array([row["target"]]), 2, 0)[0]
+    agents = _game_players(slate, np.array([row["target"]]), 2, 0)[0]
     g = ml.movielens_game(slate, int(row["target"]), agents)
     mono = persuasion.monopoly(g)
     assert row["monopoly_mean"] == pytest.approx(float(np.mean(mono.user_value)), abs=1e-9)

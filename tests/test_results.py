@@ -13,7 +13,7 @@ import pytest
 from alignjax import Game, Status, games, persuasion, results, selection
 from alignjax.cli import main
 
-TINY_SEARCH = dict(stages=1, steps_per_stage=5, br_starts=1, br_steps=5, restarts=1, starts=("random",))
+TINY_SEARCH = dict(stages=1, steps_per_stage=5, br_starts=1, br_steps=5, restarts=1)
 
 
 def _game(seed=0, K=2, Y=3, A=2):
@@ -30,11 +30,14 @@ def _benchmarks(game):
     return fi, ni
 
 
-@pytest.mark.parametrize("name", ["persuasion", "selection", "simultaneous", "conversation"])
+# the searches compile for minutes on a 2-core CPU; their CLI tests (test_simultaneous,
+# test_conversation) run result_to_dict on them in the default run
+@pytest.mark.parametrize("name", ["persuasion", "selection", pytest.param("simultaneous", marks=pytest.mark.slow),
+                                  pytest.param("conversation", marks=pytest.mark.slow)])
 def test_every_game_type_follows_the_protocol(name):
     game = _game()
     game_type = games.GAME_TYPES[name]
-    options = TINY_SEARCH if name in ("simultaneous", "conversation") else {}
+    options = {"simultaneous": dict(TINY_SEARCH, starts=("random",)), "conversation": TINY_SEARCH}.get(name, {})
     solver = game_type.make_solver(options)
     params = {k: v for k, v in game_type.params.items() if v is not None}
     res = jax.jit(lambda g: game_type.solve(g, solver, params, jax.random.PRNGKey(0)))(game)

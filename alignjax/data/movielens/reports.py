@@ -1,0 +1,145 @@
+"""The outputs of a MovieLens run besides its tables' rows: the tables as bytes (CSV,
+and Parquet with pyarrow), the figures of experiments A and B, and the key numbers
+recorded in ``run.json``."""
+
+from __future__ import annotations
+
+import io
+
+from alignjax.data.movielens.games import _VARIANTS
+
+__all__ = ["plot_alignment", "plot_games"]
+
+
+def _table_bytes(df) -> dict[str, bytes]:
+    """``{".csv": ..., ".parquet": ...}``: a table as file contents; ``.parquet`` only
+    when pyarrow is installed."""
+    out = {".csv": df.to_csv(index=False).encode("utf-8")}
+    buf = io.BytesIO()
+    try:
+        df.to_parquet(buf, index=False, engine="pyarrow")
+    except ImportError:  # pyarrow is optional
+        return out
+    out[".parquet"] = buf.getvalue()
+    return out
+
+
+_FIT_LABELS = {
+    "mse_simplex": "MSE, simplex weights",
+    "mse_nonneg": "MSE, non-negative weights",
+    "sup_simplex": "sup norm, simplex weights",
+}
+
+
+def plot_alignment(summary) -> bytes:
+    """PNG: experiment A's mean error against K (log axis) per fit and variant, each
+    bias a colour; solid: the best fit of K agents (band: +- one standard error over
+    targets); dashed: the best single agent; dotted: the uniform average."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fits = [f for f in _FIT_LABELS if f in set(summary["fit"])]
+    variants = [v for v in _VARIANTS if v in set(summary["variant"])]
+    fig, axes = plt.subplots(len(fits), len(variants), figsize=(5.2 * len(variants), 3.4 * len(fits)), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, fit in enumerate(fits):
+        for j, variant in enumerate(variants):
+            ax = axes[i, j]
+            sub = summary[(summary["fit"] == fit) & (summary["variant"] == variant)]
+            for c, (bias, d) in enumerate(sub.groupby("bias")):
+                col = colors[c % len(colors)]
+                d = d.sort_values("K")
+                ax.plot(d["K"], d["error_mean"], "-o", ms=2.5, color=col, label=f"best fit of K, bias {bias:g}")
+                ax.fill_between(d["K"], d["error_mean"] - d["error_sem"].fillna(0), d["error_mean"] + d["error_sem"].fillna(0), color=col, alpha=0.15)
+                ax.plot(d["K"], d["best_single_mean"], "--", color=col, label=f"best single agent, bias {bias:g}")
+                ax.plot(d["K"], d["uniform_mean"], ":", color=col, label=f"uniform average, bias {bias:g}")
+            ax.set_xscale("log")
+            ax.set_ylim(bottom=0)
+            ax.set_xlabel("number of agents K")
+            ax.set_ylabel("error" + (" (squared)" if fit.startswith("mse") else ""))
+            ax.set_title(f"{variant}: {_FIT_LABELS[fit]}", fontsize=10)
+            ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("Experiment A: alignment error of K MovieLens people for a target person")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_games(summary) -> bytes:
+    """PNG: experiment B's normalized user value ``(v - NI) / (FI - NI)`` against K per
+    variant, each bias a colour; solid: best-AI selection; dash-dot: simultaneous;
+    dotted: the monopoly baseline (one agent alone, averaged). FI is 1, NI is 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = [v for v in _VARIANTS if v in set(summary["variant"])]
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.2 * len(variants), 3.8), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = {"selection": "-o", "simultaneous": "-.s"}
+    for j, variant in enumerate(variants):
+        ax = axes[0, j]
+        sub = summary[summary["variant"] == variant]
+        for c, bias in enumerate(sorted(set(sub["bias"]))):
+            col = colors[c % len(colors)]
+            for game, d in sub[sub["bias"] == bias].groupby("game"):
+                d = d.sort_values("K")
+                ax.errorbar(d["K"], d["normalized_mean"], yerr=d["normalized_sem"].fillna(0), fmt=styles.get(game, "-"), ms=3, color=col, capsize=2, label=f"{game}, bias {bias:g}")
+            d = sub[(sub["bias"] == bias) & (sub["game"] == "selection")].sort_values("K")
+            ax.plot(d["K"], d["monopoly_normalized_mean"], ":", color=col, label=f"monopoly (one agent), bias {bias:g}")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.text(ax.get_xlim()[0], 1.0, " full information", va="bottom", fontsize=7)
+        ax.text(ax.get_xlim()[0], 0.0, " no information", va="bottom", fontsize=7)
+        ax.set_xlabel("number of agents K")
+        ax.set_ylabel("user's value, (v - NI) / (FI - NI)")
+        ax.set_title(f"{variant}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Experiment B: the user's equilibrium value in the competition games")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _key_numbers(a_summary, b_summary) -> dict:
+    """The headline numbers: experiment A at K = 1, 10 and the largest K (first bias),
+    experiment B's normalized values by K."""
+    out = {"alignment": {}, "games": {}}
+    if len(a_summary):
+        b0 = sorted(set(a_summary["bias"]))[0]
+        for (variant, fit), d in a_summary[a_summary["bias"] == b0].groupby(["variant", "fit"]):
+            d = d.set_index("K")
+            ks = sorted({1, 10, int(d.index.max())} & set(int(k) for k in d.index))
+            out["alignment"][f"{variant}/{fit}/bias={b0:g}"] = {
+                str(k): {
+                    "error": float(d.loc[k, "error_mean"]),
+                    "best_single": float(d.loc[k, "best_single_mean"]),
+                    "uniform": float(d.loc[k, "uniform_mean"]),
+                }
+                for k in ks
+            }
+    if b_summary is None:
+        return out
+    for (variant, game, bias), d in b_summary.groupby(["variant", "game", "bias"]):
+        out["games"][f"{variant}/{game}/bias={bias:g}"] = {
+            str(int(r.K)): {
+                "normalized": float(r.normalized_mean),
+                "monopoly_normalized": float(r.monopoly_normalized_mean),
+                "user_value": float(r.user_value),
+                "fi": float(r.fi),
+                "ni": float(r.ni),
+                "monopoly": float(r.monopoly_mean),
+                "certified": float(r.certified),
+            }
+            for r in d.itertuples()
+        }
+    return out
