@@ -93,3 +93,12 @@ def test_lowers_for_gpu_through_triton(platform):
     )
     lowered = jax.jit(lambda *a: profile_values_pallas(*a)).trace(*shapes).lower(lowering_platforms=(platform,))
     assert "__gpu$xla.gpu.triton" in lowered.as_text()
+    # jax.export refuses the Triton call (no compatibility guarantee) unless told to
+    from jax import export
+
+    exported = export.export(
+        jax.jit(lambda *a: profile_values_pallas(*a)),
+        platforms=(platform,),
+        disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
+    )(*shapes)
+    assert exported.platforms == (platform,) and len(exported.mlir_module_serialized) > 0
