@@ -552,12 +552,15 @@ def main(argv=None) -> int:
     print(f"# {record['hardware']}\n# backend rules: {record['backend']}", flush=True)
     flush()
     for r in plan:
-        prev = None  # (compile_s, seconds per game) of the previous rung
+        prev = None  # (compile_s, seconds per game, size) of the previous rung
+        growth = 1.0  # per-game time ratio of the last two rungs of different sizes
         for size, batch in r["ladder"]:
             if prev is None:
                 predicted = r["guess"]
             else:
-                predicted = prev[0] + prev[1] * batch * (1 + ctx["repeats"])
+                # a larger game (the next K, n, ...) is assumed to grow as the last step did
+                per = prev[1] * (growth if size != prev[2] else 1.0)
+                predicted = prev[0] + per * batch * (1 + ctx["repeats"])
             if predicted > budget.remaining():
                 reason = (f"predicted {predicted:.0f} s > {max(budget.remaining(), 0):.0f} s left of the budget")
                 record["skipped"].append({"run": r["name"], "size": str(size), "batch": batch, "reason": reason})
@@ -577,7 +580,9 @@ def main(argv=None) -> int:
             timed_rows = [x for x in rows if x.get("run_s")]
             per_game = sum(x["run_s"] for x in timed_rows) / batch if timed_rows else took / batch
             compile_s = sum(x.get("compile_s") or 0.0 for x in timed_rows)
-            prev = (max(compile_s, took - per_game * batch * (1 + ctx["repeats"])), per_game)
+            if prev is not None and size != prev[2] and prev[1] > 0:
+                growth = max(per_game / prev[1], 1.0)
+            prev = (max(compile_s, took - per_game * batch * (1 + ctx["repeats"])), per_game, size)
             for x in rows:
                 print(f"{x['run']:>22} {x['size']:>18} {x['batch']:>7} {x['method']:>16} "
                       f"compile {_fmt(x.get('compile_s'), '7.2f')} s  {_fmt(x.get('ms_per_game'), '10.4g')} ms/game  "
