@@ -90,3 +90,22 @@ def test_persuasion_same_numbers_every_strategy(monkeypatch, rng):
     ref = results["map", "unrolled"]
     for key, val in results.items():
         np.testing.assert_allclose(val, ref, atol=1e-11, rtol=0, err_msg=str(key))
+
+
+@pytest.mark.slow
+def test_alignment_curve_same_numbers_both_batchings(monkeypatch, rng):
+    """alignment_curve's fits run through _backend.map_games: chunks (CPU's rule) and
+    one vmap (the accelerators') give the same curve, each subset error a direct fit."""
+    from alignjax.alignment import alignment_curve, alignment_error
+
+    pool, A, Y = 4, 2, 3
+    u, U = rng.uniform(size=(A, Y)), rng.uniform(size=(pool, A, Y))
+    curves = {}
+    # distinct batch sizes: a static argument, so each strategy is traced afresh
+    for strategy, batch_size in (("map", 4), ("vmap", 5)):
+        monkeypatch.setenv("ALIGNJAX_BATCHING", strategy)
+        curves[strategy] = alignment_curve(u, U, key=jax.random.key(1), num_samples=3, norm="mse", batch_size=batch_size)
+    np.testing.assert_allclose(np.asarray(curves["vmap"].errors), np.asarray(curves["map"].errors), atol=1e-12, rtol=0)
+    # the whole pool (K = 4) has one subset: the direct fit
+    direct = float(alignment_error(u, U, norm="mse").epsilon)
+    np.testing.assert_allclose(np.asarray(curves["vmap"].errors)[-1], direct, atol=1e-9)
