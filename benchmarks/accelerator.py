@@ -156,6 +156,17 @@ def reference_loop(fn, k: int):
     return (time.perf_counter() - t0) / max(k, 1), out
 
 
+def draw_games(seed: int, n: int, k: int, draw):
+    """``draw(rng, m) -> tuple of arrays`` for n games whose first ``min(k, n)`` do not
+    depend on n (drawn from their own generator), so one reference computed on them serves
+    every batch size and method of a run."""
+    head = draw(np.random.default_rng(seed), min(k, n))
+    if n <= k:
+        return head
+    tail = draw(np.random.default_rng(seed + 1), n - k)
+    return tuple(np.concatenate([a, b]) for a, b in zip(head, tail))
+
+
 def _execution(n: int, per_game_bytes: int, quick: bool):
     """(strategy, chunk) for a batch of n games: the backend's rule, the chunk capped by
     the device's memory (``alignjax._backend``)."""
@@ -201,8 +212,8 @@ def run_persuasion(size, batch, ctx, method):
     from reference import persuasion_highs, random_games
 
     Y, A = size
-    rng = np.random.default_rng(1000 * Y + A)
-    prior, user, agents = random_games(rng, batch, Y, A)
+    prior, user, agents = draw_games(1000 * Y + A, batch, ctx["highs_samples"],
+                                     lambda rng, m: random_games(rng, m, Y, A))
     sender = agents[:, 0]
     args = tuple(jnp.asarray(a, jnp.float64) for a in (prior, sender, user))
     strategy, chunk = _execution(batch, _lp_bytes(Y, A, 8), ctx["quick"])
@@ -241,10 +252,12 @@ def run_selection(size, batch, ctx):
     from reference import random_games, selection_dynamics_highs
 
     K, Y, A = size
-    rng = np.random.default_rng(7)
-    prior, _, agents = random_games(rng, batch, Y, A, num_agents=K)
-    w = rng.dirichlet(np.ones(K), size=batch)
-    user = np.einsum("nk,nkay->nay", w, agents) + rng.normal(size=(batch, 1, 1))
+    def draw(rng, m):
+        prior, _, agents = random_games(rng, m, Y, A, num_agents=K)
+        w = rng.dirichlet(np.ones(K), size=m)
+        return prior, np.einsum("nk,nkay->nay", w, agents) + rng.normal(size=(m, 1, 1)), agents
+
+    prior, user, agents = draw_games(7, batch, ctx["selection_samples"], draw)
     games = Game(prior, user, agents)
     solver = selection.SelectionSolver()
     strategy, chunk = _execution(batch, 4 * K * _lp_bytes(Y, A, 8), ctx["quick"])
@@ -277,9 +290,8 @@ def run_alignment(size, batch, ctx):
     from alignment_reference import sup_highs
 
     K, A, Y = size
-    rng = np.random.default_rng(11)
-    U = rng.uniform(size=(batch, K, A, Y))
-    u = rng.uniform(size=(batch, A, Y))
+    U, u = draw_games(11, batch, ctx["highs_samples"],
+                      lambda rng, m: (rng.uniform(size=(m, K, A, Y)), rng.uniform(size=(m, A, Y))))
     strategy, chunk = _execution(batch, 64 * (K + A * Y) ** 2, ctx["quick"])
     fn = jax.jit(lambda uu, UU: _backend.map_games(
         lambda a: alignment_error(a[0], a[1], norm="sup", weights="simplex", throw=False), (uu, UU),

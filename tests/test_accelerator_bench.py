@@ -76,3 +76,16 @@ def test_quick_all(tmp_path):
         "library f64", "pallas float32", "pallas float64"
     }
     assert record["elapsed_s"] < 480
+
+
+def test_reference_games_do_not_depend_on_the_batch():
+    """The games a cached HiGHS reference was computed on are the first k of every batch."""
+    import numpy as np
+
+    draw = lambda rng, m: (rng.uniform(size=(m, 2)), rng.normal(size=m))  # noqa: E731
+    small = accelerator.draw_games(3, 5, 4, draw)
+    large = accelerator.draw_games(3, 50, 4, draw)
+    for a, b in zip(small, large):
+        np.testing.assert_array_equal(a[:4], b[:4])
+        assert len(b) == 50
+    assert len(accelerator.draw_games(3, 2, 4, draw)[0]) == 2
