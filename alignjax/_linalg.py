@@ -17,7 +17,10 @@ custom calls; on accelerators it fuses into a handful of kernels.
 from __future__ import annotations
 
 import jax.numpy as jnp
+import jax.scipy.linalg as jsl
 from jax import lax
+
+from alignjax import _backend
 
 
 def cholesky(M):
@@ -101,7 +104,24 @@ def spd_inverse_scaled(M):
     The interior-point normal matrices have diagonals spanning many orders of
     magnitude near the optimum; equilibrating first keeps the sweeps' pivots O(1),
     which matters most in float32.
+
+    The method is the backend's rule (:func:`alignjax._backend.linalg`): these sweeps,
+    or on accelerators for large n the backend's batched Cholesky (:func:`_backend_inverse`).
     """
     d = jnp.sqrt(jnp.maximum(jnp.diagonal(M, axis1=-2, axis2=-1), jnp.finfo(M.dtype).tiny))
     scaled = M / (d[..., :, None] * d[..., None, :])
-    return spd_inverse(scaled) / (d[..., :, None] * d[..., None, :])
+    if _backend.linalg(M.shape[-1]) == "backend":
+        inv = _backend_inverse(scaled)
+    else:
+        inv = spd_inverse(scaled)
+    return inv / (d[..., :, None] * d[..., None, :])
+
+
+def _backend_inverse(M):
+    """Inverse of SPD ``M`` (..., n, n) by the backend's batched Cholesky factorisation
+    and triangular solves (cuSOLVER on GPU, LAPACK on CPU: there only when forced,
+    ``alignjax._backend``). A matrix that is not positive definite to round-off gives
+    NaN, which the interior-point methods reject as a non-finite step."""
+    L = jnp.linalg.cholesky(M)
+    eye = jnp.broadcast_to(jnp.eye(M.shape[-1], dtype=M.dtype), M.shape)
+    return jsl.cho_solve((L, True), eye)

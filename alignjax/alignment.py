@@ -47,6 +47,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, Int
 
+from alignjax import _backend
 from alignjax.status import Status
 
 __all__ = [
@@ -952,8 +953,9 @@ def alignment_curve(
         num_samples: subsets per K (static).
         norm, weights, offset, entry_weights, solver: as in :func:`alignment_error`.
         quantile_levels: levels of the reported quantiles (static).
-        batch_size: fits per vmapped chunk (static); chunks run in sequence under
-            ``jax.lax.map``, which keeps each chunk in cache on CPU.
+        batch_size: fits per vmapped chunk (static); on CPU chunks run in sequence
+            under ``jax.lax.map``, which keeps each chunk in cache; on GPU/TPU one
+            ``vmap`` runs them all (``alignjax._backend``).
 
     Returns:
         An :class:`AlignmentCurve`.
@@ -985,16 +987,17 @@ def _curve(u, U, p, key, max_agents, num_samples, norm, weights, offset, levels,
     def subset_fit(i):
         return fit(U[i])
 
-    res = lax.map(subset_fit, flat_idx, batch_size=batch_size)
+    # batching per backend (alignjax/_backend.py): these chunks on CPU, one vmap on GPU/TPU
+    res = _backend.map_games(subset_fit, flat_idx, chunk=batch_size)
     errors = res.epsilon.reshape(max_agents, num_samples)
     certified = jnp.mean((res.status == Status.OPTIMAL).reshape(max_agents, num_samples), axis=1)
 
     # baselines: every pool agent alone (once), then the subsets' minima; the averages
-    single = lax.map(lambda a: fit(a[None]).epsilon, U, batch_size=batch_size)
+    single = _backend.map_games(lambda a: fit(a[None]).epsilon, U, chunk=batch_size)
     best_single = jnp.min(jnp.where(flat_mask, single[flat_idx], jnp.inf), axis=1)
     avg = jnp.einsum("bk,bkay->bay", flat_mask.astype(U.dtype), U[flat_idx])
     avg = avg / jnp.sum(flat_mask, axis=1)[:, None, None]
-    uniform = lax.map(lambda a: fit(a[None]).epsilon, avg, batch_size=batch_size)
+    uniform = _backend.map_games(lambda a: fit(a[None]).epsilon, avg, chunk=batch_size)
 
     lv = jnp.asarray(levels, u.dtype)
     best_single = best_single.reshape(max_agents, num_samples)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alignjax import _io
+from alignjax import _backend, _io
 from alignjax.games import GAME_TYPES
 from alignjax.sweep.cells import Cell, expand_cells
 from alignjax.sweep.config import SweepConfigError, config_hash
@@ -138,18 +138,7 @@ def _split_params(cell: Cell):
 
 
 def _memory_budget(devices, fraction: float) -> int:
-    dev = devices[0]
-    try:
-        stats = dev.memory_stats()
-        if stats and "bytes_limit" in stats:
-            return int(stats["bytes_limit"] * fraction)
-    except Exception:  # noqa: BLE001 - backends without memory stats
-        pass
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 8 * 2**30
-    return int(total * fraction / max(len(devices), 1))
+    return _backend.memory_budget(devices, fraction)  # the backend rules (alignjax/_backend.py)
 
 
 def choose_chunk(cell: Cell, cfg: dict, devices, vmap_batch: int) -> tuple[int, int]:
@@ -256,8 +245,7 @@ def _run_sweep(cfg: dict, out_dir, *, progress: bool, csv, console) -> dict:
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)
     devices = jax.devices()
-    on_cpu = devices[0].platform == "cpu"
-    vmap_batch = cfg["vmap_batch"] or (16 if on_cpu else 1024)
+    vmap_batch = cfg["vmap_batch"] or _backend.default_batch()
     runner = _Runner(devices)
     cells = expand_cells(cfg)
     # chunk sizes of every cell; a cell over the memory budget is refused before anything is written
