@@ -878,3 +878,632 @@ def _anon_exploit_jit(game, schemes, max_steps):
         "gains": jnp.maximum(upper - values, 0.0),
         "gains_lower": jnp.maximum(lower - values, 0.0),
     }
+
+
+# ----------------------------------------------------------------------------------------
+# The competition games under anonymous play
+# ----------------------------------------------------------------------------------------
+
+
+class AnonymousSolver(eqx.Module):
+    """Hyperparameters of the anonymous competition solvers (all static).
+
+    Simultaneous persuasion (:func:`anonymous_simultaneous`): ``restarts`` random
+    starts of simultaneous own-gradient ascent (Adam on softmax logits) through
+    ``stages`` stages of ``steps_per_stage`` steps at user temperatures geometric from
+    ``temperature_start`` to ``temperature_end`` (relative to the users' utility range;
+    steps scaled by ``(tau_k / tau_0) ** 0.5``), plus pooling and full revelation kept
+    as they are; every end point is certified. ``tol``: exploitability (sum of the
+    agents' gain upper bounds) at which a profile is ``OPTIMAL``.
+
+    Selection (:func:`anonymous_selection`): round-robin best-response dynamics for at
+    most ``max_rounds`` moves from each agent's anonymous monopoly scheme; every
+    best response is bracketed with ``dual_steps`` Polyak steps on the Lagrangian of
+    each winning-set LP. ``selection_tol``: the Nash gap (largest gain upper bound) at
+    which a profile is ``OPTIMAL``.
+
+    ``lp_max_steps``: iteration cap of every LP; ``memory_budget``: bytes the LPs of
+    one call may use (:func:`anonymous_memory_bytes`).
+    """
+
+    stages: int = eqx.field(static=True, default=6)
+    steps_per_stage: int = eqx.field(static=True, default=150)
+    learning_rate: float = eqx.field(static=True, default=0.1)
+    restarts: int = eqx.field(static=True, default=2)
+    temperature_start: float = eqx.field(static=True, default=0.3)
+    temperature_end: float = eqx.field(static=True, default=1e-4)
+    init_scale: float = eqx.field(static=True, default=1.0)
+    tol: float = eqx.field(static=True, default=1e-3)
+    selection_tol: float = eqx.field(static=True, default=1e-6)
+    max_rounds: int = eqx.field(static=True, default=20)
+    dual_steps: int = eqx.field(static=True, default=40)
+    lp_max_steps: int = eqx.field(static=True, default=100)
+    memory_budget: int = eqx.field(static=True, default=DEFAULT_MEMORY_BUDGET)
+
+    def __check_init__(self):
+        if min(self.stages, self.steps_per_stage, self.restarts, self.max_rounds, self.dual_steps) < 1:
+            raise ValueError("AnonymousSolver: stages, steps_per_stage, restarts, max_rounds, dual_steps must be >= 1")
+        if self.tol <= 0 or self.selection_tol <= 0:
+            raise ValueError("AnonymousSolver: tol and selection_tol must be > 0")
+        if not 0 < self.temperature_end <= self.temperature_start:
+            raise ValueError("AnonymousSolver: need 0 < temperature_end <= temperature_start")
+
+
+def _benchmarks(game):
+    fi = jax.vmap(lambda u: full_information_value(game.prior, u))(game.user_utilities)
+    ni = jax.vmap(lambda u: no_information_value(game.prior, u))(game.user_utilities)
+    return fi, ni
+
+
+def _anon_search(game, logits0, temps, solver):
+    num_agents = game.num_agents
+    opt = optax.adam(solver.learning_rate)
+
+    def own_grad(logits, tau):
+        def value(li, i):
+            return anonymous_payoffs(game, jax.nn.softmax(logits.at[i].set(li), axis=-1), tau)[1][i]
+
+        return jax.vmap(lambda i: jax.grad(value)(logits[i], i))(jnp.arange(num_agents))
+
+    def stage(logits, tau):
+        scale = jnp.sqrt(tau / temps[0])
+
+        def step(carry, _):
+            lg, st = carry
+            upd, st = opt.update(-own_grad(lg, tau), st, lg)
+            return (lg + scale * upd, st), None
+
+        (logits, _), _ = jax.lax.scan(step, (logits, opt.init(logits)), None, length=solver.steps_per_stage)
+        return logits, None
+
+    logits, _ = jax.lax.scan(stage, logits0, temps)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def anonymous_simultaneous(
+    game: PopulationGame,
+    solver: AnonymousSolver = AnonymousSolver(),
+    *,
+    signals: int | None = None,
+    key=None,
+) -> PopulationResult:
+    """Simultaneous persuasion with public schemes and best-responding users.
+
+    A portfolio (gradient searches from random starts, pooling, full revelation when
+    ``M >= Y``) is certified end point by end point with
+    :func:`anonymous_exploitability` (informed-deviator bound over the anonymous
+    persuasion LP). The kept profile is the first certified one in portfolio order, or
+    the one with the smallest upper bound; ``detail`` holds every end point's bracket
+    and user values, and the range (``user_value_min``/``max``, mass-weighted mean user
+    value) over the certified ones: pooling, when certified, is an uninformative
+    equilibrium.
+
+    Raises:
+        ValueError: ``signals < 1`` or LPs over ``solver.memory_budget``.
+    """
+    num_signals = game.num_actions if signals is None else int(signals)
+    if num_signals < 1:
+        raise ValueError(f"anonymous_simultaneous: signals must be >= 1; got {signals}")
+    copies = num_signals ** max(game.num_agents - 1, 0) * game.num_agents
+    _check_budget(game, solver.memory_budget, "anonymous_simultaneous", copies)
+    key = jax.random.PRNGKey(0) if key is None else key
+    return _anon_sim_jit(game, solver, num_signals, key)
+
+
+@eqx.filter_jit
+def _anon_sim_jit(game, solver, num_signals, key):
+    dtype = game.prior.dtype
+    K, Y = game.num_agents, game.num_states
+    shape = (K, Y, num_signals)
+    user_range = jnp.max(game.user_utilities) - jnp.min(game.user_utilities)
+    user_range = jnp.where(user_range > 0, user_range, 1.0)
+    frac = jnp.linspace(0.0, 1.0, solver.stages, dtype=dtype)
+    temps = user_range * solver.temperature_start * (solver.temperature_end / solver.temperature_start) ** frac
+    logits0 = solver.init_scale * jax.random.normal(key, (solver.restarts, *shape), dtype)
+    ends = jax.vmap(lambda l0: _anon_search(game, l0, temps, solver))(logits0)
+    fixed = [jnp.broadcast_to(_no_info_scheme(Y, num_signals, dtype), shape)]
+    if num_signals >= Y:
+        fixed.append(jnp.broadcast_to(jnp.eye(Y, num_signals, dtype=dtype), shape))
+    candidates = jnp.concatenate([ends, jnp.stack(fixed)])
+    brackets = jax.vmap(lambda s: _anon_exploit_jit.__wrapped__(game, s, solver.lp_max_steps))(candidates)
+    return _anon_result(game, candidates, brackets, solver.tol, "simultaneous", jnp.asarray(solver.stages * solver.steps_per_stage, jnp.int32), use_sum=True)
+
+
+def _anon_result(game, candidates, brackets, tol, mode, iterations, use_sum):
+    w = game.masses
+    users = brackets["user_values"]  # (C, N)
+    gain_up = brackets["gains"]  # (C, K)
+    finite = jnp.all(jnp.isfinite(gain_up), -1) & jnp.all(jnp.isfinite(users), -1)
+    score = jnp.where(finite, jnp.sum(gain_up, -1) if use_sum else jnp.max(gain_up, -1), jnp.inf)
+    certified_all = score <= tol
+    pick = jnp.where(jnp.any(certified_all), jnp.argmax(certified_all), jnp.argmin(score))
+    fi, ni = _benchmarks(game)
+    v = users[pick]
+    gains, gains_lower = gain_up[pick], brackets["gains_lower"][pick]
+    low_score = jnp.sum(gains_lower) if use_sum else jnp.max(gains_lower)
+    certified = certified_all[pick]
+    status = jnp.where(
+        ~finite[pick], Status.NUMERICAL,
+        jnp.where(certified, Status.OPTIMAL, jnp.where(low_score <= tol, Status.NOT_CERTIFIED, Status.MAX_STEPS)),
+    ).astype(jnp.int32)
+    mean_users = users @ w
+    any_cert = jnp.any(certified_all)
+    detail = {
+        "profiles": candidates,
+        "user_values_all": users,
+        "agent_values_all": brackets["values"],
+        "gains_all": gain_up,
+        "gains_lower_all": brackets["gains_lower"],
+        "certified_all": certified_all,
+        "kept": pick.astype(jnp.int32),
+        "user_value_min": jnp.where(any_cert, jnp.min(jnp.where(certified_all, mean_users, jnp.inf)), jnp.nan),
+        "user_value_max": jnp.where(any_cert, jnp.max(jnp.where(certified_all, mean_users, -jnp.inf)), jnp.nan),
+        "users_min": jnp.where(any_cert, jnp.min(jnp.where(certified_all[:, None], users, jnp.inf), 0), jnp.nan),
+    }
+    return PopulationResult(
+        user_values=v,
+        agent_values=brackets["values"][pick],
+        full_information_values=fi,
+        no_information_values=ni,
+        normalized_values=normalized_value(v, fi, ni),
+        user_value=w @ v,
+        full_information_value=w @ fi,
+        no_information_value=w @ ni,
+        gains=gains,
+        gains_lower=gains_lower,
+        exploitability_upper=jnp.sum(gains),
+        exploitability_lower=jnp.sum(gains_lower),
+        user_status=jnp.full(v.shape, status, jnp.int32),
+        certified=certified,
+        status=status,
+        iterations=iterations,
+        detail=detail,
+        mode=mode,
+        population="anonymous",
+    )
+
+
+# --- anonymous best-AI selection ---------------------------------------------------------
+
+
+def _sel_tables(game, X, profiles):
+    """V (N, K): user n's value for agent i's public scheme; Pay (K, N, K): agent j's
+    payoff from user n when she follows agent i's scheme."""
+    n_idx = np.arange(game.num_users)[None, :]
+    u_prof = game.user_utilities[n_idx, profiles]  # (S, N, Y)
+    U_prof = jnp.moveaxis(game.agent_utilities_per_user(), 1, 2)[n_idx, profiles]  # (S, N, K, Y)
+    V = jnp.einsum("isy,sny->ni", X, u_prof)
+    Pay = jnp.einsum("isy,snjy->jni", X, U_prof)
+    return V, Pay
+
+
+def _first_within_rows(values, tie, mask=None):
+    if mask is not None:
+        values = jnp.where(mask, values, -jnp.inf)
+    return jnp.argmax(values >= jnp.max(values, axis=-1, keepdims=True) - tie, axis=-1).astype(jnp.int32)
+
+
+def _sel_outcome(game, X, profiles, tie):
+    V, Pay = _sel_tables(game, X, profiles)
+    choice = _first_within_rows(V, tie)  # (N,)
+    n = jnp.arange(game.num_users)
+    agent_values = jnp.einsum("n,jn->j", game.masses, Pay[:, n, choice])
+    return V, Pay, choice, V[n, choice], agent_values
+
+
+def _sel_bracket(game, X, i, profiles, solver, tie):
+    """(upper, lower, best_x): agent i's best public deviation value, bracketed."""
+    N, K = game.num_users, game.num_agents
+    w = game.masses
+    fi, ni = _benchmarks(game)
+    U = game.agent_utilities_per_user()
+    V, Pay, _, _, values = _sel_outcome(game, X, profiles, tie)
+    n_idx = np.arange(N)[None, :]
+    u_prof = game.user_utilities[n_idx, profiles]  # (S, N, Y)
+    Ui_prof = U[:, i][n_idx, profiles]  # (S, N, Y)
+    others = jnp.arange(K) != i
+    if K > 1:
+        thr = jnp.max(jnp.where(others[None, :], V, -jnp.inf), axis=1)
+        alt = _first_within_rows(V, tie, others[None, :])
+        const = Pay[i, jnp.arange(N), alt]
+    else:
+        thr = jnp.full((N,), -jnp.inf, V.dtype)
+        const = jnp.zeros((N,), V.dtype)
+    _, rows = _lp_data(game.user_utilities, U[:, i], w, profiles)
+    masks = np.array(list(itertools.product([False, True], repeat=N)), bool)  # (2^N, N)
+    thr_f = jnp.where(jnp.isfinite(thr), thr, 0.0)
+    has_thr = jnp.isfinite(thr)
+
+    def true_payoff(x):
+        v = jnp.einsum("sy,sny->n", x, u_prof)
+        wins = v >= thr - tie
+        return jnp.sum(w * jnp.where(wins, jnp.einsum("sy,sny->n", x, Ui_prof), const))
+
+    def one(W):
+        sigma = jnp.where(W, 1.0, -1.0)
+        active = has_thr  # constraints only where a rival sets a threshold
+        infeasible = jnp.any(W & has_thr & (thr > fi + tie)) | jnp.any(~W & (~has_thr | (thr < ni - tie)))
+        base = jnp.einsum("n,sny->sy", jnp.where(W, w, 0.0), Ui_prof)
+        outside = jnp.sum(jnp.where(W, 0.0, w * const))
+
+        def g(nu):
+            coef = jnp.where(active, sigma * nu, 0.0)
+            obj = base + jnp.einsum("n,sny->sy", coef, u_prof)
+            sol = solve_revelation_lp(game.prior, obj, rows, max_steps=solver.lp_max_steps)
+            bound = sol.dual_bound - jnp.sum(coef * thr_f) + outside
+            v = jnp.einsum("sy,sny->n", sol.joint, u_prof)
+            sub = jnp.where(active, sigma * (v - thr_f), 0.0)
+            return bound, sub, sol.joint
+
+        def step(carry, _):
+            nu, best_b, best_low, best_x = carry
+            b, sub, x = g(nu)
+            b = jnp.where(jnp.isfinite(b), b, jnp.inf)
+            low = true_payoff(x)
+            better = low > best_low
+            best_low = jnp.where(better, low, best_low)
+            best_x = jnp.where(better, x, best_x)
+            target = values[i]
+            nu = jnp.maximum(nu - jnp.maximum(b - target, 0.0) / (jnp.sum(sub**2) + 1e-30) * sub, 0.0)
+            return (nu, jnp.minimum(best_b, b), best_low, best_x), None
+
+        init = (jnp.zeros((N,), V.dtype), jnp.asarray(jnp.inf, V.dtype), jnp.asarray(-jnp.inf, V.dtype), X[i])
+        (_, bound, low, x), _ = jax.lax.scan(step, init, None, length=solver.dual_steps)
+        return jnp.where(infeasible, -jnp.inf, bound), low, x
+
+    bounds, lows, xs = jax.vmap(one)(jnp.asarray(masks))
+    upper = jnp.max(bounds)
+    j = jnp.argmax(lows)
+    lower = jnp.maximum(lows[j], values[i])
+    best_x = jnp.where(lows[j] > values[i], xs[j], X[i])
+    return upper, lower, best_x, values[i]
+
+
+def anonymous_selection(
+    game: PopulationGame,
+    solver: AnonymousSolver = AnonymousSolver(),
+) -> PopulationResult:
+    """Best-AI selection with public schemes: each agent offers one scheme to everyone;
+    each user keeps the agent whose scheme serves *her* best.
+
+    A strategy is a public recommendation over action profiles, ``x_i`` (S, Y) (each
+    user evaluates each agent alone, so the revelation principle over profiles
+    applies per agent). User n's value for agent i is ``v_{n,i} = sum x_i u_n``; she
+    picks the highest (ties within ``1e-8`` of the scale: lowest index). Agent j's
+    payoff is ``sum_n w_n U_j(n, x_{s_n})``. A deviation by i wins user n when it
+    offers at least her best rival value (the supremum convention of
+    :mod:`alignjax.selection`, tie margin 0).
+
+    Certificate (sound upper bound on i's best deviation): for every set W of users,
+    the LP ``max sum_{n in W} w_n U_i(n, x) + sum_{n not in W} w_n c_n`` over obedient
+    public ``x`` with ``v_n(x) >= thr_n`` (n in W) and ``v_n(x) <= thr_n`` (n not in
+    W), ``thr_n`` her best rival value and ``c_n`` i's payoff from her rival choice;
+    every deviation is feasible for the LP of the set it wins, so the maximum over W
+    bounds it. Each LP is bounded by weak Lagrangian duality (any multipliers
+    ``nu >= 0`` on the value constraints give a revelation LP whose dual bound is
+    sound), with ``nu`` from ``solver.dual_steps`` Polyak steps. The lower end is the
+    true payoff of the LP solutions met on the way. ``2^N`` LPs over ``A^N``
+    profiles per bracket.
+
+    Search: round-robin best-response dynamics from the agents' anonymous monopoly
+    schemes (a move adopts the best deviation found), then pooling and full
+    revelation as candidates; each end point certified; the first certified kept.
+    ``status``: ``OPTIMAL`` when the kept profile's largest gain upper bound is at
+    most ``solver.selection_tol``; ``NOT_CERTIFIED`` when only the lower bounds are.
+    """
+    _check_budget(game, solver.memory_budget, "anonymous_selection", 2**game.num_users * game.num_agents)
+    profiles = action_profiles(game.num_users, game.num_actions)
+    dtype = game.prior.dtype
+    tie = _TIE_RTOL * max(float(jnp.max(jnp.abs(game.user_utilities))), 1.0)
+    bracket = eqx.filter_jit(lambda g, X, i: _sel_bracket(g, X, i, action_profiles(g.num_users, g.num_actions), solver, tie))
+    mono = jnp.stack([anonymous_persuasion(game, i, max_steps=solver.lp_max_steps).joint for i in range(game.num_agents)])
+    X = mono
+    quiet, rounds = 0, 0
+    while quiet < game.num_agents and rounds < solver.max_rounds:
+        i = rounds % game.num_agents
+        upper, lower, best_x, value = bracket(game, X, jnp.asarray(i))
+        if float(lower - value) > solver.selection_tol:
+            X = X.at[i].set(best_x)
+            quiet = 0
+        else:
+            quiet += 1
+        rounds += 1
+    # candidates: the dynamics' end point, pooling, full revelation
+    S = profiles.shape[0]
+    radix = game.num_actions ** np.arange(game.num_users - 1, -1, -1)
+    ni_act = jnp.argmax(jnp.einsum("nay,y->na", game.user_utilities, game.prior), axis=1)
+    pool = jax.nn.one_hot(jnp.sum(ni_act * radix), S, dtype=dtype)[:, None] * game.prior[None, :]
+    fi_act = jnp.argmax(game.user_utilities, axis=1)  # (N, Y)
+    rev = jax.nn.one_hot(jnp.einsum("ny,n->y", fi_act, radix), S, dtype=dtype).T * game.prior[None, :]
+    candidates = jnp.stack([X, jnp.broadcast_to(pool, X.shape), jnp.broadcast_to(rev, X.shape)])
+    ups, lows, vals, users = [], [], [], []
+    for c in range(candidates.shape[0]):
+        per = [bracket(game, candidates[c], jnp.asarray(i)) for i in range(game.num_agents)]
+        ups.append(jnp.stack([p[0] for p in per]))
+        lows.append(jnp.stack([p[1] for p in per]))
+        vals.append(jnp.stack([p[3] for p in per]))
+        users.append(_sel_outcome(game, candidates[c], profiles, tie)[3])
+    ups, lows, vals, users = (jnp.stack(a) for a in (ups, lows, vals, users))
+    brackets = {
+        "values": vals,
+        "user_values": users,
+        "gains": jnp.maximum(ups - vals, 0.0),
+        "gains_lower": jnp.maximum(lows - vals, 0.0),
+    }
+    res = _anon_result(game, candidates, brackets, solver.selection_tol, "selection", jnp.asarray(rounds, jnp.int32), use_sum=False)
+    return res
+
+
+# ----------------------------------------------------------------------------------------
+# One entry point, benchmarks against the best single agent, and the CLI's function
+# ----------------------------------------------------------------------------------------
+
+MODES = ("selection", "simultaneous")
+POPULATIONS = ("personalized", "anonymous")
+
+
+def solve(
+    game: PopulationGame,
+    mode: str = "selection",
+    population: str = "personalized",
+    *,
+    solver=None,
+    batch_size: int | None = None,
+    delta=None,
+    temperature=None,
+    signals: int | None = None,
+    key=None,
+) -> PopulationResult:
+    """Solve a population game: ``mode`` in ``MODES``, ``population`` in ``POPULATIONS``.
+
+    Personalized: :func:`personalized` (``solver`` is the module's solver). Anonymous:
+    :func:`anonymous_selection` / :func:`anonymous_simultaneous` (``solver`` an
+    :class:`AnonymousSolver`).
+
+    Raises:
+        ValueError: unknown mode or population; under anonymous play, a tie margin
+            ``delta > 0`` or a quantal temperature (not implemented: no sound
+            certificate is available there), or LPs over the memory budget.
+    """
+    if mode not in MODES:
+        raise ValueError(f"population.solve: mode must be one of {MODES}; got {mode!r}")
+    if population not in POPULATIONS:
+        raise ValueError(f"population.solve: population must be one of {POPULATIONS}; got {population!r}")
+    if population == "personalized":
+        opts = {}
+        if mode == "selection":
+            if delta is not None:
+                opts["delta"] = delta
+            if temperature or signals is not None:
+                raise ValueError("population.solve: --temperature and --signals apply to --mode simultaneous")
+        else:
+            if delta:
+                raise ValueError("population.solve: --delta applies to --mode selection")
+            opts = {"temperature": temperature or None, "signals": signals, "key": key}
+        return personalized(game, mode, solver, batch_size=batch_size, **opts)
+    solver = AnonymousSolver() if solver is None else solver
+    if mode == "selection":
+        if delta:
+            raise ValueError("population.solve: anonymous selection supports the tie margin delta = 0 only")
+        return anonymous_selection(game, solver)
+    if temperature:
+        raise ValueError(
+            "population.solve: anonymous simultaneous play is solved for best-responding users only "
+            "(no sound certificate for quantal users yet); drop --temperature"
+        )
+    return anonymous_simultaneous(game, solver, signals=signals, key=key)
+
+
+def single_agent_values(game: PopulationGame, population: str, *, memory_budget: int = DEFAULT_MEMORY_BUDGET):
+    """(K, N) each user's value when agent i alone persuades (its optimal scheme):
+    per user (personalized, :func:`alignjax.persuasion` LP per user) or one public
+    scheme (anonymous, :func:`anonymous_persuasion`). Also returns (K,) statuses
+    (the worst over users for personalized)."""
+    if population == "personalized":
+        from alignjax.lp import solve_persuasion_lp
+
+        U = game.agent_utilities_per_user()
+
+        @jax.jit
+        def run(user, Un):
+            sol = jax.vmap(lambda V: solve_persuasion_lp(game.prior, V, user))(Un)
+            return sol.user_value, sol.status
+
+        vals, status = jax.vmap(run)(game.user_utilities, U)  # (N, K)
+        return vals.T, jnp.max(status, axis=0)
+    out = [anonymous_persuasion(game, i, memory_budget=memory_budget) for i in range(game.num_agents)]
+    return jnp.stack([r.user_values for r in out]), jnp.stack([r.status for r in out])
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "shape") or isinstance(x, np.generic):
+        arr = np.asarray(x)
+        return _jsonable(arr.item()) if arr.ndim == 0 else _jsonable(arr.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def solve_cli(
+    path: str | os.PathLike,
+    mode: str = "selection",
+    population: str = "personalized",
+    *,
+    delta: float | None = None,
+    temperature: float | None = None,
+    signals: int | None = None,
+    loss: float = 0.05,
+    batch_size: int | None = None,
+    seed: int = 0,
+    float32: bool = False,
+    compare: bool = True,
+) -> dict:
+    """``alignjax solve GAME.json --mode selection|simultaneous --population
+    personalized|anonymous [--json]``: solve the population game in a file and return
+    one JSON-ready dict (plain Python numbers and lists; ``None`` for NaN/inf).
+
+    Sets ``jax_enable_x64`` to ``not float32`` (as the CLI does) and reads the file with
+    :func:`load_population`.
+
+    Args:
+        path: a population GAME.json (:func:`population_from_dict`).
+        mode, population: the game and the kind of play.
+        delta: selection's tie margin (personalized only). temperature, signals:
+            simultaneous (temperature: personalized only). loss: the near-alignment
+            threshold of :func:`population_metrics`. batch_size: users per chunk of
+            personalized play. seed: PRNG seed of the searches. compare: also report
+            the other kind of play's best single agent and the market alignment.
+
+    Returns:
+        ``{"mode", "population", "num_users", "num_agents", "status", "certified",
+        "user_value", "full_information_value", "no_information_value",
+        "agent_values", "gains", "gains_lower", "exploitability_upper",
+        "exploitability_lower", "iterations", "metrics", "users": [{"name", "value",
+        "full_information_value", "no_information_value", "normalized_value",
+        "status"}], "best_single_agent": {...}, "alignment": {...}}`` and, for anonymous
+        play, ``"equilibria": {"certified", "user_value_min", "user_value_max",
+        "candidates": [...]}``.
+
+    Raises:
+        alignjax.GameSpecError: a missing or malformed file (message names file and field).
+        ValueError: a bad option or a game over the anonymous memory budget (one line,
+            meant to be printed as the CLI's error).
+    """
+    jax.config.update("jax_enable_x64", not float32)
+    if mode not in MODES:
+        raise ValueError(f"--mode {mode}: population games support {', '.join(MODES)}")
+    if population not in POPULATIONS:
+        raise ValueError(f"--population {population}: must be one of {', '.join(POPULATIONS)}")
+    for name, val in (("delta", delta), ("temperature", temperature)):
+        if val is not None and (not math.isfinite(val) or val < 0):
+            raise ValueError(f"--{name} must be a finite number >= 0; got {val}")
+    if signals is not None and signals < 1:
+        raise ValueError(f"--signals {signals}: must be >= 1")
+    if not 0 <= loss <= 1:
+        raise ValueError(f"--loss must be in [0, 1]; got {loss}")
+    dtype = jnp.float32 if float32 else jnp.float64
+    game = load_population(path, dtype=dtype)
+    res = solve(
+        game, mode, population, batch_size=batch_size, delta=delta, temperature=temperature,
+        signals=signals, key=jax.random.PRNGKey(int(seed)),
+    )
+    res = jax.device_get(res)
+    names = game.users or tuple(f"user_{n}" for n in range(game.num_users))
+    statuses = status_name(np.asarray(res.user_status).reshape(-1))
+    statuses = [statuses] if isinstance(statuses, str) else list(statuses)
+    out = {
+        "mode": mode,
+        "population": population,
+        "num_users": game.num_users,
+        "num_agents": game.num_agents,
+        "status": status_name(res.status),
+        "certified": bool(res.certified),
+        "user_value": res.user_value,
+        "full_information_value": res.full_information_value,
+        "no_information_value": res.no_information_value,
+        "agent_values": res.agent_values,
+        "gains": res.gains,
+        "gains_lower": res.gains_lower,
+        "exploitability_upper": res.exploitability_upper,
+        "exploitability_lower": res.exploitability_lower,
+        "iterations": res.iterations,
+        "delta": delta or 0.0,
+        "temperature": temperature or 0.0,
+        "signals": signals if signals is not None else game.num_actions,
+        "metrics": population_metrics(
+            res.user_values, res.full_information_values, res.no_information_values, game.masses, loss=loss
+        ),
+        "users": [
+            {
+                "name": names[n],
+                "mass": float(game.masses[n]),
+                "value": float(res.user_values[n]),
+                "full_information_value": float(res.full_information_values[n]),
+                "no_information_value": float(res.no_information_values[n]),
+                "normalized_value": float(res.normalized_values[n]),
+                "status": statuses[n],
+            }
+            for n in range(game.num_users)
+        ],
+        "agents": list(game.agents) if game.agents else None,
+    }
+    if population == "anonymous":
+        d = res.detail
+        out["equilibria"] = {
+            "certified": int(np.sum(d["certified_all"])),
+            "user_value_min": d["user_value_min"],
+            "user_value_max": d["user_value_max"],
+            "candidates": [
+                {
+                    "certified": bool(d["certified_all"][c]),
+                    "user_values": d["user_values_all"][c],
+                    "agent_values": d["agent_values_all"][c],
+                    "gains": d["gains_all"][c],
+                }
+                for c in range(np.asarray(d["certified_all"]).shape[0])
+            ],
+        }
+    if compare:
+        singles = {}
+        for pop in POPULATIONS:
+            try:
+                vals, st = single_agent_values(game, pop)
+            except ValueError as err:  # anonymous LP over the memory budget
+                singles[pop] = {"error": str(err)}
+                continue
+            means = np.asarray(vals) @ np.asarray(game.masses)
+            best = int(np.argmax(means))
+            singles[pop] = {
+                "agent": best,
+                "agent_name": game.agents[best] if game.agents else None,
+                "status": status_name(int(np.max(st))),
+                "user_values": vals[best],
+                "metrics": population_metrics(
+                    vals[best], res.full_information_values, res.no_information_values, game.masses, loss=loss
+                ),
+            }
+        out["best_single_agent"] = singles
+        al = market_alignment(game)
+        out["alignment"] = {
+            "weak_epsilon": al["weak_epsilon"],
+            "weak_weights": al["weak_weights"],
+            "strong_epsilon_lower": al["strong_epsilon_lower"],
+            "strong_epsilon_upper": al["strong_epsilon_upper"],
+            "strong_weights": al["strong_weights"],
+        }
+    return _jsonable(out)
+
+
+def cli_options() -> list[dict]:
+    """The options of ``alignjax solve`` that population games use, for the CLI's parser:
+    a list of ``{"flag", "dest", "type", "default", "choices", "help"}`` (``type`` a
+    Python type; ``choices`` None when free). ``--mode``, ``--delta``,
+    ``--temperature``, ``--signals`` and ``--json`` already exist in the CLI."""
+    return [
+        {"flag": "--population", "dest": "population", "type": str, "default": None, "choices": list(POPULATIONS),
+         "help": "population GAME.json: personalized (a scheme per user) or anonymous (one public scheme)"},
+        {"flag": "--loss", "dest": "loss", "type": float, "default": 0.05, "choices": None,
+         "help": "population: a user is near-aligned when her normalized value is >= 1 - loss"},
+        {"flag": "--batch-size", "dest": "batch_size", "type": int, "default": None, "choices": None,
+         "help": "population, personalized: users per chunk (default: all in one vmapped call)"},
+        {"flag": "--seed", "dest": "seed", "type": int, "default": 0, "choices": None,
+         "help": "population: PRNG seed of the searches"},
+    ]
+
+
+def solve_from_args(args) -> dict:
+    """:func:`solve_cli` from a parsed-arguments object (``argparse.Namespace`` or any
+    object with the attributes ``game``, ``mode``, ``population`` and optionally
+    ``delta``, ``temperature``, ``signals``, ``loss``, ``batch_size``, ``seed``,
+    ``float32``)."""
+    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+    return solve_cli(
+        get("game"), get("mode"), get("population") or "personalized",
+        delta=get("delta"), temperature=get("temperature"), signals=get("signals"),
+        loss=get("loss", 0.05) if get("loss") is not None else 0.05, batch_size=get("batch_size"),
+        seed=get("seed", 0) or 0, float32=bool(get("float32", False)),
+    )
