@@ -30,6 +30,8 @@ from alignjax.response import (
     quantal_response,
 )
 from alignjax.status import Status, status_name
+from alignjax import population
+from alignjax.population import PopulationGame, PopulationResult, load_population
 
 __version__ = "0.1.0"
 
@@ -48,6 +50,8 @@ __all__ = [
     "Game",
     "GameSpecError",
     "PersuasionResult",
+    "PopulationGame",
+    "PopulationResult",
     "PersuasionSolver",
     "SelectionResult",
     "SelectionSolver",
@@ -57,9 +61,11 @@ __all__ = [
     "game_from_dict",
     "game_to_dict",
     "load_game",
+    "load_population",
     "lp",
     "no_information_value",
     "persuasion",
+    "population",
     "selection",
     "posterior",
     "quantal_response",
