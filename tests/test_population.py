@@ -316,3 +316,34 @@ def test_personalized_simultaneous_equals_single_user_solves(rng):
         loss = float(res.full_information_values[n] - res.user_values[n])
         bound = 2 * float(al["weak_epsilon"][n]) + float(al["weak_weights"][n] @ res.detail.gains[n])
         assert loss <= bound + 1e-9
+
+
+def test_anonymous_informed_bound_with_one_user_is_the_single_user_bound(rng):
+    from alignjax.certificates import informed_deviator_bound
+
+    prior = rng.dirichlet(np.ones(3))
+    user = rng.normal(size=(3, 3))
+    agents = rng.normal(size=(2, 3, 3))
+    schemes = jnp.asarray(rng.dirichlet(np.ones(3), size=(2, 3)))
+    game = PopulationGame(prior, user[None], agents)
+    br = population.anonymous_exploitability(game, schemes)
+    rivals = simultaneous._rival_profiles(schemes)
+    for i in range(2):
+        ref = informed_deviator_bound(jnp.asarray(prior)[:, None] * rivals[i], jnp.asarray(user), jnp.asarray(agents[i]))
+        assert float(br["upper"][i]) == pytest.approx(float(ref), abs=1e-8)
+
+
+def test_anonymous_payoffs_under_jit_and_vmap(rng):
+    game = random_population(rng, N=2, A=2, Y=3, K=2)
+    schemes = jnp.asarray(rng.dirichlet(np.ones(2), size=(4, 2, 3)))
+    batched = jax.jit(jax.vmap(lambda s: population.anonymous_payoffs(game, s, 0.05)))(schemes)
+    for b in range(4):
+        u, a = population.anonymous_payoffs(game, schemes[b], 0.05)
+        np.testing.assert_allclose(batched[0][b], u, atol=1e-12)
+        np.testing.assert_allclose(batched[1][b], a, atol=1e-12)
+    # quantal payoffs are differentiable; the gradient matches central differences
+    f = lambda s: population.anonymous_payoffs(game, jax.nn.softmax(s, -1), 0.05)[1][0]  # noqa: E731
+    logits = jnp.log(schemes[0])
+    g = jax.grad(f)(logits)
+    d = jnp.zeros_like(logits).at[0, 1, 0].set(1e-6)
+    assert float(g[0, 1, 0]) == pytest.approx(float((f(logits + d) - f(logits - d)) / 2e-6), abs=1e-6)
