@@ -69,6 +69,8 @@ __all__ = [
     "anonymous_exploitability",
     "anonymous_simultaneous",
     "anonymous_selection",
+    "anonymous_selection_bracket",
+    "AnonymousSolver",
     "anonymous_memory_bytes",
     "action_profiles",
     "population_metrics",
@@ -1111,8 +1113,10 @@ def _sel_bracket(game, X, i, profiles, solver, tie):
         const = jnp.zeros((N,), V.dtype)
     _, rows = _lp_data(game.user_utilities, U[:, i], w, profiles)
     masks = np.array(list(itertools.product([False, True], repeat=N)), bool)  # (2^N, N)
-    thr_f = jnp.where(jnp.isfinite(thr), thr, 0.0)
+    # a deviation wins user n when v_n(x) >= thr_n - tie (true_payoff below), so the sets W
+    # partition the deviations by v_n >= thr_n - tie (in W) and v_n <= thr_n - tie (not in W)
     has_thr = jnp.isfinite(thr)
+    thr_f = jnp.where(has_thr, thr - tie, 0.0)
 
     def true_payoff(x):
         v = jnp.einsum("sy,sny->n", x, u_prof)
@@ -1122,7 +1126,8 @@ def _sel_bracket(game, X, i, profiles, solver, tie):
     def one(W):
         sigma = jnp.where(W, 1.0, -1.0)
         active = has_thr  # constraints only where a rival sets a threshold
-        infeasible = jnp.any(W & has_thr & (thr > fi + tie)) | jnp.any(~W & (~has_thr | (thr < ni - tie)))
+        # every obedient public scheme gives user n a value in [NI_n, FI_n]
+        infeasible = jnp.any(W & has_thr & (thr_f > fi + tie)) | jnp.any(~W & (~has_thr | (thr_f < ni - tie)))
         base = jnp.einsum("n,sny->sy", jnp.where(W, w, 0.0), Ui_prof)
         outside = jnp.sum(jnp.where(W, 0.0, w * const))
 
@@ -1159,6 +1164,30 @@ def _sel_bracket(game, X, i, profiles, solver, tie):
     return upper, lower, best_x, values[i]
 
 
+def anonymous_selection_bracket(
+    game: PopulationGame,
+    recommendations: Float[Array, "K S Y"],
+    agent: int,
+    solver: AnonymousSolver = AnonymousSolver(),
+) -> dict:
+    """Bracket on one agent's best public deviation in anonymous selection.
+
+    Args:
+        recommendations: (K, S, Y) each agent's obedient public recommendation over the
+            action profiles (``action_profiles``), ``x_i[s, y] = P(y) P(s | y)``.
+        agent: the deviator.
+
+    Returns:
+        ``{"value", "upper", "lower"}``: its payoff now, a sound upper bound on its best
+        deviation's payoff and the best deviation found (see :func:`anonymous_selection`).
+    """
+    _check_budget(game, solver.memory_budget, "anonymous_selection_bracket", 2**game.num_users)
+    tie = _TIE_RTOL * max(float(jnp.max(jnp.abs(game.user_utilities))), 1.0)
+    run = eqx.filter_jit(lambda g, X, i: _sel_bracket(g, X, i, action_profiles(g.num_users, g.num_actions), solver, tie))
+    upper, lower, _, value = run(game, jnp.asarray(recommendations, game.prior.dtype), jnp.asarray(agent))
+    return {"value": value, "upper": upper, "lower": lower}
+
+
 def anonymous_selection(
     game: PopulationGame,
     solver: AnonymousSolver = AnonymousSolver(),
@@ -1171,13 +1200,14 @@ def anonymous_selection(
     applies per agent). User n's value for agent i is ``v_{n,i} = sum x_i u_n``; she
     picks the highest (ties within ``1e-8`` of the scale: lowest index). Agent j's
     payoff is ``sum_n w_n U_j(n, x_{s_n})``. A deviation by i wins user n when it
-    offers at least her best rival value (the supremum convention of
-    :mod:`alignjax.selection`, tie margin 0).
+    offers at least her best rival value, within the tie tolerance (the supremum
+    convention of :mod:`alignjax.selection`, tie margin 0).
 
     Certificate (sound upper bound on i's best deviation): for every set W of users,
     the LP ``max sum_{n in W} w_n U_i(n, x) + sum_{n not in W} w_n c_n`` over obedient
-    public ``x`` with ``v_n(x) >= thr_n`` (n in W) and ``v_n(x) <= thr_n`` (n not in
-    W), ``thr_n`` her best rival value and ``c_n`` i's payoff from her rival choice;
+    public ``x`` with ``v_n(x) >= thr_n - tie`` (n in W) and ``v_n(x) <= thr_n - tie``
+    (n not in W), ``thr_n`` her best rival value and ``c_n`` i's payoff from her rival
+    choice;
     every deviation is feasible for the LP of the set it wins, so the maximum over W
     bounds it. Each LP is bounded by weak Lagrangian duality (any multipliers
     ``nu >= 0`` on the value constraints give a revelation LP whose dual bound is

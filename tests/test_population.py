@@ -347,3 +347,67 @@ def test_anonymous_payoffs_under_jit_and_vmap(rng):
     g = jax.grad(f)(logits)
     d = jnp.zeros_like(logits).at[0, 1, 0].set(1e-6)
     assert float(g[0, 1, 0]) == pytest.approx(float((f(logits + d) - f(logits - d)) / 2e-6), abs=1e-6)
+
+
+def selection_br_highs(prior, user, agent_n, masses, thr, const, tie):
+    """max over winning sets W of the LP with v_n >= thr_n - tie (W), <= thr_n - tie (not W)."""
+    N, A, Y = user.shape
+    profiles = list(itertools.product(range(A), repeat=N))
+    S = len(profiles)
+    best = -np.inf
+    for W in itertools.product([False, True], repeat=N):
+        c = np.zeros((S, Y))
+        vrows = np.zeros((N, S, Y))
+        rows = []
+        for s, alpha in enumerate(profiles):
+            for n, a in enumerate(alpha):
+                vrows[n, s] = user[n, a]
+                if W[n]:
+                    c[s] += masses[n] * agent_n[n, a]
+                for b in range(A):
+                    if b != a:
+                        r = np.zeros((S, Y))
+                        r[s] = -(user[n, a] - user[n, b])
+                        rows.append(r.ravel())
+        b_ub = [0.0] * len(rows)
+        for n in range(N):
+            sign = -1.0 if W[n] else 1.0
+            rows.append(sign * vrows[n].ravel())
+            b_ub.append(sign * (thr[n] - tie))
+        A_eq = np.zeros((Y, S * Y))
+        for y in range(Y):
+            A_eq[y, y::Y] = 1.0
+        res = linprog(-c.ravel(), A_ub=np.array(rows), b_ub=b_ub, A_eq=A_eq, b_eq=prior, method="highs")
+        if res.status == 2:
+            continue
+        assert res.status == 0, res.message
+        outside = sum(masses[n] * const[n] for n in range(N) if not W[n])
+        best = max(best, -res.fun + outside)
+    return best
+
+
+@pytest.mark.slow
+def test_anonymous_selection_bracket_contains_the_highs_best_response(rng):
+    """Lower end <= the exact best deviation (the winning-set LPs solved by HiGHS) <= upper end."""
+    N, A, Y, K = 2, 2, 3, 2
+    game = random_population(rng, N=N, A=A, Y=Y, K=K, user_dependent=True)
+    prof = population.action_profiles(N, A)
+    for trial in range(2):
+        # obedient public recommendations: optimal schemes for random objectives
+        X = []
+        for i in range(K):
+            g = PopulationGame(game.prior, game.user_utilities, rng.normal(size=(1, A, Y)), game.masses)
+            X.append(np.asarray(population.anonymous_persuasion(g, 0).joint))
+        X = np.stack(X)
+        user = np.asarray(game.user_utilities)
+        U = np.asarray(game.agent_utilities)  # (N, K, A, Y)
+        V = np.einsum("isy,sny->ni", X, user[np.arange(N)[None], prof])
+        tie = 1e-8 * max(np.abs(user).max(), 1.0)
+        for i in range(K):
+            br = population.anonymous_selection_bracket(game, X, i)
+            j = 1 - i
+            thr = V[:, j]
+            const = np.array([(X[j] * U[n, i][prof[:, n]]).sum() for n in range(N)])
+            ref = selection_br_highs(np.asarray(game.prior), user, U[:, i], np.asarray(game.masses), thr, const, tie)
+            assert float(br["lower"]) <= ref + 1e-8
+            assert float(br["upper"]) >= ref - 1e-8
