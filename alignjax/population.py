@@ -73,6 +73,8 @@ __all__ = [
     "AnonymousSolver",
     "anonymous_memory_bytes",
     "action_profiles",
+    "cluster_users",
+    "anonymous_simultaneous_by_types",
     "population_metrics",
     "market_alignment",
     "solve",
@@ -1537,3 +1539,132 @@ def solve_from_args(args) -> dict:
         loss=get("loss", 0.05) if get("loss") is not None else 0.05, batch_size=get("batch_size"),
         seed=get("seed", 0) or 0, float32=bool(get("float32", False)),
     )
+
+
+# ----------------------------------------------------------------------------------------
+# Large populations under anonymous play: user types (an approximation)
+# ----------------------------------------------------------------------------------------
+
+
+def cluster_users(game: PopulationGame, num_types: int, *, seed: int = 0, iterations: int = 50):
+    """Group the users into ``num_types`` types by k-means on their centred utilities.
+
+    Each user's utility is centred (its mean over (a, y) removed: a constant does not
+    change behaviour); Lloyd's algorithm with k-means++ seeding (NumPy, seeded) on the
+    (A Y)-vectors; a type's utility is the mass-weighted mean of its members' (and so
+    are the agents' utilities for it when they are user-dependent); its mass the sum.
+
+    Returns:
+        ``(types, assignment, radius)``: a :class:`PopulationGame` of the types, the (N,)
+        type of each user, and the largest sup-norm distance between a user's centred
+        utility and her type's: the error of the approximation in the users' units.
+    """
+    k = int(num_types)
+    n = game.num_users
+    if not 1 <= k <= n:
+        raise ValueError(f"cluster_users: num_types must be in [1, {n}]; got {num_types}")
+    u = np.asarray(game.user_utilities, np.float64)
+    uc = (u - u.mean(axis=(1, 2), keepdims=True)).reshape(n, -1)
+    w = np.asarray(game.masses, np.float64)
+    rng = np.random.default_rng(seed)
+    centres = [uc[rng.integers(n)]]
+    for _ in range(1, k):
+        d = np.min(((uc[:, None, :] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
+        p = d / d.sum() if d.sum() > 0 else np.full(n, 1.0 / n)
+        centres.append(uc[rng.choice(n, p=p)])
+    centres = np.array(centres)
+    for _ in range(iterations):
+        assign = np.argmin(((uc[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+        new = centres.copy()
+        for t in range(k):
+            members = assign == t
+            if members.any():
+                mw = w[members] + 1e-300
+                new[t] = (mw[:, None] * uc[members]).sum(0) / mw.sum()
+        if np.allclose(new, centres):
+            break
+        centres = new
+    assign = np.argmin(((uc[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    used = np.unique(assign)
+    remap = {t: j for j, t in enumerate(used)}
+    assign = np.array([remap[t] for t in assign])
+    centres = centres[used]
+    masses = np.array([w[assign == j].sum() for j in range(len(used))])
+    radius = float(np.max(np.abs(uc - centres[assign])))
+    agents = np.asarray(game.agent_utilities, np.float64)
+    if game.user_dependent:
+        agents = np.stack([
+            np.einsum("n,nkay->kay", w[assign == j], agents[assign == j]) / max(masses[j], 1e-300)
+            for j in range(len(used))
+        ])
+    dtype = game.prior.dtype
+    types = PopulationGame(
+        game.prior, jnp.asarray(centres.reshape(len(used), *u.shape[1:]), dtype), jnp.asarray(agents, dtype),
+        jnp.asarray(masses / masses.sum(), dtype), states=game.states, actions=game.actions, agents=game.agents,
+    )
+    return types, assign, radius
+
+
+def anonymous_simultaneous_by_types(
+    game: PopulationGame,
+    num_types: int,
+    solver: AnonymousSolver = AnonymousSolver(),
+    *,
+    signals: int | None = None,
+    key=None,
+    seed: int = 0,
+) -> tuple[PopulationResult, dict]:
+    """Anonymous simultaneous persuasion for a large population, through user types.
+
+    The users are clustered (:func:`cluster_users`); the types' anonymous game is solved
+    and certified (:func:`anonymous_simultaneous`); its public schemes are then played
+    to the **whole** population, every user best-responding with her own utility, and
+    her value computed exactly (:func:`anonymous_payoffs`). What is certified is the
+    types' equilibrium only: for the population, the lower end of each agent's gain
+    (the fixed deviations, exact) is reported and the upper end is ``+inf`` (the
+    population's public LP over ``A^N`` profiles is what the types avoid), so the
+    status is ``NOT_CERTIFIED`` (or ``MAX_STEPS`` when a fixed deviation gains more than
+    ``solver.tol``), never ``OPTIMAL`` unless every user is her own type.
+
+    Returns:
+        ``(result, info)``: the population's :class:`PopulationResult` and ``{"types":
+        the types' result, "assignment": (N,), "radius": the clustering error}``.
+    """
+    types, assign, radius = cluster_users(game, num_types, seed=seed)
+    tres = anonymous_simultaneous(types, solver, signals=signals, key=key)
+    schemes = tres.detail["profiles"][tres.detail["kept"]]
+    info = {"types": tres, "assignment": assign, "radius": radius}
+    if types.num_users == game.num_users and radius == 0.0:
+        return tres, info
+    users, values = jax.jit(anonymous_payoffs)(game, schemes)
+    devs = _fixed_deviations(game.num_states, schemes.shape[-1], schemes.dtype)
+    lower = jnp.stack([
+        jnp.maximum(jnp.max(jnp.stack([anonymous_payoffs(game, schemes.at[i].set(d))[1][i] for d in devs])), values[i])
+        for i in range(game.num_agents)
+    ])
+    gains_lower = jnp.maximum(lower - values, 0.0)
+    status = jnp.where(jnp.sum(gains_lower) <= solver.tol, Status.NOT_CERTIFIED, Status.MAX_STEPS).astype(jnp.int32)
+    fi, ni = _benchmarks(game)
+    w = game.masses
+    res = PopulationResult(
+        user_values=users,
+        agent_values=values,
+        full_information_values=fi,
+        no_information_values=ni,
+        normalized_values=normalized_value(users, fi, ni),
+        user_value=w @ users,
+        full_information_value=w @ fi,
+        no_information_value=w @ ni,
+        gains=jnp.full_like(values, jnp.inf),
+        gains_lower=gains_lower,
+        exploitability_upper=jnp.asarray(jnp.inf, values.dtype),
+        exploitability_lower=jnp.sum(gains_lower),
+        user_status=jnp.full(users.shape, status, jnp.int32),
+        certified=jnp.asarray(False),
+        status=status,
+        iterations=tres.iterations,
+        detail={"schemes": schemes, "types_status": tres.status},
+        mode="simultaneous",
+        population="anonymous",
+    )
+    return res, info

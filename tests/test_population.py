@@ -411,3 +411,27 @@ def test_anonymous_selection_bracket_contains_the_highs_best_response(rng):
             ref = selection_br_highs(np.asarray(game.prior), user, U[:, i], np.asarray(game.masses), thr, const, tie)
             assert float(br["lower"]) <= ref + 1e-8
             assert float(br["upper"]) >= ref - 1e-8
+
+
+def test_cluster_users_recovers_exact_types(rng):
+    base = rng.normal(size=(2, 3, 4))
+    who = np.array([0, 1, 1, 0, 1, 0])
+    user = base[who] + rng.normal(size=(6, 1, 1))  # offsets do not change behaviour
+    masses = rng.dirichlet(np.ones(6))
+    game = PopulationGame(rng.dirichlet(np.ones(4)), user, rng.normal(size=(2, 3, 4)), masses)
+    types, assign, radius = population.cluster_users(game, 2)
+    assert radius == pytest.approx(0.0, abs=1e-12)
+    assert len(set(zip(assign, who))) == 2  # the partition is recovered
+    np.testing.assert_allclose(sorted(types.masses), sorted([masses[who == 0].sum(), masses[who == 1].sum()]))
+
+
+@pytest.mark.slow
+def test_anonymous_by_types_on_a_replicated_example():
+    ex = population.load_population(EXAMPLE)
+    who = np.array([0, 1, 0, 1, 1, 0])
+    game = PopulationGame(ex.prior, ex.user_utilities[who], ex.agent_utilities[who], np.full(6, 1 / 6))
+    res, info = population.anonymous_simultaneous_by_types(game, 2, population.AnonymousSolver(stages=3, steps_per_stage=50))
+    assert info["radius"] == pytest.approx(0.0, abs=1e-12)
+    assert int(info["types"].status) == Status.OPTIMAL  # the types' equilibrium is certified
+    np.testing.assert_allclose(res.user_values, 0.6, atol=1e-9)  # every user at NI
+    assert int(res.status) == Status.NOT_CERTIFIED and not bool(res.certified)  # the population's is not
