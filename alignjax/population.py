@@ -84,6 +84,10 @@ __all__ = [
 
 MASS_SUM_ATOL = PRIOR_SUM_ATOL
 DEFAULT_MEMORY_BUDGET = 2**28  # bytes one anonymous LP may use (256 MiB)
+# Largest number of action profiles A^N an anonymous LP may have. Measured on CPU (Y = 3):
+# compiling alignjax.lp.solve_revelation_lp takes about 1.2 GB of host memory at S = 1024
+# profiles and 4.6 GB at S = 2048 (about quadratic in S), more than its run-time memory.
+DEFAULT_MAX_PROFILES = 1024
 _TIE_RTOL = 1e-8  # relative tie tolerance of the anonymous selection rule
 
 
@@ -659,10 +663,17 @@ def anonymous_memory_bytes(num_users: int, num_actions: int, num_states: int, dt
     return int(copies) * itemsize * (8 * s * r * y + 4 * s * r * r + 16 * s * y)
 
 
-def _check_budget(game: PopulationGame, budget: int, where: str, copies: int = 1):
+def _check_budget(game: PopulationGame, budget: int, where: str, copies: int = 1, max_profiles: int = DEFAULT_MAX_PROFILES):
+    s = game.num_actions ** game.num_users
+    if s > max_profiles:
+        raise ValueError(
+            f"{where}: anonymous play solves LPs over A^N = {game.num_actions}^{game.num_users} = {s:,} action "
+            f"profiles, over the limit of {max_profiles:,} (compiling the LP solver takes host memory about "
+            "quadratic in the profiles: 1.2 GB at 1,024, 4.6 GB at 2,048); use fewer user types "
+            "(population.cluster_users) or actions, or play personalized (--population personalized)"
+        )
     need = anonymous_memory_bytes(game.num_users, game.num_actions, game.num_states, game.prior.dtype, copies)
     if need > budget:
-        s = game.num_actions ** game.num_users
         raise ValueError(
             f"{where}: anonymous play solves LPs over A^N = {game.num_actions}^{game.num_users} = {s:,} action "
             f"profiles with N (A-1) = {game.num_users * (game.num_actions - 1)} obedience rows each "
@@ -725,6 +736,7 @@ def anonymous_persuasion(
     max_steps: int = 100,
     tol: float | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    max_profiles: int = DEFAULT_MAX_PROFILES,
 ) -> AnonymousPersuasionResult:
     """Single-agent anonymous persuasion: the agent's best public scheme.
 
@@ -747,7 +759,7 @@ def anonymous_persuasion(
     """
     if not 0 <= int(agent) < game.num_agents:
         raise ValueError(f"anonymous_persuasion: agent must be in [0, {game.num_agents}); got {agent}")
-    _check_budget(game, memory_budget, "anonymous_persuasion")
+    _check_budget(game, memory_budget, "anonymous_persuasion", max_profiles=max_profiles)
     return _anon_persuasion_jit(game, int(agent), max_steps, tol)
 
 
@@ -805,6 +817,7 @@ def _anon_values(game, joint, temperature):
     scale = jnp.maximum(jnp.max(jnp.abs(user), axis=(1, 2)), 1.0)  # (N,)
     atol = float(np.sqrt(np.finfo(joint.dtype).eps))
     tied = post >= jnp.max(post, axis=-1, keepdims=True) - atol * scale[:, None, None]
+    tied = tied.astype(joint.dtype)
     hard = tied / jnp.sum(tied, axis=-1, keepdims=True)
     q = jnp.where(tau > 0, soft, hard)
     users = jnp.einsum("npa,npa->n", q, eu)
@@ -848,6 +861,7 @@ def anonymous_exploitability(
     *,
     max_steps: int = 100,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    max_profiles: int = DEFAULT_MAX_PROFILES,
 ) -> dict:
     """Bracket on every agent's gain from a public deviation (best-responding users).
 
@@ -858,7 +872,7 @@ def anonymous_exploitability(
     ``upper``/``lower`` (K,) best-deviation values, ``gains``/``gains_lower`` (K,).
     """
     copies = schemes.shape[-1] ** max(game.num_agents - 1, 0) * game.num_agents
-    _check_budget(game, memory_budget, "anonymous_exploitability", copies)
+    _check_budget(game, memory_budget, "anonymous_exploitability", copies, max_profiles)
     return _anon_exploit_jit(game, jnp.asarray(schemes, game.prior.dtype), max_steps)
 
 
@@ -907,7 +921,8 @@ class AnonymousSolver(eqx.Module):
     which a profile is ``OPTIMAL``.
 
     ``lp_max_steps``: iteration cap of every LP; ``memory_budget``: bytes the LPs of
-    one call may use (:func:`anonymous_memory_bytes`).
+    one call may use (:func:`anonymous_memory_bytes`); ``max_profiles``: the largest
+    ``A^N`` (the LP solver's compile memory, about quadratic in it, is the limit).
     """
 
     stages: int = eqx.field(static=True, default=6)
@@ -923,6 +938,7 @@ class AnonymousSolver(eqx.Module):
     dual_steps: int = eqx.field(static=True, default=40)
     lp_max_steps: int = eqx.field(static=True, default=100)
     memory_budget: int = eqx.field(static=True, default=DEFAULT_MEMORY_BUDGET)
+    max_profiles: int = eqx.field(static=True, default=DEFAULT_MAX_PROFILES)
 
     def __check_init__(self):
         if min(self.stages, self.steps_per_stage, self.restarts, self.max_rounds, self.dual_steps) < 1:
@@ -989,7 +1005,7 @@ def anonymous_simultaneous(
     if num_signals < 1:
         raise ValueError(f"anonymous_simultaneous: signals must be >= 1; got {signals}")
     copies = num_signals ** max(game.num_agents - 1, 0) * game.num_agents
-    _check_budget(game, solver.memory_budget, "anonymous_simultaneous", copies)
+    _check_budget(game, solver.memory_budget, "anonymous_simultaneous", copies, solver.max_profiles)
     key = jax.random.PRNGKey(0) if key is None else key
     return _anon_sim_jit(game, solver, num_signals, key)
 
@@ -1183,7 +1199,7 @@ def anonymous_selection_bracket(
         ``{"value", "upper", "lower"}``: its payoff now, a sound upper bound on its best
         deviation's payoff and the best deviation found (see :func:`anonymous_selection`).
     """
-    _check_budget(game, solver.memory_budget, "anonymous_selection_bracket", 2**game.num_users)
+    _check_budget(game, solver.memory_budget, "anonymous_selection_bracket", 2**game.num_users, solver.max_profiles)
     tie = _TIE_RTOL * max(float(jnp.max(jnp.abs(game.user_utilities))), 1.0)
     run = eqx.filter_jit(lambda g, X, i: _sel_bracket(g, X, i, action_profiles(g.num_users, g.num_actions), solver, tie))
     upper, lower, _, value = run(game, jnp.asarray(recommendations, game.prior.dtype), jnp.asarray(agent))
@@ -1223,12 +1239,16 @@ def anonymous_selection(
     ``status``: ``OPTIMAL`` when the kept profile's largest gain upper bound is at
     most ``solver.selection_tol``; ``NOT_CERTIFIED`` when only the lower bounds are.
     """
-    _check_budget(game, solver.memory_budget, "anonymous_selection", 2**game.num_users * game.num_agents)
+    _check_budget(game, solver.memory_budget, "anonymous_selection", 2**game.num_users * game.num_agents, solver.max_profiles)
     profiles = action_profiles(game.num_users, game.num_actions)
     dtype = game.prior.dtype
     tie = _TIE_RTOL * max(float(jnp.max(jnp.abs(game.user_utilities))), 1.0)
     bracket = eqx.filter_jit(lambda g, X, i: _sel_bracket(g, X, i, action_profiles(g.num_users, g.num_actions), solver, tie))
-    mono = jnp.stack([anonymous_persuasion(game, i, max_steps=solver.lp_max_steps).joint for i in range(game.num_agents)])
+    mono = jnp.stack([
+        anonymous_persuasion(game, i, max_steps=solver.lp_max_steps, memory_budget=solver.memory_budget,
+                             max_profiles=solver.max_profiles).joint
+        for i in range(game.num_agents)
+    ])
     X = mono
     quiet, rounds = 0, 0
     while quiet < game.num_agents and rounds < solver.max_rounds:

@@ -95,11 +95,13 @@ def anonymous_table(max_users, actions, Y=3, K=2, seed=0):
                 rng.dirichlet(np.ones(Y)), rng.normal(size=(N, A, Y)), rng.normal(size=(K, A, Y)),
             )
             need = population.anonymous_memory_bytes(N, A, Y)
-            if need > population.DEFAULT_MEMORY_BUDGET:
-                rows.append((A, N, A**N, N * (A - 1), need, None, None, None, "refused (budget)"))
-                continue
             t0 = time.perf_counter()
-            res = jax.block_until_ready(population.anonymous_persuasion(game))
+            try:
+                res = jax.block_until_ready(population.anonymous_persuasion(game))
+            except ValueError as err:
+                why = "max_profiles" if "over the limit" in str(err) else "memory budget"
+                rows.append((A, N, A**N, N * (A - 1), need, None, None, None, f"refused ({why})"))
+                continue
             first = time.perf_counter() - t0
             res, run_s = timed(lambda: population.anonymous_persuasion(game))
             highs_s = diff = None

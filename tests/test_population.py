@@ -201,10 +201,14 @@ def test_anonymous_payoffs_against_enumeration(rng):
 
 def test_memory_budget_refuses_with_a_clear_message():
     game = PopulationGame([0.5, 0.5], np.zeros((14, 3, 2)), np.zeros((2, 3, 2)))
-    with pytest.raises(ValueError, match=r"A\^N = 3\^14 = 4,782,969 action profiles.*memory budget"):
+    with pytest.raises(ValueError, match=r"A\^N = 3\^14 = 4,782,969 action profiles, over the limit of 1,024"):
         population.anonymous_persuasion(game)
-    with pytest.raises(ValueError, match="memory budget"):
+    with pytest.raises(ValueError, match="over the limit"):
         population.solve(game, "simultaneous", "anonymous")
+    small = PopulationGame([0.5, 0.5], np.zeros((3, 3, 2)), np.zeros((2, 3, 2)))
+    need = population.anonymous_memory_bytes(3, 3, 2)
+    with pytest.raises(ValueError, match=f"about {need:,} bytes, over the memory budget of 1,000 bytes"):
+        population.anonymous_persuasion(small, memory_budget=1000)
 
 
 # ----------------------------------------------------------------------------------------
@@ -435,3 +439,16 @@ def test_anonymous_by_types_on_a_replicated_example():
     assert int(info["types"].status) == Status.OPTIMAL  # the types' equilibrium is certified
     np.testing.assert_allclose(res.user_values, 0.6, atol=1e-9)  # every user at NI
     assert int(res.status) == Status.NOT_CERTIFIED and not bool(res.certified)  # the population's is not
+
+
+def test_anonymous_payoffs_float32(rng):
+    game = random_population(rng, N=3, A=2, Y=3, K=2, user_dependent=True)
+    schemes = rng.dirichlet(np.ones(2), size=(2, 3))
+    g32 = PopulationGame(
+        np.float32(game.prior), np.float32(game.user_utilities), np.float32(game.agent_utilities), np.float32(game.masses)
+    )
+    u64, a64 = population.anonymous_payoffs(game, jnp.asarray(schemes), 0.1)
+    u32, a32 = population.anonymous_payoffs(g32, jnp.asarray(schemes, jnp.float32), 0.1)
+    assert u32.dtype == jnp.float32
+    np.testing.assert_allclose(u32, u64, atol=1e-5)
+    np.testing.assert_allclose(a32, a64, atol=1e-5)
