@@ -989,8 +989,10 @@ def anonymous_simultaneous(
 ) -> PopulationResult:
     """Simultaneous persuasion with public schemes and best-responding users.
 
-    A portfolio (gradient searches from random starts, pooling, full revelation when
-    ``M >= Y``) is certified end point by end point with
+    ``signals`` M defaults to ``max(A, Y)``, so that full revelation, an equilibrium
+    whenever K >= 2, is among the candidates. A portfolio (gradient searches from
+    random starts, pooling, full revelation when ``M >= Y``) is certified end point by
+    end point with
     :func:`anonymous_exploitability` (informed-deviator bound over the anonymous
     persuasion LP). The kept profile is the first certified one in portfolio order, or
     the one with the smallest upper bound; ``detail`` holds every end point's bracket
@@ -1001,7 +1003,7 @@ def anonymous_simultaneous(
     Raises:
         ValueError: ``signals < 1`` or LPs over ``solver.memory_budget``.
     """
-    num_signals = game.num_actions if signals is None else int(signals)
+    num_signals = max(game.num_actions, game.num_states) if signals is None else int(signals)
     if num_signals < 1:
         raise ValueError(f"anonymous_simultaneous: signals must be >= 1; got {signals}")
     copies = num_signals ** max(game.num_agents - 1, 0) * game.num_agents
@@ -1465,7 +1467,10 @@ def solve_cli(
         "iterations": res.iterations,
         "delta": delta or 0.0,
         "temperature": temperature or 0.0,
-        "signals": signals if signals is not None else game.num_actions,
+        "signals": signals if signals is not None else (
+            max(game.num_actions, game.num_states) if population == "anonymous" and mode == "simultaneous"
+            else game.num_actions
+        ),
         "metrics": population_metrics(
             res.user_values, res.full_information_values, res.no_information_values, game.masses, loss=loss
         ),
