@@ -337,6 +337,7 @@ def test_anonymous_informed_bound_with_one_user_is_the_single_user_bound(rng):
         assert float(br["upper"][i]) == pytest.approx(float(ref), abs=1e-8)
 
 
+@pytest.mark.slow
 def test_anonymous_payoffs_under_jit_and_vmap(rng):
     game = random_population(rng, N=2, A=2, Y=3, K=2)
     schemes = jnp.asarray(rng.dirichlet(np.ones(2), size=(4, 2, 3)))
