@@ -33,6 +33,8 @@ from alignjax.status import Status, status_name
 from alignjax import games, results
 from alignjax.games import GAME_TYPES, GameType
 from alignjax.results import AbstractResult, metrics, result_to_dict
+from alignjax import population
+from alignjax.population import PopulationGame, PopulationResult, load_population
 
 __version__ = "0.1.0"
 
@@ -58,6 +60,8 @@ __all__ = [
     "Game",
     "GameSpecError",
     "PersuasionResult",
+    "PopulationGame",
+    "PopulationResult",
     "PersuasionSolver",
     "SelectionResult",
     "SelectionSolver",
@@ -67,9 +71,11 @@ __all__ = [
     "game_from_dict",
     "game_to_dict",
     "load_game",
+    "load_population",
     "lp",
     "no_information_value",
     "persuasion",
+    "population",
     "selection",
     "posterior",
     "quantal_response",

@@ -124,6 +124,28 @@ _MODES: dict[str, Callable] = {
 }
 
 
+def _solve_population(args) -> int:
+    """``alignjax solve selection|simultaneous GAME.json --population personalized|anonymous``."""
+    from alignjax import population
+
+    if args.loss is not None and not (math.isfinite(args.loss) and 0 <= args.loss <= 1):
+        raise CLIError(f"--loss {args.loss}: must be in [0, 1]")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CLIError(f"--batch-size {args.batch_size}: must be >= 1")
+    if getattr(args, "temperature", None) is not None and (not math.isfinite(args.temperature) or args.temperature < 0):
+        raise CLIError(f"--temperature {args.temperature}: must be a finite number >= 0")
+    try:
+        out = population.solve_from_args(args)
+    except ValueError as err:  # GameSpecError included: the message names the file and field
+        msg = str(err)
+        raise CLIError(msg if str(args.game) in msg else f"{args.game}: {msg}") from None
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        _print_human({"mode": f"{args.mode}, {args.population}", **out})
+    return 0
+
+
 def _print_human(out: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -157,6 +179,8 @@ def _cmd_solve(args) -> int:
     from alignjax.results import result_to_dict
 
     mode = args.mode
+    if getattr(args, "population", None):  # a population GAME.json (alignjax.population)
+        return _solve_population(args)
     dtype = jnp.float32 if args.float32 else jnp.float64
     game = _load_game(args.game, dtype, conversation=mode == "conversation")
     options = _MODES[mode](game, args)
@@ -512,6 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         m[name].add_argument("--signals", type=int, default=None, help="messages per agent (default A)")
     m["conversation"].add_argument("--rounds", type=int, default=1, help="rounds R (default 1)")
+    for name in ("selection", "simultaneous"):  # population games (alignjax.population, docs/population.md)
+        from alignjax.population import cli_options
+
+        for opt in cli_options():
+            kwargs = {k: opt[k] for k in ("dest", "type", "default", "help")}
+            if opt["choices"]:
+                kwargs["choices"] = opt["choices"]
+            m[name].add_argument(opt["flag"], **kwargs)
     m["conversation"].add_argument(
         "--user-signals", type=int, default=None,
         help="the user's messages per round (default XU, the values of her feature)",
