@@ -53,6 +53,7 @@ from alignjax.alignment import alignment_error
 from alignjax.game import PRIOR_SUM_ATOL, Game, GameSpecError, load_json
 from alignjax.lp import solve_revelation_lp
 from alignjax.response import full_information_value, no_information_value, normalized_value
+from alignjax.results import AbstractResult
 from alignjax.status import Status, status_name
 
 __all__ = [
@@ -406,8 +407,10 @@ def population_to_dict(game: PopulationGame) -> dict:
 # ----------------------------------------------------------------------------------------
 
 
-class PopulationResult(eqx.Module):
-    """An equilibrium of a population game, its certificate and per-user outcomes.
+class PopulationResult(AbstractResult):
+    """An equilibrium of a population game, its certificate and per-user outcomes (the
+    :mod:`alignjax.results` protocol: ``certificate_lower`` / ``certificate_upper`` are
+    the exploitability bracket, the common values the mass-weighted means).
 
     Attributes:
         user_values: (N,) each user's expected utility.
@@ -449,6 +452,14 @@ class PopulationResult(eqx.Module):
     detail: Any
     mode: str = eqx.field(static=True, default="selection")
     population: str = eqx.field(static=True, default="personalized")
+
+    @property
+    def certificate_lower(self):
+        return self.exploitability_lower
+
+    @property
+    def certificate_upper(self):
+        return self.exploitability_upper
 
 
 def _weighted_quantile(x, w, q):
@@ -582,11 +593,11 @@ def personalized(
     if mode == "selection":
         solver = selection.SelectionSolver() if solver is None else solver
         allowed = {"delta"}
-        run_one = lambda g: selection.solve(g, solver, **options)  # noqa: E731
+        run_one = lambda g: selection.solve(g, solver, **options, throw=False)  # noqa: E731
     elif mode == "simultaneous":
         solver = simultaneous.SimultaneousSolver() if solver is None else solver
         allowed = {"temperature", "signals", "key"}
-        run_one = lambda g: simultaneous.solve(g, solver, **options)  # noqa: E731
+        run_one = lambda g: simultaneous.solve(g, solver, **options, throw=False)  # noqa: E731
     else:
         raise ValueError(f"personalized: mode must be 'selection' or 'simultaneous'; got {mode!r}")
     extra = sorted(set(options) - allowed)
@@ -605,7 +616,7 @@ def _personalized_result(game, res, mode):
     if mode == "selection":
         gains_nk = res.gains
         gains_low = res.gains  # the selection gains are exact
-        certified_n = res.converged
+        certified_n = res.certified
     else:
         gains_nk = res.gains
         gains_low = res.gains_lower
@@ -1462,6 +1473,8 @@ def solve_cli(
         "agent_values": res.agent_values,
         "gains": res.gains,
         "gains_lower": res.gains_lower,
+        "certificate_lower": res.certificate_lower,
+        "certificate_upper": res.certificate_upper,
         "exploitability_upper": res.exploitability_upper,
         "exploitability_lower": res.exploitability_lower,
         "iterations": res.iterations,
