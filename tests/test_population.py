@@ -453,3 +453,32 @@ def test_anonymous_payoffs_float32(rng):
     assert u32.dtype == jnp.float32
     np.testing.assert_allclose(u32, u64, atol=1e-5)
     np.testing.assert_allclose(a32, a64, atol=1e-5)
+
+
+def test_cli_population_option_belongs_to_selection_and_simultaneous(capsys):
+    """--population is an option of `alignjax solve selection|simultaneous` only; a bad
+    --loss is refused before any work, naming the option (exit 2)."""
+    from alignjax.cli import main
+
+    code = main(["solve", "persuasion", str(EXAMPLE), "--population", "anonymous"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "--population" in err
+    code = main(["solve", "selection", str(EXAMPLE), "--population", "anonymous", "--loss", "2"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "--loss 2" in err
+
+
+@pytest.mark.slow
+def test_cli_population_selection_personalized(capsys):
+    """The wired command gives what solve_cli gives: both users at full information."""
+    import json
+
+    from alignjax.cli import main
+
+    code = main(["solve", "selection", str(EXAMPLE), "--population", "personalized", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["status"] == "optimal" and data["certified"] is True
+    assert data["user_value"] == pytest.approx(1.0, abs=1e-9)
+    assert data["certificate_upper"] <= 1e-6
