@@ -189,8 +189,9 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
     def A_op(v):
         x, sg, sh = split_primal(v)
         gx = jnp.einsum("ary,ay->ar", D, x) - sg
-        hx = jnp.sum(h * x) - sh if floor_row else -sh
-        return jnp.concatenate([jnp.sum(x, axis=0), gx.ravel(), hx[None]])
+        prior_rows, obedience_rows = jnp.sum(x, axis=0), gx.ravel()
+        floor_rows = (jnp.sum(h * x) if floor_row else 0.0) - sh
+        return jnp.concatenate([prior_rows, obedience_rows, floor_rows[None]])
 
     def AT_op(lam):
         lE, lG, lh = split_dual(lam)
