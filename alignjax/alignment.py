@@ -425,6 +425,7 @@ def _sup_ipm(V, u, mask, simplex: bool, offset: bool, max_steps: int, tol: float
     res0 = residuals(x0, s0, z0, lam0)
     state0 = (x0, s0, z0, lam0, *res0)
     merit0 = merit_of(x0, z0, lam0, *res0)
+    mu_start = jnp.maximum(s0 @ z0 / m, tiny)
     zeros_r = jnp.zeros(nr, dtype)
 
     def cond(carry):
@@ -457,7 +458,12 @@ def _sup_ipm(V, u, mask, simplex: bool, offset: bool, max_steps: int, tol: float
         # (one refinement step against the unregularised matrix keeps the dual residual
         # falling once the normal matrix is badly conditioned)
         dx, ds, dz, dl, Adx = direction(sigma * mu - s * z - ds * dz, _REFINE)
-        frac = jnp.maximum(_STEP_FRACTION, 1.0 - _ADAPT * mu)  # Wright 1997, Section 10.2
+        # Wright 1997, Section 10.2: the step fraction tends to one as mu does. mu is
+        # taken relative to its start: the dual multipliers sum to one over the 2n
+        # residual rows, so mu itself starts near 1/n, and 1 - mu let the first steps of
+        # a fit with many entries (n = A Y = 12,000) go to 0.9998 of the boundary, after
+        # which every step was short and the fit stalled uncertified.
+        frac = jnp.maximum(_STEP_FRACTION, 1.0 - _ADAPT * mu / mu_start)
         ap = frac * max_step(s, ds)
         ad = frac * max_step(z, dz)
         x_n, s_n, z_n, lam_n = x + ap * dx, s + ap * ds, z + ad * dz, lam + ad * dl

@@ -100,17 +100,18 @@ def lp_bytes(Y, A, itemsize):
     """A generous working-set estimate of one persuasion LP (:mod:`alignjax.lp`) in bytes,
     for the elimination order the solver picks at (Y, A) (:func:`alignjax.lp.prior_rows_first`).
 
-    With the prior rows eliminated first (large Y) XLA plans about 9 to 14 (A, R, Y)
-    arrays per game (R = A - 1; measured at Y = 1,000 and 10,000, A = 4 and 8); the
-    estimate is 32 of them plus 128 of the (A, Y) ones and 64 Schur complements, 2.7x
-    to 5x that plan (``tests/test_persuasion.py`` checks it bounds XLA's plan). With the
-    obedience blocks first the (Y + 1)-square Schur complement dominates.
+    With the prior rows eliminated first (large Y) XLA plans the equivalent of about 6
+    to 17 (A, R, Y) arrays per game (R = A - 1; measured at Y = 3,000 and 10,000,
+    A = 3, 4 and 8, with and without a floor); the estimate is 20 of them plus 96 of the
+    (A, Y) ones and 64 Schur complements, 4x to 5.5x that plan (``tests/test_persuasion.py``
+    checks it bounds XLA's plan). With the obedience blocks first the (Y + 1)-square
+    Schur complement dominates.
     """
     from alignjax.lp import prior_rows_first
 
     R = max(A - 1, 1)
     if prior_rows_first(Y, A, R):
-        return itemsize * (32 * A * R * Y + 128 * A * Y + 64 * (A * R + 1) ** 2)
+        return itemsize * (20 * A * R * Y + 96 * A * Y + 64 * (A * R + 1) ** 2)
     return 64 * itemsize * (A * R * Y + A * R * R + A * (Y + 1) * R + (Y + 1) ** 2 + A * Y)
 
 

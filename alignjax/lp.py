@@ -150,7 +150,7 @@ class _Data(eqx.Module):
     p: Array  # (Y,) prior with fake mass on negligible states
     V: Array  # (A, Y) objective, scaled to [0, 1]
     D: Array  # (A, R, Y) obedience rows, each scaled to max-abs 1
-    h: Array  # (A, Y) user utility scaled to [0, 1]
+    h: Array | None  # (A, Y) the floor row's coefficients; None: no floor row (prior-first only)
     f: Array  # () floor in the scaled units
 
 
@@ -168,6 +168,10 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
     on the obedience rows and the floor (``True``).
     """
     p, V, D, h, f = data.p, data.V, data.D, data.h, data.f
+    # Without a floor row (h None) its slack is fixed at -f and its terms vanish; only the
+    # prior-rows-first path skips them (the other keeps the row, as it always did).
+    floor_row = h is not None
+    assert floor_row or prior_first
     num_actions, num_states = V.shape
     R = D.shape[1]
     AY, AR = num_actions * num_states, num_actions * R
@@ -185,11 +189,15 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
     def A_op(v):
         x, sg, sh = split_primal(v)
         gx = jnp.einsum("ary,ay->ar", D, x) - sg
-        return jnp.concatenate([jnp.sum(x, axis=0), gx.ravel(), (jnp.sum(h * x) - sh)[None]])
+        prior_rows, obedience_rows = jnp.sum(x, axis=0), gx.ravel()
+        floor_rows = (jnp.sum(h * x) if floor_row else 0.0) - sh
+        return jnp.concatenate([prior_rows, obedience_rows, floor_rows[None]])
 
     def AT_op(lam):
         lE, lG, lh = split_dual(lam)
-        ax = lE[None, :] + jnp.einsum("ary,ar->ay", D, lG) + lh * h
+        ax = lE[None, :] + jnp.einsum("ary,ar->ay", D, lG)
+        if floor_row:
+            ax = ax + lh * h
         return jnp.concatenate([ax.ravel(), -lG.ravel(), -lh[None]])
 
     def factor_obedience_first(theta):
@@ -234,13 +242,17 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
         s = jnp.sum(tx, axis=0)
         inv_s = jnp.where(s > 0, 1.0 / jnp.where(s > 0, s, 1.0), 0.0)
         rest = off @ tx  # (A, Y) sum over the other actions, no subtraction
-        TD = tx[:, None, :] * D  # (A, R, Y): the prior rows' coupling to obedience
-        E = (TD * jnp.sqrt(inv_s)).reshape(AR, num_states)
+        # (the prior rows' coupling to obedience is D tx, never formed: (A, R, Y))
+        E = (D * (tx * jnp.sqrt(inv_s))[:, None, :]).reshape(AR, num_states)
         F = (D * jnp.sqrt(tx * rest * inv_s)[:, None, :]).reshape(AR, num_states)
         # Two (A R) x Y by Y x (A R) products (one GEMM each, fast on CPU, where a
         # product batched over the A blocks with tiny R is not): -E E^T is right off the
         # diagonal blocks, F F^T on them.
         S_GG = jnp.where(in_block, F @ F.T, -(E @ E.T)) + jnp.diag(tg.ravel())
+        if not floor_row:
+            S = jnp.zeros((AR + 1, AR + 1), dtype).at[:AR, :AR].set(S_GG).at[AR, AR].set(th)
+            S = S + jnp.diag(reg * jnp.abs(jnp.diag(S)) + tiny)
+            return inv_s, tx, jnp.zeros_like(inv_s), _linalg.spd_inverse_scaled(S)
         # floor row: with g[a, y] = sum_{b != a} t_b (h_a - h_b), the coupling is
         # sum_y D[a, r, y] t_a g_a / s and the diagonal sum_y sum_a t_a q_a / (2 s),
         # q_a = sum_b t_b (h_a - h_b)^2 >= 0
@@ -253,17 +265,20 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
             [jnp.concatenate([S_GG, S_GH[:, None]], axis=1), jnp.concatenate([S_GH, S_HH[None]])[None, :]]
         )
         S = S + jnp.diag(reg * jnp.abs(jnp.diag(S)) + tiny)
-        return inv_s, TD, jnp.sum(tx * h, axis=0), _linalg.spd_inverse_scaled(S)
+        return inv_s, tx, jnp.sum(tx * h, axis=0), _linalg.spd_inverse_scaled(S)
 
     def normal_solve_prior_first(fac, rhs):
-        inv_s, TD, th_sum, Sinv = fac
+        inv_s, tx, th_sum, Sinv = fac
         rE, rG, rh = split_dual(rhs)
         w = rE * inv_s
-        r_G = rG - jnp.einsum("ary,y->ar", TD, w)
-        r_H = rh - th_sum @ w
+        r_G = rG - jnp.einsum("ary,ay->ar", D, tx * w[None, :])
+        r_H = rh - th_sum @ w if floor_row else rh
         lam_R = Sinv @ jnp.concatenate([r_G.ravel(), r_H[None]])
         lG = lam_R[:AR].reshape(num_actions, R)
-        lE = (rE - jnp.einsum("ary,ar->y", TD, lG) - th_sum * lam_R[AR]) * inv_s
+        lE = rE - jnp.sum(tx * jnp.einsum("ary,ar->ay", D, lG), axis=0)
+        if floor_row:
+            lE = lE - th_sum * lam_R[AR]
+        lE = lE * inv_s
         return jnp.concatenate([lE, lam_R])
 
     if prior_first:
@@ -278,7 +293,13 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
         return dlam + normal_solve(fac, rhs - A_op(theta * AT_op(dlam)))
 
     def newton(v, z, fac, theta, rp, rd, rc):
-        dlam = solve_refined(fac, theta, rp + A_op(theta * rd - rc / z))
+        if prior_first:
+            # no refinement: the prior-first Schur complement is assembled without
+            # cancellation, and the purification's solve is still refined (measured:
+            # 12% less time, the same accuracy against HiGHS)
+            dlam = normal_solve(fac, rp + A_op(theta * rd - rc / z))
+        else:
+            dlam = solve_refined(fac, theta, rp + A_op(theta * rd - rc / z))
         dz = rd - AT_op(dlam)
         dv = rc / z - theta * dz
         return dv, dlam, dz
@@ -648,8 +669,9 @@ def _solve_persuasion_lp(
         # interior point's
         x_raw, lG, lh, steps, capped = simplex(p, V, D, regret, beta_eff, cap, tol)
     else:
-        data = _Data(p=p, V=V, D=D, h=-regret, f=-beta_eff)
         first = prior_rows_first(num_states, num_actions, num_actions - 1, elimination)
+        # without a floor the floor row (slack fixed at 2) is dropped on the prior-first path
+        data = _Data(p=p, V=V, D=D, h=-regret if has_floor or not first else None, f=-beta_eff)
         x_ipm, x_proj, lG, lh, steps, merit = _ipm(data, max_steps, tol, first)
         capped = jnp.isfinite(merit) & (steps >= max_steps)
 
@@ -893,10 +915,9 @@ def solve_revelation_lp(
         x_raw = jax.nn.one_hot(best, num_blocks, dtype=dtype).T * prior[None, :]
         x_proj, steps, merit = x_raw, jnp.zeros((), jnp.int32), jnp.zeros((), dtype)
     else:
-        data = _Data(
-            p=p, V=V, D=D, h=jnp.zeros_like(V), f=jnp.asarray(-2.0, dtype)
-        )  # the floor row is unused: its slack is fixed at 2
         first = prior_rows_first(num_states, num_blocks, num_rows, elimination)
+        # no floor row: its slack is fixed at 2 (dropped outright on the prior-first path)
+        data = _Data(p=p, V=V, D=D, h=None if first else jnp.zeros_like(V), f=jnp.asarray(-2.0, dtype))
         x_raw, x_proj, lG, _, steps, merit = _ipm(data, max_steps, tol, first)
 
     def to_units(x_raw):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from alignjax.game import Game
-from alignjax.lp import LP_METHODS, solve_persuasion_lp
+from alignjax.lp import ELIMINATIONS, LP_METHODS, solve_persuasion_lp
 from alignjax.response import full_information_value, no_information_value
 from alignjax.results import AbstractResult, raise_unless_optimal
 from alignjax.status import Status
@@ -43,15 +43,23 @@ class PersuasionSolver(eqx.Module):
             ``100 * tol`` of the utilities' range.
         method: ``"auto"`` (the interior-point method in float64, the simplex
             method in float32), ``"ipm"`` or ``"simplex"`` (static).
+        elimination: the interior-point method's elimination order, ``"auto"``
+            (by shape: linear in Y once Y exceeds A (A - 1)), ``"obedience"`` or
+            ``"prior"`` (static; :func:`alignjax.lp.prior_rows_first`, ``docs/lp.md``).
     """
 
     max_steps: int = eqx.field(static=True, default=100)
     tol: float | None = eqx.field(static=True, default=None)
     method: str = eqx.field(static=True, default="auto")
+    elimination: str = eqx.field(static=True, default="auto")
 
     def __check_init__(self):
         if self.method not in LP_METHODS:
             raise ValueError(f"PersuasionSolver: 'method' must be one of {LP_METHODS}; got {self.method!r}")
+        if self.elimination not in ELIMINATIONS:
+            raise ValueError(
+                f"PersuasionSolver: 'elimination' must be one of {ELIMINATIONS}; got {self.elimination!r}"
+            )
 
 
 class PersuasionResult(AbstractResult):
@@ -160,6 +168,7 @@ def _solve_compiled(game, solver, agent, floor, throw):
         max_steps=solver.max_steps,
         tol=solver.tol,
         method=solver.method,
+        elimination=solver.elimination,
     )
     result = PersuasionResult(
         scheme=sol.scheme,

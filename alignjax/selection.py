@@ -280,6 +280,7 @@ def _lp(ctx: _Ctx, solver: SelectionSolver, i, floor):
         max_steps=solver.lp.max_steps,
         tol=solver.lp.tol,
         method=solver.lp.method,
+        elimination=solver.lp.elimination,
     )
 
 
@@ -372,7 +373,13 @@ def _initial_profile(ctx: _Ctx, solver: SelectionSolver, key):
     objectives = jax.random.uniform(key, (num_agents, num_actions, num_states), ctx.prior.dtype)
     sols = jax.vmap(
         lambda V: solve_persuasion_lp(
-            ctx.prior, V, ctx.user, max_steps=solver.lp.max_steps, tol=solver.lp.tol, method=solver.lp.method
+            ctx.prior,
+            V,
+            ctx.user,
+            max_steps=solver.lp.max_steps,
+            tol=solver.lp.tol,
+            method=solver.lp.method,
+            elimination=solver.lp.elimination,
         )
     )(objectives)
     return sols.recommendation

@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     header = (
         f"{'A':>3} {'Y':>7} {'order':>9} {'batch':>6} {'chunk':>5} {'compile_s':>9} {'batch_ms/game':>14} "
         f"{'single_ms':>10} {'MiB/game':>9} {'highs_ms/game':>14} {'ratio':>8} {'max|diff|':>9} {'certified':>9}"
+        f" {'cpu_ms/game':>12} {'highs_cpu_ms':>12} {'cpu_ratio':>9} {'steps':>6}"
     )
     print(header, flush=True)
     rows = []
@@ -104,18 +105,20 @@ def main(argv=None) -> int:
             inputs = tuple(jnp.asarray(a) for a in (prior, sender, user))
 
             # HiGHS on the first games, while one game stays under the limit
-            highs, ref = float("nan"), None
+            highs, highs_cpu, ref = float("nan"), float("nan"), None
             predicted = None if highs_last is None else highs_last[1] * (Y / highs_last[0]) ** 2
             if predicted is None or predicted < args.highs_limit:
                 k = min(args.highs_samples, batch)
-                ref, t_total = [], 0.0
+                ref, t_total, c_total = [], 0.0, 0.0
                 for i in range(k):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     ref.append(persuasion_highs_sparse(prior[i], user[i], sender[i])[0])
                     t_total += time.perf_counter() - t0
+                    c_total += time.process_time() - c0
                     if t_total > 2 * args.highs_limit:
                         break
                 highs = t_total / len(ref)
+                highs_cpu = c_total / len(ref)
                 highs_last = (Y, highs)
 
             for order in orders:
@@ -128,14 +131,16 @@ def main(argv=None) -> int:
                 compiled = jax.jit(run).lower(*inputs).compile()
                 compile_s = time.perf_counter() - t0
                 mib = _plan_bytes_per_game(compiled, batch, chunk) / 2**20
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 sol = jax.block_until_ready(compiled(*inputs))
-                best = time.perf_counter() - t0
+                best, best_cpu = time.perf_counter() - t0, time.process_time() - c0
                 for _ in range(2 if best < 20 else 0):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     sol = jax.block_until_ready(compiled(*inputs))
                     best = min(best, time.perf_counter() - t0)
+                    best_cpu = min(best_cpu, time.process_time() - c0)
                 ours = best / batch
+                ours_cpu = best_cpu / batch
 
                 single = float("nan")
                 if not args.no_single:
@@ -158,17 +163,20 @@ def main(argv=None) -> int:
                 row = dict(A=A, Y=Y, order=used, batch=batch, chunk=chunk, compile_s=compile_s,
                            batch_ms=ours * 1e3, single_ms=single * 1e3, mib_per_game=mib,
                            highs_ms=highs * 1e3, ratio=highs / ours, max_diff=diff, certified=certified,
+                           cpu_ms=ours_cpu * 1e3, highs_cpu_ms=highs_cpu * 1e3, ratio_cpu=highs_cpu / ours_cpu,
                            steps_mean=float(np.mean(np.asarray(sol.steps))))
                 rows.append(row)
                 print(
                     f"{A:>3} {Y:>7} {used:>9} {batch:>6} {chunk:>5} {compile_s:>9.2f} {ours * 1e3:>14.4f} "
                     f"{single * 1e3:>10.3f} {mib:>9.2f} {highs * 1e3:>14.3f} {highs / ours:>8.1f} "
-                    f"{diff:>9.1e} {certified:>9.4f}",
+                    f"{diff:>9.1e} {certified:>9.4f} {ours_cpu * 1e3:>12.4f} {highs_cpu * 1e3:>12.3f} "
+                    f"{highs_cpu / ours_cpu:>9.1f} {row['steps_mean']:>6.2f}",
                     flush=True,
                 )
 
     print(f"# peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
-    print("# ratio = HiGHS time per game / alignjax batch time per game (higher is better)")
+    print("# ratio = HiGHS time per game / alignjax batch time per game (higher is better); cpu_ratio the same")
+    print("# in CPU seconds of this process (time.process_time), which other jobs on the cores inflate less")
     slopes = {}  # (A, order) -> (slope, lowest Y, highest Y); order "auto" unless --orders
     for A, order in sorted({(r["A"], r["order"] if args.orders else "auto") for r in rows}):
         pts = [(r["Y"], r["batch_ms"]) for r in rows
@@ -177,7 +185,12 @@ def main(argv=None) -> int:
             y, t = np.log(np.array(pts, float)).T
             slopes[(A, order)] = (float(np.polyfit(y, t, 1)[0]), min(p[0] for p in pts), max(p[0] for p in pts))
     for (A, order), (slope, lo, hi) in slopes.items():
-        print(f"# fitted log-log slope, A = {A} ({order}), Y = {lo} .. {hi}: {slope:.3f}")
+        pts = [(r["Y"], r["cpu_ms"]) for r in rows
+               if r["A"] == A and r["Y"] >= args.fit_from and (order == "auto" or r["order"] == order)]
+        y, t = np.log(np.array(pts, float)).T
+        cpu_slope = float(np.polyfit(y, t, 1)[0])
+        print(f"# fitted log-log slope, A = {A} ({order}), Y = {lo} .. {hi}: {slope:.3f} (wall), "
+              f"{cpu_slope:.3f} (CPU time)")
 
     if args.csv and rows:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)

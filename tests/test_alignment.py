@@ -136,6 +136,23 @@ def test_sup_matches_highs(shape, weights, offset):
     check_fit(res, u, U, None, weights, offset, "sup")
 
 
+@pytest.mark.parametrize("weights, offset", [("simplex", True), ("nonneg", False)])
+def test_sup_matches_highs_many_entries(weights, offset):
+    """Random games with A Y = 12,000 entries (K = 2, A = 4, Y = 3,000), the sweep's
+    large-Y regime (issue 14): the fit once stalled uncertified there, its step fraction
+    tied to the absolute duality measure, which starts near 1 / (A Y)."""
+    rng = np.random.default_rng(14)
+    u = rng.random((4, 4, 3000))
+    U = rng.random((4, 2, 4, 3000))
+    res = fit_batch(u, U, norm="sup", weights=weights, offset=offset)
+    ref = np.array([sup_highs(u[i], U[i], weights == "simplex", offset)[0] for i in range(len(u))])
+    eps = np.asarray(res.epsilon)
+    assert np.abs(eps - ref).max() < 1e-6, np.abs(eps - ref).max()
+    assert np.all(np.asarray(res.status) == Status.OPTIMAL)
+    assert np.all(eps - np.asarray(res.gap) <= ref + 1e-9)
+    check_fit(res, u, U, None, weights, offset, "sup")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("shape", ["large", "large_wide"])
 @pytest.mark.parametrize("weights, offset", CONFIGS)

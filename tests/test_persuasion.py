@@ -279,6 +279,20 @@ def test_unknown_method_is_a_value_error():
         persuasion.PersuasionSolver(method="Simplex")
 
 
+def test_persuasion_solver_elimination_matches_highs():
+    """PersuasionSolver(elimination=...) reaches the LP: both orders, forced through the
+    solver on a game with Y > A (A - 1), give HiGHS's value; an unknown order is refused."""
+    prior, user, agents = random_games(np.random.default_rng(1402), 1, 40, 3)
+    game = Game(prior[0], user[0], agents[0])
+    ref = persuasion_highs(prior[0], user[0], agents[0, 0])[0]
+    for order in ("obedience", "prior", "auto"):
+        res = persuasion.solve(game, persuasion.PersuasionSolver(elimination=order))
+        assert int(res.status) == Status.OPTIMAL
+        assert abs(float(res.agent_value) - ref) < 1e-8, (order, float(res.agent_value), ref)
+    with pytest.raises(ValueError, match="'elimination' must be one of"):
+        persuasion.PersuasionSolver(elimination="states")
+
+
 def test_prosecutor_and_judge():
     """Kamenica and Gentzkow (2011), Section I: prior P(guilty) = 0.3; the prosecutor
     convicts with probability 0.6 by recommending 'convict' to the innocent w.p. 3/7."""

@@ -22,9 +22,8 @@ __all__ = ["run_sweep", "choose_chunk", "maybe_initialize_distributed"]
 
 
 def _alignment_metric(game):
-    """The sup-norm alignment distance; NaN where the fit is not certified (it is not on
-    random games from about Y = 1,000 on, found in issue 14: a metric column must not
-    stop a study whose games were solved)."""
+    """The sup-norm alignment distance; NaN where the fit is not certified (a metric
+    column must not stop a study whose games were solved)."""
     import jax.numpy as jnp
 
     from alignjax import alignment

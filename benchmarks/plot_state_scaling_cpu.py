@@ -1,0 +1,62 @@
+"""Redraw ``docs/state_scaling_a4.png`` from the CSV of ``state_scaling.py``: CPU and wall
+time per game against Y at one A, the round-1 wall times from ``docs/state_scaling.csv``,
+the HiGHS loop's CPU time, and the fitted log-log slopes from ``--fit-from`` up.
+
+    python benchmarks/plot_state_scaling_cpu.py docs/state_scaling_a4.csv docs/state_scaling_a4.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("csv")
+    parser.add_argument("png")
+    parser.add_argument("--round1", default="docs/state_scaling.csv")
+    parser.add_argument("--actions", type=int, default=4)
+    parser.add_argument("--fit-from", type=int, default=100)
+    args = parser.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in csv.DictReader(open(args.csv)) if int(r["A"]) == args.actions]
+    Y = np.array([float(r["Y"]) for r in rows])
+    cpu = np.array([float(r["cpu_ms"]) for r in rows])
+    wall = np.array([float(r["batch_ms"]) for r in rows])
+    highs = np.array([float(r["highs_cpu_ms"]) for r in rows])
+    fit = Y >= args.fit_from
+    s_cpu = np.polyfit(np.log(Y[fit]), np.log(cpu[fit]), 1)[0]
+    s_wall = np.polyfit(np.log(Y[fit]), np.log(wall[fit]), 1)[0]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.loglog(Y, cpu, "o-", label=f"alignjax, CPU time per game (slope {s_cpu:.2f})")
+    ax.loglog(Y, wall, "o:", alpha=0.6, label=f"alignjax, wall time per game (slope {s_wall:.2f}, 12+ jobs on 2 cores)")
+    try:
+        old = {int(r["Y"]): float(r["batch_ms"]) for r in csv.DictReader(open(args.round1))
+               if int(r["A"]) == args.actions}
+        oy = sorted(y for y in old if y >= args.fit_from)
+        ax.loglog(oy, [old[y] for y in oy], "x--", color="gray", label="alignjax round 1, wall (lighter load; slope 1.23)")
+    except FileNotFoundError:
+        pass
+    ok = np.isfinite(highs)
+    ax.loglog(Y[ok], highs[ok], "s--", label="HiGHS loop, CPU time per game")
+    ax.loglog(Y, Y * cpu[0] / Y[0], "k-", lw=0.5, alpha=0.5, label="linear in Y")
+    ax.set_xlabel("states Y")
+    ax.set_ylabel("ms per game (compile excluded)")
+    ax.set_title(f"Persuasion LP vs number of states, A = {args.actions} (float64, 2-core CPU)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(args.png, dpi=120)
+    print(f"# slopes from Y = {args.fit_from}: {s_cpu:.3f} (CPU), {s_wall:.3f} (wall); wrote {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
