@@ -23,7 +23,6 @@ Written for one problem; batch it with ``jax.vmap``.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 

@@ -48,6 +48,7 @@ from jax import lax
 from jaxtyping import Array, Float, Int
 
 from alignjax import _backend
+from alignjax._ipm import CERT_FACTOR, IMPROVE, STEP_FRACTION, max_step, stalled
 from alignjax.status import Status
 
 __all__ = [
@@ -62,17 +63,11 @@ __all__ = [
 Norm = Literal["sup", "mse"]
 WeightSet = Literal["simplex", "nonneg"]
 
-_DEBUG = False
 _REG = 1e2
 _REFINE = 1
 _PURIFY_REFINE = 1
 _LEAF = 16  # leaf size of the recursive block factorisation
-_STEP_FRACTION = 0.99
-_ADAPT = 1.0
-_IPM_TOL_FACTOR = 1.0
-_STALL_STEPS = 8  # IPM: stop after this many steps without a 10% better merit
-_IMPROVE = 0.9
-_CERT_FACTOR = 100.0  # status OPTIMAL when the gap is within 100 tol of the scale
+_STALL_STEPS = 8  # IPM: stop after this many steps without a 10% better merit (alignjax._ipm)
 
 
 def default_alignment_tol(dtype) -> float:
@@ -115,7 +110,7 @@ class AlignmentResult(eqx.Module):
             ``"nonneg"`` it is rigorous over fits whose weights total at most
             ``max(1, sum(weights))``: it adds the dual infeasibility times that
             total, so it is small exactly when the KKT conditions hold.
-        steps: () iterations (sup) or active-set changes (MSE).
+        iterations: () interior-point iterations (sup) or active-set changes (MSE).
         status: () an :class:`alignjax.Status` code: ``OPTIMAL`` when ``gap`` is
             within ``100 * tol`` of the data's scale; ``MAX_STEPS``; ``NUMERICAL``.
     """
@@ -125,7 +120,7 @@ class AlignmentResult(eqx.Module):
     epsilon: Float[Array, ""]
     max_residual: Float[Array, ""]
     gap: Float[Array, ""]
-    steps: Int[Array, ""]
+    iterations: Int[Array, ""]
     status: Int[Array, ""]
 
 
@@ -388,9 +383,6 @@ def _sup_ipm(V, u, mask, simplex: bool, offset: bool, max_steps: int, tol: float
                 y, dl = y + dy, dl + ddl
             return y, dl
 
-    def max_step(v, dv):
-        return jnp.minimum(1.0, jnp.min(jnp.where(dv < 0, -v / jnp.where(dv < 0, dv, -1.0), jnp.inf)))
-
     b_norm = 1.0 + jnp.max(jnp.abs(b))
 
     def merit_of(x, z, lam, r_p, r_d, r_e):
@@ -432,8 +424,8 @@ def _sup_ipm(V, u, mask, simplex: bool, offset: bool, max_steps: int, tol: float
         state, _, best_merit, k, k_best, failed = carry
         s, z = state[1], state[2]
         mu = s @ z / m
-        stalled = (k - k_best > _STALL_STEPS) | ((mu < 1e-4 * tol) & (k - k_best > 1))
-        return (best_merit >= _IPM_TOL_FACTOR * tol) & (~failed) & (~stalled) & (k < max_steps)
+        stall = stalled(k, k_best, mu, tol, _STALL_STEPS)
+        return (best_merit >= tol) & (~failed) & (~stall) & (k < max_steps)
 
     def body(carry):
         state, best, best_merit, k, k_best, _ = carry
@@ -463,7 +455,7 @@ def _sup_ipm(V, u, mask, simplex: bool, offset: bool, max_steps: int, tol: float
         # residual rows, so mu itself starts near 1/n, and 1 - mu let the first steps of
         # a fit with many entries (n = A Y = 12,000) go to 0.9998 of the boundary, after
         # which every step was short and the fit stalled uncertified.
-        frac = jnp.maximum(_STEP_FRACTION, 1.0 - _ADAPT * mu / mu_start)
+        frac = jnp.maximum(STEP_FRACTION, 1.0 - mu / mu_start)
         ap = frac * max_step(s, ds)
         ad = frac * max_step(z, dz)
         x_n, s_n, z_n, lam_n = x + ap * dx, s + ap * ds, z + ad * dz, lam + ad * dl
@@ -478,14 +470,7 @@ def _sup_ipm(V, u, mask, simplex: bool, offset: bool, max_steps: int, tol: float
         merit = jnp.where(finite, merit, jnp.inf)
         better = merit < best_merit
         best = jax.tree.map(lambda a, o: jnp.where(better, a, o), new[:4], best)
-        k_best = jnp.where(merit < _IMPROVE * best_merit, k + 1, k_best)
-        if _DEBUG:
-            jax.debug.print(
-                "k={k} merit={m:.2e} mu={mu:.2e} ap={ap:.3f} ad={ad:.3f} sigma={sg:.2e} "
-                "rp={rp:.1e} rd={rd:.1e}",
-                k=k, m=merit, mu=mu, ap=ap, ad=ad, sg=sigma,
-                rp=jnp.max(jnp.abs(r_p_n)), rd=jnp.max(jnp.abs(r_d_n)),
-            )
+        k_best = jnp.where(merit < IMPROVE * best_merit, k + 1, k_best)
         return new, best, jnp.minimum(merit, best_merit), k + 1, k_best, ~finite
 
     zero = jnp.zeros((), jnp.int32)
@@ -614,7 +599,7 @@ def _fit_sup(V, u, simplex, offset, max_steps, tol):
 
     lb = jnp.maximum(jnp.maximum(lower_bound(z), lower_bound(z_pur)), 0.0) * scale
     gap = err - lb
-    cert = (gap <= _CERT_FACTOR * tol * scale) & jnp.isfinite(err)
+    cert = (gap <= CERT_FACTOR * tol * scale) & jnp.isfinite(err)
     status = jnp.where(
         cert,
         Status.OPTIMAL,
@@ -647,7 +632,6 @@ def _fit_mse(V, u, p, simplex, offset, max_steps, tol):
     """MSE fit in the user's units. V (K, n), u (n,), p (n,) summing to one."""
     K, n = V.shape
     dtype = V.dtype
-    eps = jnp.finfo(dtype).eps
     if offset:
         v_mean = V @ p
         u_mean = p @ u
@@ -760,7 +744,7 @@ def _fit_mse(V, u, p, simplex, offset, max_steps, tol):
         gap = grad @ w - jnp.maximum(jnp.sum(w), 1.0) * jnp.minimum(jnp.min(grad), 0.0)
     gap = jnp.maximum(gap, 0.0)
     finite = jnp.isfinite(mse) & jnp.all(jnp.isfinite(w))
-    cert = finite & (gap <= _CERT_FACTOR * tol * scale * scale)
+    cert = finite & (gap <= CERT_FACTOR * tol * scale * scale)
     status = jnp.where(
         cert,
         Status.OPTIMAL,
@@ -796,7 +780,7 @@ def _fit(u, U, p, solver, norm, weights, offset):
         epsilon=err,
         max_residual=maxres,
         gap=gap,
-        steps=steps.astype(jnp.int32),
+        iterations=steps.astype(jnp.int32),
         status=status,
     )
 

@@ -257,7 +257,7 @@ def _cmd_alignment(args) -> int:
             "fit_offset": not args.no_offset,
             "max_residual": res.max_residual,
             "gap": res.gap,
-            "steps": res.steps,
+            "iterations": res.iterations,
             "agents": list(game.agents) if game.agents else None,
         }
     )
@@ -269,7 +269,7 @@ def _cmd_alignment(args) -> int:
 
         console = Console()
         table = Table(title=f"alignjax alignment ({args.norm}, {args.weights})", show_header=False)
-        for k in ("epsilon", "offset", "max_residual", "gap", "status", "steps"):
+        for k in ("epsilon", "offset", "max_residual", "gap", "status", "iterations"):
             v = out[k]
             table.add_row(k, f"{v:.10g}" if isinstance(v, float) else str(v))
         console.print(table)

@@ -53,6 +53,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, Int
 
+from alignjax._ipm import CERT_FACTOR, IMPROVE, STEP_FRACTION, max_step, stalled
 from alignjax import _linalg
 from alignjax._simplex import simplex
 from alignjax.status import Status
@@ -71,14 +72,10 @@ __all__ = [
 ]
 
 
-_DEBUG = False
-_STALL_STEPS = 10  # stop after this many steps without a 10% better merit
-_IMPROVE = 0.9
-_STEP_FRACTION = 0.99
+_STALL_STEPS = 10  # stop after this many steps without a 10% better merit (alignjax._ipm)
 _SHORT_STEP = 0.1  # a step shorter than this triggers a centring step next
 _RECENTER_SIGMA = 0.5
 _FLOOR_MARGIN = lambda dtype: 1e3 * jnp.finfo(dtype).eps  # noqa: E731
-_CERT_FACTOR = 100.0  # a solution is certified when gap and violation <= 100 tol (scaled)
 
 
 def default_lp_tol(dtype) -> float:
@@ -304,9 +301,6 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
         dv = rc / z - theta * dz
         return dv, dlam, dz
 
-    def max_step(v, dv):
-        return jnp.minimum(1.0, jnp.min(jnp.where(dv < 0, -v / jnp.where(dv < 0, dv, -1.0), jnp.inf)))
-
     b = jnp.concatenate([p, jnp.zeros(AR, dtype), f[None]])
     c = jnp.concatenate([-V.ravel(), jnp.zeros(AR + 1, dtype)])
     b_norm = 1 + jnp.max(jnp.abs(b))
@@ -342,8 +336,8 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
         # strict interior and then recover; give up only after a long stall, or a
         # short one once the barrier parameter is negligible.
         mu = v @ z / n
-        stalled = (k - k_best > _STALL_STEPS) | ((mu < 1e-4 * tol) & (k - k_best > 1))
-        return (best_merit >= tol) & (~failed) & (~stalled) & (k < max_steps)
+        stall = stalled(k, k_best, mu, tol, _STALL_STEPS)
+        return (best_merit >= tol) & (~failed) & (~stall) & (k < max_steps)
 
     def body(carry):
         state, best, best_merit, k, k_best, _, short = carry
@@ -363,19 +357,17 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
         sigma = jnp.where(short, jnp.maximum(sigma, _RECENTER_SIGMA), sigma)
         second = jnp.where(short, 0.0, 1.0) * dv_a * dz_a
         dv, dlam, dz = newton(v, z, fac, theta, rp, rd, sigma * mu - v * z - second)
-        ap = _STEP_FRACTION * max_step(v, dv)
-        ad = _STEP_FRACTION * max_step(z, dz)
+        ap = STEP_FRACTION * max_step(v, dv)
+        ad = STEP_FRACTION * max_step(z, dz)
         v_new, lam_new, z_new = v + ap * dv, lam + ad * dlam, z + ad * dz
         rp_new, rd_new, m = measure(v_new, lam_new, z_new)
         new = (v_new, lam_new, z_new, rp_new, rd_new)
         finite = jnp.isfinite(m)
         new = jax.tree.map(lambda a, o: jnp.where(finite, a, o), new, state)
         m = jnp.where(finite, m, jnp.inf)
-        if _DEBUG:
-            jax.debug.print("k={k} merit={m:.2e} mu={mu:.2e} ap={ap:.3f} ad={ad:.3f}", k=k, m=m, mu=mu, ap=ap, ad=ad)
         better = m < best_merit
         best = jax.tree.map(lambda a, o: jnp.where(better, a, o), new[:3], best)
-        k_best = jnp.where(m < _IMPROVE * best_merit, k + 1, k_best)
+        k_best = jnp.where(m < IMPROVE * best_merit, k + 1, k_best)
         short = jnp.minimum(ap, ad) < _SHORT_STEP
         return new, best, jnp.minimum(m, best_merit), k + 1, k_best, ~finite, short
 
@@ -686,7 +678,7 @@ def _solve_persuasion_lp(
             violation = jnp.maximum(violation, jnp.where(infeasible, 0.0, floor - uval))
         return rows, x, violation
 
-    cert_tol = _CERT_FACTOR * tol
+    cert_tol = CERT_FACTOR * tol
     if use_simplex:
         scheme_rows, x, violation = to_user_units(x_raw)
     else:
@@ -926,7 +918,7 @@ def solve_revelation_lp(
         violation = jnp.maximum(jnp.max(-obedience, initial=0.0), 0.0)
         return cond, x, violation
 
-    cert_tol = _CERT_FACTOR * tol
+    cert_tol = CERT_FACTOR * tol
     cond, x, violation = _pick_purified(x_raw, x_proj, to_units, objective, cert_tol * vrange)
     lam = jnp.where(zero_row, 0.0, jnp.maximum(lG, 0.0)) * vrange / jnp.where(zero_row, 1.0, row_scale)
     value = jnp.sum(x * objective)

@@ -35,7 +35,6 @@ Shapes (one population): ``prior`` (Y,), ``user_utilities`` (N, A, Y), ``masses`
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 from collections.abc import Sequence
