@@ -48,7 +48,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from alignjax.certificates import informed_deviator_bound
 from alignjax.game import Game, GameSpecError, game_from_dict, load_json
 from alignjax.response import full_information_value
-from alignjax.results import AbstractResult, raise_unless_optimal
+from alignjax.results import AbstractBracketResult, raise_unless_optimal
 from alignjax._search import (
     bracket_status,
     check_search_options,
@@ -594,7 +594,7 @@ class ConversationExploitability(eqx.Module):
     values: Float[Array, " K+1"]
 
 
-class ConversationResult(AbstractResult):
+class ConversationResult(AbstractBracketResult):
     """An equilibrium of the conversation game, its certificate and the range found (the
     :mod:`alignjax.results` protocol; ``certificate_lower`` / ``certificate_upper`` are the
     exploitability bracket).
@@ -659,14 +659,6 @@ class ConversationResult(AbstractResult):
     iterations: Int[Array, ""]
     search: Int[Array, ""]
     status: Int[Array, ""]
-
-    @property
-    def certificate_lower(self):
-        return self.exploitability_lower
-
-    @property
-    def certificate_upper(self):
-        return self.exploitability_upper
 
 
 def _pseudo_gradient(game, logits, K, L, M, tau):

@@ -55,14 +55,14 @@ def _is_concrete(*xs: Any) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
-def _check_names(field: str, names: Sequence[str] | None, size: int) -> tuple[str, ...] | None:
+def _check_names(field: str, names: Sequence[str] | None, size: int, where: str = "Game") -> tuple[str, ...] | None:
     if names is None:
         return None
     names = tuple(str(n) for n in names)
     if len(names) != size:
-        raise ValueError(f"Game: field '{field}' has {len(names)} names but the game has {size}")
+        raise ValueError(f"{where}: field '{field}' has {len(names)} names but the game has {size}")
     if len(set(names)) != len(names):
-        raise ValueError(f"Game: field '{field}' has repeated names")
+        raise ValueError(f"{where}: field '{field}' has repeated names")
     return names
 
 

@@ -49,10 +49,10 @@ from jaxtyping import Array, Float, Int
 
 from alignjax import selection, simultaneous
 from alignjax.alignment import alignment_error
-from alignjax.game import PRIOR_SUM_ATOL, Game, GameSpecError, load_json
+from alignjax.game import PRIOR_SUM_ATOL, Game, GameSpecError, _check_names, load_json
 from alignjax.lp import solve_revelation_lp
 from alignjax.response import full_information_value, no_information_value, normalized_value
-from alignjax.results import AbstractResult
+from alignjax.results import AbstractBracketResult
 from alignjax.status import Status, status_name
 
 __all__ = [
@@ -102,14 +102,7 @@ def _as_float(x):
 
 
 def _names(field, names, size):
-    if names is None:
-        return None
-    names = tuple(str(n) for n in names)
-    if len(names) != size:
-        raise ValueError(f"PopulationGame: field '{field}' has {len(names)} names but the game has {size}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"PopulationGame: field '{field}' has repeated names")
-    return names
+    return _check_names(field, names, size, "PopulationGame")
 
 
 class PopulationGame(eqx.Module):
@@ -406,7 +399,7 @@ def population_to_dict(game: PopulationGame) -> dict:
 # ----------------------------------------------------------------------------------------
 
 
-class PopulationResult(AbstractResult):
+class PopulationResult(AbstractBracketResult):
     """An equilibrium of a population game, its certificate and per-user outcomes (the
     :mod:`alignjax.results` protocol: ``certificate_lower`` / ``certificate_upper`` are
     the exploitability bracket, the common values the mass-weighted means).
@@ -451,14 +444,6 @@ class PopulationResult(AbstractResult):
     detail: Any
     mode: str = eqx.field(static=True, default="selection")
     population: str = eqx.field(static=True, default="personalized")
-
-    @property
-    def certificate_lower(self):
-        return self.exploitability_lower
-
-    @property
-    def certificate_upper(self):
-        return self.exploitability_upper
 
 
 def _weighted_quantile(x, w, q):

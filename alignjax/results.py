@@ -49,7 +49,7 @@ from jaxtyping import Array, Bool, Float, Int
 from alignjax.response import normalized_value
 from alignjax.status import Status, status_name
 
-__all__ = ["AbstractResult", "Solve", "COMMON_FIELDS", "metrics", "result_to_dict", "jsonable", "raise_unless_optimal"]
+__all__ = ["AbstractResult", "AbstractBracketResult", "Solve", "COMMON_FIELDS", "metrics", "result_to_dict", "jsonable", "raise_unless_optimal"]
 
 COMMON_FIELDS = (
     "user_value",
@@ -80,6 +80,23 @@ class AbstractResult(eqx.Module):
     certificate_lower: AbstractVar[Float[Array, "*batch"]]
     certificate_upper: AbstractVar[Float[Array, "*batch"]]
     certified: AbstractVar[Bool[Array, "*batch"]]
+
+
+class AbstractBracketResult(AbstractResult):
+    """A result whose certificate is an exploitability bracket (the equilibrium searches):
+    ``certificate_lower`` / ``certificate_upper`` are ``exploitability_lower`` /
+    ``exploitability_upper``."""
+
+    exploitability_lower: AbstractVar[Float[Array, "*batch"]]
+    exploitability_upper: AbstractVar[Float[Array, "*batch"]]
+
+    @property
+    def certificate_lower(self):
+        return self.exploitability_lower
+
+    @property
+    def certificate_upper(self):
+        return self.exploitability_upper
 
 
 class Solve(Protocol):

@@ -68,7 +68,7 @@ from alignjax._search import (
     temperature_schedule,
     user_kind,
 )
-from alignjax.results import AbstractResult, raise_unless_optimal
+from alignjax.results import AbstractBracketResult, raise_unless_optimal
 from alignjax.status import Status
 
 __all__ = [
@@ -271,7 +271,7 @@ class Exploitability(eqx.Module):
     lp_status: Int[Array, " K"]
 
 
-class SimultaneousResult(AbstractResult):
+class SimultaneousResult(AbstractBracketResult):
     """An equilibrium of the simultaneous persuasion game, its certificate and the range found
     (the :mod:`alignjax.results` protocol; ``certificate_lower`` / ``certificate_upper`` are
     the exploitability bracket).
@@ -342,14 +342,6 @@ class SimultaneousResult(AbstractResult):
     monte_carlo: Bool[Array, ""]
     lp_status: Int[Array, " K"]
     status: Int[Array, ""]
-
-    @property
-    def certificate_lower(self):
-        return self.exploitability_lower
-
-    @property
-    def certificate_upper(self):
-        return self.exploitability_upper
 
 
 # ----------------------------------------------------------------------------------------
