@@ -1,0 +1,193 @@
+"""Derivatives of the persuasion LP's value and solution, without differentiating iterations.
+
+The solver (:func:`alignjax.lp.solve_persuasion_lp`) runs under ``stop_gradient``; the
+derivatives come from its primal solution ``x*`` and dual multipliers ``(eta, nu)``:
+
+* **Value** (envelope / Danskin theorem; e.g. Bonnans and Shapiro, "Perturbation
+  Analysis of Optimization Problems", Springer 2000, Theorem 4.24; Still, "Lectures
+  on parametric optimization", 2018): the derivative of the optimal value in the data
+  is the partial derivative of the Lagrangian at the optimal primal-dual pair,
+
+      dV*/dV[a, y] = x*[a, y],   dV*/dprior[y] = mu[y] = max_a lagr[a, y],
+      dV*/du[c, y] = x*[c, y] (sum_b eta[c, b] + nu) - sum_a eta[a, c] x*[a, y],
+      dV*/dfloor = -nu,
+
+  with ``lagr[a, y] = V[a, y] + sum_b eta[a, b] (u[a, y] - u[b, y]) + nu u[a, y]``.
+  Implemented as the Lagrangian evaluated at the stopped primal-dual pair, so forward
+  and reverse mode, ``jit`` and ``vmap`` all follow from JAX's own rules.
+* **Solution** (sensitivity of a non-degenerate basic solution; e.g. Fiacco,
+  "Introduction to Sensitivity and Stability Analysis in Nonlinear Programming",
+  Academic Press 1983, Chapter 3 for the LP case): at a vertex where exactly
+  ``Y + (#tight obedience rows) + (floor tight)`` entries of ``x*`` are positive, every
+  tight row has a positive multiplier and every zero entry a positive reduced cost,
+  the optimal basis stays optimal under small perturbations and ``x*`` moves with the
+  active equalities ``sum_a x[a, y] = prior[y]``, ``sum_y x[a, y] (u[a, y] - u[b, y]) =
+  0``, ``sum x u = floor`` (zero entries stay zero). Differentiating that square linear
+  system gives ``dx*`` (a :func:`jax.custom_jvp` rule; its reverse mode is JAX's
+  transpose of the rule).
+
+At a **degenerate** point (ties, a tight row with a zero multiplier, a zero entry with a
+zero reduced cost, a state of zero prior) the solution is not differentiable; the flag
+:func:`persuasion_degenerate` reports it, the solution's derivative is then returned as
+**zero** (``x*`` treated as locally constant, in forward and reverse mode alike), and
+the value's derivative is still the envelope formula at the returned pair, which is
+one element of the value's super- or subdifferential (the value is convex in ``V``,
+concave in ``prior``). :func:`smoothed_persuasion` is a smooth alternative.
+
+Sources and the checks: ``docs/theory.md``, section "Differentiating equilibria".
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = [
+    "persuasion_degenerate",
+    "prior_multipliers",
+    "lagrangian_value",
+    "differentiable_recommendation",
+    "degeneracy_tol",
+]
+
+
+def degeneracy_tol(dtype) -> float:
+    """Relative threshold below which a primal entry, slack, multiplier or reduced cost
+    counts as zero when deciding degeneracy: 1e-7 in float64, 1e-4 in float32 (the
+    solver's certificate holds to ``100 * tol``: 1e-8 and 1e-4 of the utilities' range)."""
+    return 1e-7 if jnp.finfo(dtype).bits >= 64 else 1e-4
+
+
+def _lagr(V, u, eta, nu):
+    """(A, Y) ``V[a, y] + sum_b eta[a, b] (u[a, y] - u[b, y]) + nu u[a, y]``."""
+    return V + (jnp.sum(eta, axis=1)[:, None] + nu) * u - eta @ u
+
+
+def prior_multipliers(V, u, eta, nu):
+    """(Y,) the prior rows' multipliers ``mu[y] = max_a lagr[a, y]`` (LP dual)."""
+    return jnp.max(_lagr(V, u, eta, nu), axis=0)
+
+
+def lagrangian_value(prior, V, u, floor, x, eta, nu, value):
+    """``value`` whose derivative in ``(prior, V, u, floor)`` is the envelope formula.
+
+    The Lagrangian ``L = sum x V + sum_y mu[y] (prior[y] - sum_a x[a, y]) + sum_ab
+    eta[a, b] sum_y x[a, y] (u[a, y] - u[b, y]) + nu (sum x u - floor)`` at the stopped
+    primal-dual pair ``(x, mu, eta, nu)``; returns ``value + L - stop_gradient(L)``.
+    """
+    x, eta, nu, value = (lax.stop_gradient(t) for t in (x, eta, nu, value))
+    mu = lax.stop_gradient(prior_multipliers(V, u, eta, nu))
+    xu = x @ u.T  # [a, b] = sum_y x[a, y] u[b, y]
+    obedience = jnp.sum(eta * (jnp.diag(xu)[:, None] - xu))
+    floor_term = jnp.where(nu > 0, nu * (jnp.sum(x * u) - jnp.where(nu > 0, floor, 0.0)), 0.0)
+    L = jnp.sum(x * V) + mu @ (prior - jnp.sum(x, axis=0)) + obedience + floor_term
+    return value + (L - lax.stop_gradient(L))
+
+
+def _active_sets(prior, V, u, floor, x, eta, nu, has_floor):
+    """Basic entries, active rows and the degeneracy flag of a solution (all primal)."""
+    dtype = x.dtype
+    zt = degeneracy_tol(dtype)
+    A, Y = u.shape
+    urange = jnp.maximum(jnp.max(u) - jnp.min(u), jnp.finfo(dtype).eps)
+    vrange = jnp.maximum(jnp.max(V) - jnp.min(V), jnp.finfo(dtype).eps)
+    pmax = jnp.max(prior)
+    basic = x > zt * pmax  # (A, Y)
+    xu = x @ u.T
+    slack = jnp.diag(xu)[:, None] - xu  # (A, A) obedience slacks
+    # rows of an action never recommended hold for every perturbation (x[a, :] stays
+    # zero): their multipliers are not unique and do not enter any derivative
+    off = ~jnp.eye(A, dtype=bool) & jnp.any(basic, axis=1)[:, None]
+    eta_scale = vrange / urange
+    tight = (slack <= zt * urange * pmax) & off
+    active = (eta > zt * eta_scale) & off
+    lagr = _lagr(V, u, eta, nu)
+    reduced = jnp.max(lagr, axis=0)[None, :] - lagr  # >= 0, zero on the support
+    nonbasic_ok = basic | (reduced > zt * vrange)
+    if has_floor:
+        f_tight = jnp.isfinite(floor) & (jnp.sum(x * u) - floor <= zt * urange)
+        f_active = nu > zt * eta_scale
+    else:
+        f_tight = f_active = jnp.zeros((), bool)
+    n_rows = Y + jnp.sum(active) + f_active.astype(jnp.int32)
+    degenerate = (
+        jnp.any(tight != active)
+        | (f_tight != f_active)
+        | ~jnp.all(nonbasic_ok)
+        | (jnp.sum(basic) != n_rows)
+        | jnp.any(prior <= zt * pmax)
+    )
+    return basic, active, f_active, degenerate
+
+
+def persuasion_degenerate(prior, V, u, floor, x, eta, nu, has_floor: bool):
+    """() True when the LP solution is not a unique, non-degenerate vertex, so that
+    ``x*`` (and with it the scheme and the user's value) is not differentiable there.
+
+    Degenerate means any of: a tight obedience row (or floor) with a zero multiplier, or
+    a positive multiplier on a slack row; a zero entry of ``x*`` with a zero reduced cost
+    (another optimal vertex: ties in the agent's objective); a number of positive
+    entries different from the number of active equalities; a state of (near) zero prior.
+    Zero means below :func:`degeneracy_tol` of the relevant scale.
+    """
+    return _active_sets(prior, V, u, floor, x, eta, nu, has_floor)[3]
+
+
+def _vertex_tangent(prior, V, u, floor, x, eta, nu, dp, du, dfloor, has_floor):
+    """``dx*`` from the active-constraint system (zero at a degenerate point)."""
+    A, Y = u.shape
+    dtype = x.dtype
+    basic, active, f_active, degenerate = _active_sets(prior, V, u, floor, x, eta, nu, has_floor)
+    # every equality row in x-space: Y prior rows, A*A obedience rows (a, b), the floor
+    eye_a = jnp.eye(A, dtype=dtype)
+    G_prior = jnp.broadcast_to(jnp.eye(Y, dtype=dtype)[:, None, :], (Y, A, Y))
+    diff = u[:, None, :] - u[None, :, :]  # (a, b, y)
+    G_obed = eye_a[:, None, :, None] * diff[:, :, None, :]  # (a, b, a', y)
+    G_obed = G_obed.reshape(A * A, A, Y)
+    G_floor = u[None]
+    G = jnp.concatenate([G_prior, G_obed, G_floor]).reshape(Y + A * A + 1, A * Y)
+    # right-hand sides: the tangent of each row's constant minus d(coefficients) . x
+    ddiff = du[:, None, :] - du[None, :, :]
+    r_obed = -jnp.einsum("aby,ay->ab", ddiff, x).ravel()
+    r_floor = (dfloor if has_floor else jnp.zeros((), dtype)) - jnp.sum(x * du)
+    r = jnp.concatenate([dp, r_obed, r_floor[None]])
+    is_row = jnp.concatenate([jnp.ones(Y, bool), active.ravel(), f_active[None]])
+    n = A * Y
+    (rows,) = jnp.nonzero(is_row, size=n, fill_value=0)
+    b = basic.ravel()
+    rank = jnp.clip(jnp.cumsum(b) - 1, 0, n - 1)
+    row_of = rows[rank]
+    K = jnp.where(b[:, None], G[row_of], jnp.eye(n, dtype=dtype))
+    rhs = jnp.where(b, r[row_of], 0.0)
+    K = jnp.where(degenerate, jnp.eye(n, dtype=dtype), K)
+    dx = jnp.linalg.solve(K, rhs).reshape(A, Y)
+    return jnp.where(degenerate, 0.0, dx)
+
+
+def differentiable_recommendation(prior, V, u, floor, x, eta, nu, has_floor: bool):
+    """``x*`` (A, Y) with the derivative of a non-degenerate vertex in ``(prior, u, floor)``.
+
+    ``x, eta, nu`` are the solver's primal solution and obedience/floor multipliers
+    (their own tangents are ignored). The objective ``V`` enters only through the
+    choice of vertex: at a non-degenerate vertex ``dx*/dV = 0``. Zero derivative where
+    :func:`persuasion_degenerate` holds.
+    """
+    floor = jnp.asarray(-jnp.inf if floor is None else floor, x.dtype)
+    return _recommendation(has_floor, prior, V, u, floor, lax.stop_gradient(x), lax.stop_gradient(eta), lax.stop_gradient(nu))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _recommendation(has_floor, prior, V, u, floor, x, eta, nu):
+    return x
+
+
+@_recommendation.defjvp
+def _recommendation_jvp(has_floor, primals, tangents):
+    prior, V, u, floor, x, eta, nu = primals
+    dp, _, du, dfloor, _, _, _ = tangents
+    dfloor = jnp.where(jnp.isfinite(floor), dfloor, 0.0)
+    dx = _vertex_tangent(prior, V, u, floor, x, eta, nu, dp, du, dfloor, has_floor)
+    return x, dx
