@@ -105,7 +105,15 @@ def _active_sets(prior, V, u, floor, x, eta, nu, has_floor):
     tight = (slack <= zt * urange * pmax) & off
     active = (eta > zt * eta_scale) & off
     lagr = _lagr(V, u, eta, nu)
-    reduced = jnp.max(lagr, axis=0)[None, :] - lagr  # >= 0, zero on the support
+    mu = jnp.max(lagr, axis=0)
+    reduced = mu[None, :] - lagr  # >= 0, zero on the support
+    # A never-recommended action's multipliers are free within a range; a vertex dual
+    # (the simplex method's) sits at the end of that range with a zero reduced cost. Its
+    # zero entries stay zero under small perturbations iff some multipliers in the range
+    # give it a positive reduced cost in every state: look for them.
+    used = jnp.any(basic, axis=1)
+    margin = _best_margin(V, u, eta, nu, mu, prior > zt * pmax, vrange, urange)
+    reduced = jnp.where(used[:, None], reduced, jnp.maximum(reduced, margin[:, None]))
     nonbasic_ok = basic | (reduced > zt * vrange)
     if has_floor:
         f_tight = jnp.isfinite(floor) & (jnp.sum(x * u) - floor <= zt * urange)
@@ -121,6 +129,42 @@ def _active_sets(prior, V, u, floor, x, eta, nu, has_floor):
         | jnp.any(prior <= zt * pmax)
     )
     return basic, active, f_active, degenerate
+
+
+def _best_margin(V, u, eta, nu, mu, real, vrange, urange, steps: int = 200):
+    """(A,) for each action a, ``max over eta[a, :] >= 0 of min_y (mu[y] - lagr[a, y])``,
+    approximately (projected gradient ascent on a smoothed minimum, in units scaled to
+    the utilities' ranges; the exact minimum of the best iterate is returned, so the
+    result is always a margin that some dual-feasible multipliers achieve, >= the
+    starting one)."""
+    A = u.shape[0]
+    off = 1.0 - jnp.eye(A, dtype=u.dtype)
+    un = u / urange
+    diff = un[:, None, :] - un[None, :, :]  # (a, b, y)
+    base = (mu[None, :] - V - nu * u) / vrange  # margin without the obedience terms
+    en0 = eta * urange / vrange
+
+    def margins(en):
+        return jnp.where(real[None, :], base - jnp.einsum("ab,aby->ay", en, diff), jnp.inf)
+
+    def exact(en):
+        return jnp.min(margins(en), axis=1)
+
+    smooth = 1e-2
+
+    def step(carry, lr):
+        en, best_en, best = carry
+        m = margins(en)
+        w = jax.nn.softmax(-jnp.where(real[None, :], m, jnp.inf) / smooth, axis=1)
+        grad = -jnp.einsum("ay,aby->ab", w, diff)
+        en = jnp.maximum(en + lr * grad, 0.0) * off
+        cur = exact(en)
+        better = cur > best
+        return (en, jnp.where(better[:, None], en, best_en), jnp.maximum(cur, best)), None
+
+    lrs = 0.5 * 0.98 ** jnp.arange(steps, dtype=u.dtype)
+    (_, _, best), _ = lax.scan(step, (en0, en0, exact(en0)), lrs)
+    return best * vrange
 
 
 def persuasion_degenerate(prior, V, u, floor, x, eta, nu, has_floor: bool):

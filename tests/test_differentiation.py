@@ -118,3 +118,75 @@ def test_persuasion_derivatives_many_games(with_floor):
     checked, worst = _check_games(n, 5, 4, 160 + with_floor, with_floor)
     assert checked >= n // 2, checked
     print(f"checked {checked}/{n}; worst abs errors {worst}")
+
+
+def _grad_fn(p, u, U):
+    g = aj.Game(prior=p, user_utility=u, agent_utilities=U, validate=False)
+    return aj.persuasion.solve(g, throw=False)
+
+
+def _value_grads(p, u, U):
+    ga = jax.grad(lambda *a: _grad_fn(*a).agent_value, argnums=(0, 1, 2))(p, u, U)
+    gu = jax.grad(lambda *a: _grad_fn(*a).user_value, argnums=(0, 1, 2))(p, u, U)
+    return ga, gu, _grad_fn(p, u, U).degenerate
+
+
+def test_grad_composes_with_jit_and_vmap():
+    rng = np.random.default_rng(3)
+    n = 6
+    prior, user, agents = random_games(rng, n, 4, 3, 2)
+    batched = jax.jit(jax.vmap(_value_grads))(prior, user, agents)
+    for i in range(n):
+        single = _value_grads(jnp.asarray(prior[i]), jnp.asarray(user[i]), jnp.asarray(agents[i]))
+        for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(batched)):
+            # the batched program is compiled apart; the solver's iterates (tol 1e-10)
+            # then differ in the last digits, multipliers of inactive rows by ~1e-11
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b)[i], rtol=1e-9, atol=1e-9)
+
+
+def test_float32_gradients_match_float64():
+    """The float32 path (simplex) gives the same derivatives to 1e-3 (its certificate
+    holds to 1e-4 of the utilities' range) wherever neither precision reports degeneracy."""
+    rng = np.random.default_rng(4)
+    n = 30
+    prior, user, agents = random_games(rng, n, 4, 3, 2)
+    f = jax.jit(jax.vmap(_value_grads))
+    g64 = jax.device_get(f(prior, user, agents))
+    g32 = jax.device_get(f(*(a.astype(np.float32) for a in (prior, user, agents))))
+    ok = ~g64[2] & ~g32[2]
+    assert ok.sum() >= n // 2
+    for a, b in zip(jax.tree.leaves(g64[:2]), jax.tree.leaves(g32[:2])):
+        assert b.dtype == np.float32
+        np.testing.assert_allclose(b[ok], a[ok], atol=1e-3, rtol=0)
+
+
+def test_degenerate_game_is_flagged_and_its_value_derivative_is_a_subgradient():
+    """Duplicate actions: every optimal split between the two copies is optimal, so the
+    recommendation is not unique. The flag is raised, the recommendation's derivative is
+    zero (documented), and the value's gradient is a subgradient in the agent's utility
+    (the value is convex there) and a supergradient in the prior (concave there), checked
+    against HiGHS values of the perturbed games."""
+    rng = np.random.default_rng(5)
+    prior = np.array([0.3, 0.45, 0.25])
+    user = rng.uniform(size=(2, 3))
+    agents = rng.uniform(size=(2, 2, 3))
+    _, x = persuasion_highs(prior, user, agents[0])
+    a = int(np.argmax(x.sum(axis=1)))  # the most recommended action, duplicated
+    user = np.concatenate([user, user[a : a + 1]])
+    agents = np.concatenate([agents, agents[:, a : a + 1]], axis=1)
+    p, u, U = map(jnp.asarray, (prior, user, agents))
+    res = _grad_fn(p, u, U)
+    assert bool(res.degenerate) and int(res.status) == 0
+    _, x_dot = jax.jvp(lambda u: _grad_fn(p, u, U).recommendation, (u,), (jnp.asarray(rng.normal(size=u.shape)),))
+    np.testing.assert_array_equal(np.asarray(x_dot), 0.0)
+    g_p, _, g_U = jax.grad(lambda *a: _grad_fn(*a).agent_value, argnums=(0, 1, 2))(p, u, U)
+    base, _ = persuasion_highs(prior, user, agents[0])
+    h = 1e-3
+    for _ in range(20):
+        dV = rng.normal(size=(3, 3))
+        plus, _ = persuasion_highs(prior, user, agents[0] + h * dV)
+        assert plus - base >= h * np.sum(np.asarray(g_U[0]) * dV) - 1e-9
+        dp = rng.normal(size=3)
+        dp -= dp.mean()
+        plus, _ = persuasion_highs(prior + h * dp, user, agents[0])
+        assert plus - base <= h * np.sum(np.asarray(g_p) * dp) + 1e-9
