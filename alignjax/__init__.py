@@ -6,7 +6,8 @@ written for one game and batched with ``jax.vmap``.
 """
 
 from alignjax import lp, persuasion, response
-from alignjax import alignment
+from alignjax import alignment, differentiation
+from alignjax.differentiation import SmoothedPersuasion, smoothed_persuasion
 from alignjax.alignment import (
     AlignmentCurve,
     AlignmentResult,
@@ -41,6 +42,9 @@ __all__ = [
     "alignment_curve",
     "alignment_error",
     "conversation",
+    "differentiation",
+    "SmoothedPersuasion",
+    "smoothed_persuasion",
     "ConversationGame",
     "ConversationResult",
     "ConversationRules",

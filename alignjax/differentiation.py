@@ -41,9 +41,12 @@ from __future__ import annotations
 
 import functools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jaxtyping import Array, Bool, Float, Int
 
 __all__ = [
     "persuasion_degenerate",
@@ -51,6 +54,8 @@ __all__ = [
     "lagrangian_value",
     "differentiable_recommendation",
     "degeneracy_tol",
+    "SmoothedPersuasion",
+    "smoothed_persuasion",
 ]
 
 
@@ -235,3 +240,187 @@ def _recommendation_jvp(has_floor, primals, tangents):
     dfloor = jnp.where(jnp.isfinite(floor), dfloor, 0.0)
     dx = _vertex_tangent(prior, V, u, floor, x, eta, nu, dp, du, dfloor, has_floor)
     return x, dx
+
+
+# ----------------------------------------------------------------------------------------
+# A smooth alternative: the entropy-regularised persuasion LP
+# ----------------------------------------------------------------------------------------
+
+
+class SmoothedPersuasion(eqx.Module):
+    """Solution of the entropy-regularised persuasion LP (:func:`smoothed_persuasion`).
+
+    Attributes:
+        recommendation: (A, Y) ``x[a, y] = prior[y] softmax_a(lagr[a, y] / T)``, > 0.
+        scheme: (Y, A) P(recommend a | y).
+        eta: (A, A) obedience multipliers ``exp(-slack / T)`` (zero diagonal).
+        agent_value: () ``sum x V``: the agent's value of the smoothed scheme.
+        user_value: () ``sum x u``.
+        dual_value: () the regularised dual objective at ``eta``; tends to the LP's
+            value as ``T -> 0``.
+        max_violation: () the largest obedience violation of ``x`` (about
+            ``T log(eta)``; tends to zero with ``T``).
+        residual: () the largest ``|slack + T log(eta)|`` (stationarity; utility units).
+        steps: () Newton steps taken.
+        converged: () the Newton decrement fell below the tolerance.
+    """
+
+    recommendation: Float[Array, "A Y"]
+    scheme: Float[Array, "Y A"]
+    eta: Float[Array, "A A"]
+    agent_value: Float[Array, ""]
+    user_value: Float[Array, ""]
+    dual_value: Float[Array, ""]
+    max_violation: Float[Array, ""]
+    residual: Float[Array, ""]
+    steps: Int[Array, ""]
+    converged: Bool[Array, ""]
+
+
+def _smoothed_parts(e_flat, prior, V, u, temperature):
+    A = u.shape[0]
+    others = np.array([[b for b in range(A) if b != a] for a in range(A)])
+    e = jnp.zeros((A, A), e_flat.dtype).at[np.arange(A)[:, None], others].set(e_flat.reshape(A, A - 1))
+    lagr = _lagr(V, u, e, 0.0)
+    return e, lagr
+
+
+def _smoothed_lse(e_flat, prior, V, u, temperature):
+    _, lagr = _smoothed_parts(e_flat, prior, V, u, temperature)
+    return jnp.sum(prior * temperature * jax.nn.logsumexp(lagr / temperature, axis=0))
+
+
+def _smoothed_objective(z, prior, V, u, temperature):
+    """The regularised dual ``F = T sum_y prior[y] logsumexp_a(lagr[a, y] / T)
+    + T sum_{a != b} (eta log eta - eta)`` at ``eta = exp(z)`` (convex in eta, smooth,
+    coercive)."""
+    e = jnp.exp(z)
+    return _smoothed_lse(e, prior, V, u, temperature) + temperature * jnp.sum(e * z - e)
+
+
+def _smoothed_residual(z, prior, V, u, temperature):
+    """``dF/deta = slack(x(eta)) + T log(eta)``: zero at the solution."""
+    return jax.grad(_smoothed_lse)(jnp.exp(z), prior, V, u, temperature) + temperature * z
+
+
+def smoothed_persuasion(
+    prior: Float[Array, " Y"],
+    agent_utility: Float[Array, "A Y"],
+    user_utility: Float[Array, "A Y"],
+    temperature,
+    *,
+    max_steps: int = 100,
+    tol: float | None = None,
+) -> SmoothedPersuasion:
+    """The entropy-regularised persuasion LP: a smooth stand-in for :func:`alignjax.persuasion.solve`.
+
+    Solves the strictly convex, smooth dual over ``eta > 0``::
+
+        min  T sum_y prior[y] logsumexp_a(lagr[a, y] / T) + T sum_{a != b} (eta[a, b] log eta[a, b] - eta[a, b]),
+        lagr[a, y] = V[a, y] + sum_b eta[a, b] (u[a, y] - u[b, y]),
+
+    whose stationarity gives the primal ``x[a, y] = prior[y] softmax_a(lagr[a, y] / T)``
+    (the LP's objective plus ``T`` times the conditional entropy of the recommendation)
+    with obedience enforced by an exponential penalty: ``eta[a, b] = exp(-slack[a, b] /
+    T)``, so a violation is at most ``T log(eta)``. Its solution is unique and analytic
+    in (prior, V, u) for every ``T > 0``, and tends to an optimum of the LP as ``T -> 0``
+    (the exponential-penalty trajectory: Cominetti and San Martin, "Asymptotic analysis of
+    the exponential penalty trajectory in linear programming", Math. Programming 67, 1994).
+    ``T`` is in utility units (utilities of order one are assumed; the multipliers are in
+    agent-per-user units).
+
+    Method: Newton's method on the stationarity ``slack + T log(eta) = 0`` in
+    ``log(eta)`` from ``eta = 1``, with Armijo backtracking on the dual (``max_steps``).
+    Derivatives by the implicit function theorem at the returned point (one Newton
+    step with the Hessian held fixed, whose derivative is the implicit one), in forward
+    and reverse mode, under ``jit`` and ``vmap``.
+
+    Args:
+        prior: (Y,). agent_utility: (A, Y) the agent's ``V``. user_utility: (A, Y).
+        temperature: () ``T > 0`` (may be traced).
+        max_steps: Newton step cap. tol: on the stationarity residual (default 1e-11
+            in float64, 1e-5 in float32; utility units).
+
+    Returns:
+        A :class:`SmoothedPersuasion`; check ``converged``.
+    """
+    prior, V, u = (jnp.asarray(a) for a in (prior, agent_utility, user_utility))
+    dtype = jnp.result_type(prior, V, u)
+    prior, V, u = (a.astype(dtype) for a in (prior, V, u))
+    if V.shape != u.shape or u.ndim != 2 or prior.shape != (u.shape[1],):
+        raise ValueError(
+            f"smoothed_persuasion: shapes prior {prior.shape}, agent_utility {V.shape}, "
+            f"user_utility {u.shape} do not match (Y,), (A, Y), (A, Y)"
+        )
+    T = jnp.asarray(temperature, dtype)
+    tol = (1e-11 if jnp.finfo(dtype).bits >= 64 else 1e-5) if tol is None else tol
+    A = u.shape[0]
+    stop = lax.stop_gradient
+    sp, sV, su, sT = stop(prior), stop(V), stop(u), stop(T)
+    F = lambda z: _smoothed_objective(z, sp, sV, su, sT)  # noqa: E731
+    resid = lambda z: _smoothed_residual(z, sp, sV, su, sT)  # noqa: E731
+    n = A * (A - 1)
+    eye = jnp.eye(n, dtype=dtype)
+
+    def jac(z):
+        # d resid / dz = H1 diag(eta) + T I, H1 the (PSD) Hessian of the logsumexp part:
+        # eigenvalues >= T, so always invertible
+        e = jnp.exp(z)
+        H1 = jax.hessian(_smoothed_lse)(e, sp, sV, su, sT)
+        return H1 * e[None, :] + sT * eye
+
+    def cond(c):
+        z, res, k = c
+        return (k < max_steps) & (res > tol)
+
+    def body(c):
+        z, _, k = c
+        r = resid(z)
+        dz = -jnp.linalg.solve(jac(z), r)
+        # Newton in eta (de = eta dz) taken multiplicatively: a descent direction of F
+        dz = dz * jnp.minimum(1.0, 30.0 / jnp.maximum(jnp.max(jnp.abs(dz)), 1e-30))
+        slope = jnp.exp(z) * r @ dz
+        f0 = F(z)
+        r0 = jnp.max(jnp.abs(r))
+
+        def trial(t):
+            zt = z + t * dz
+            return F(zt), jnp.max(jnp.abs(resid(zt)))
+
+        def bt(carry):
+            t, _, _ = carry
+            return (t * 0.5, *trial(t * 0.5))
+
+        # Armijo on F, or (near the solution, where F's decrease is below round-off)
+        # a halving of the residual
+        t, _, _ = lax.while_loop(
+            lambda c: (c[1] > f0 + 0.25 * c[0] * slope) & (c[2] > 0.5 * r0) & (c[0] > 1e-10),
+            bt,
+            (jnp.asarray(1.0, dtype), *trial(jnp.asarray(1.0, dtype))),
+        )
+        z = z + t * dz
+        return z, jnp.max(jnp.abs(resid(z))), k + 1
+
+    z0 = jnp.zeros(n, dtype)
+    z, res, steps = lax.while_loop(cond, body, (z0, jnp.asarray(jnp.inf, dtype), jnp.zeros((), jnp.int32)))
+    # implicit differentiation: z* = z - J^-1 resid(z; theta), J held at the solution
+    J = stop(jac(z))
+    r_live = _smoothed_residual(stop(z), prior, V, u, T)
+    z_live = stop(z) - jnp.linalg.solve(J, r_live - stop(r_live))
+    e_live = jnp.exp(z_live)
+    eta, lagr = _smoothed_parts(e_live, prior, V, u, T)
+    x = prior[None, :] * jax.nn.softmax(lagr / T, axis=0)
+    xu = x @ u.T
+    violation = jnp.maximum(jnp.max(-(jnp.diag(xu)[:, None] - xu)), 0.0)
+    return SmoothedPersuasion(
+        recommendation=x,
+        scheme=jax.nn.softmax(lagr / T, axis=0).T,
+        eta=eta,
+        agent_value=jnp.sum(x * V),
+        user_value=jnp.sum(x * u),
+        dual_value=_smoothed_objective(z_live, prior, V, u, T),
+        max_violation=violation,
+        residual=res,
+        steps=steps,
+        converged=res <= tol,
+    )
