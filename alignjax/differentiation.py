@@ -424,3 +424,144 @@ def smoothed_persuasion(
         steps=steps,
         converged=res <= tol,
     )
+
+
+# ----------------------------------------------------------------------------------------
+# Market alignment: derivatives of the sup-norm and MSE fits
+# ----------------------------------------------------------------------------------------
+
+
+def _select_rows(free, eq_rows, is_eq, identity):
+    """Square system: unknown k takes the rank(k)-th selected equation if free, else e_k."""
+    n = free.shape[0]
+    (rows,) = jnp.nonzero(is_eq, size=n, fill_value=0)
+    rank = jnp.clip(jnp.cumsum(free) - 1, 0, n - 1)
+    return jnp.where(free[:, None], eq_rows[rows[rank]], identity), rows[rank]
+
+
+def _sup_system(V, u, w, c, eps, simplex, offset):
+    """The active-constraint system of ``min eps`` s.t. ``|V^T w + c - u| <= eps``: returns
+    the square matrix M, the selected equation of each unknown, the active rows' signs,
+    the free unknowns and the count/support checks. Unknowns ``(w (K), c, eps)``."""
+    K, n = V.shape
+    dtype = V.dtype
+    zt = degeneracy_tol(dtype)
+    scale = jnp.maximum(jnp.max(jnp.abs(u - jnp.mean(u))), jnp.max(jnp.abs(V - jnp.mean(V, axis=1, keepdims=True))))
+    scale = jnp.where(scale > 0, scale, 1.0)
+    r = w @ V + c - u
+    s = jnp.sign(r)
+    active = jnp.abs(r) >= eps - zt * scale
+    support = w > zt
+    free = jnp.concatenate([support, jnp.array([offset, True])])
+    eq_active = jnp.concatenate([s[:, None] * V.T, s[:, None], -jnp.ones((n, 1), dtype)], axis=1)  # (n, K+2)
+    eq_simplex = jnp.concatenate([jnp.ones(K, dtype), jnp.zeros(2, dtype)])[None]
+    eq = jnp.concatenate([eq_active, eq_simplex])
+    is_eq = jnp.concatenate([active, jnp.array([simplex])])
+    M, which = _select_rows(free, eq, is_eq, jnp.eye(K + 2, dtype=dtype))
+    count_ok = jnp.sum(is_eq) == jnp.sum(free)
+    return M, which, s, free, count_ok, (eps > zt * scale)
+
+
+def sup_fit_with_derivatives(u, U, w, c, eps, simplex: bool, offset: bool):
+    """Sup-norm fit ``(w, c, eps)`` with derivatives in ``(u, U)``, and a degeneracy flag.
+
+    At a unique, non-degenerate optimum (the number of active residuals ``|r_j| = eps``
+    equals the number of free unknowns, their multipliers are positive, and every weight
+    at zero has a positive reduced cost: checked with the multipliers of the square
+    active system ``M``, from ``M^T mu = -e_eps``) the optimal ``(w, c, eps)`` moves with
+    the active equations ``s_j (sum_i w_i U_ij + c - u_j) = eps``: ``dz = M^-1 (db -
+    dM z)``. ``eps``'s derivative is then the envelope formula ``deps/du_j = -mu_j s_j``,
+    ``deps/dU_ij = mu_j s_j w_i``. At a degenerate point (or ``eps = 0``) the weights and
+    offset are held constant and ``eps``'s derivative is that of the returned fit's
+    largest residual at those weights.
+    """
+    K, A, Y = U.shape
+    V, uf = U.reshape(K, A * Y), u.reshape(A * Y)
+    stop = lax.stop_gradient
+    sV, su, sw, sc, seps = (stop(t) for t in (V, uf, w, c, eps))
+    M, which, s, free, count_ok, positive = _sup_system(sV, su, sw, sc, seps, simplex, offset)
+    dtype = V.dtype
+    zt = degeneracy_tol(dtype)
+    e_eps = jnp.zeros(K + 2, dtype).at[K + 1].set(1.0)
+    mu = jnp.linalg.solve(M.T, -e_eps)
+    finite = jnp.all(jnp.isfinite(mu)) & (jnp.linalg.cond(M) < 1e3 / zt)
+    n_act = A * Y
+    row_is_active = which < n_act
+    # multipliers: positive on the active residual rows; on the rows e_k of weights held
+    # at zero, minus the reduced cost, negative
+    fixed_w = ~free[:K]
+    mult_ok = jnp.all(jnp.where(free & row_is_active, mu > zt, True)) & jnp.all(
+        jnp.where(fixed_w, mu[:K] < -zt, True)
+    )
+    degenerate = ~(count_ok & finite & mult_ok & positive)
+    M_safe = jnp.where(degenerate, jnp.eye(K + 2, dtype=dtype), M)
+    z = jnp.concatenate([sw, jnp.atleast_1d(sc), jnp.atleast_1d(seps)])
+
+    def residual(V, uf):
+        # b - M z for the selected equations, with live data: s_j (u_j) - (s_j (V_j w + c) - eps)
+        eq_res = s * (uf - (sw @ V + sc)) + seps  # (n,)
+        sel = jnp.concatenate([eq_res, jnp.zeros(1, dtype)])[jnp.clip(which, 0, n_act)]
+        return jnp.where(free & (which <= n_act), sel, 0.0)
+
+    phi = residual(V, uf)
+    dz = jnp.linalg.solve(M_safe, phi - stop(phi))
+    dz = jnp.where(degenerate, 0.0, dz)
+    w_out = w + dz[:K]
+    c_out = c + dz[K]
+    # eps: the envelope when non-degenerate, else the largest residual at fixed weights
+    r_live = sw @ V + sc - uf
+    fallback = jnp.max(jnp.abs(r_live))
+    eps_out = eps + jnp.where(degenerate, fallback - stop(fallback), dz[K + 1])
+    return w_out, c_out, eps_out, degenerate
+
+
+def mse_fit_with_derivatives(u, U, p, w, c, mse, simplex: bool, offset: bool):
+    """MSE fit with derivatives in ``(u, U, p)``: returns ``(w, c, mse, degenerate)``.
+
+    ``f(w) = sum_j p_j (sum_i w_i U_ij + c(w) - u_j)^2`` with the offset eliminated
+    (``c = sum_j p_j (u_j - sum_i w_i U_ij)``, exact) is minimised over the simplex (or
+    the cone). On the support S the KKT conditions ``grad_S f + kappa = 0``, ``sum w = 1``
+    (simplex) hold; where every weight off S has a positive reduced gradient
+    (``grad_i f + kappa > 0``) and the reduced Gram matrix is non-singular they fix
+    ``w`` smoothly, and the implicit function theorem gives ``dw`` (one Newton step on
+    the KKT residual with its Jacobian held fixed, whose derivative is the implicit one).
+    The MSE's derivative is its partial derivative at the optimal weights (envelope).
+    Degenerate points hold ``w`` constant.
+    """
+    K, A, Y = U.shape
+    V, uf = U.reshape(K, A * Y), u.reshape(A * Y)
+    pf = p.reshape(A * Y)
+    dtype = V.dtype
+    zt = degeneracy_tol(dtype)
+    stop = lax.stop_gradient
+
+    def f(w, V, uf, pf):
+        pn = pf / jnp.sum(pf)
+        pred = w @ V
+        c = jnp.sum(pn * (uf - pred)) if offset else jnp.zeros((), dtype)
+        return jnp.sum(pn * (pred + c - uf) ** 2), c
+
+    sw = stop(w)
+    support = sw > zt
+    g = jax.grad(lambda w: f(w, stop(V), stop(uf), stop(pf))[0])(sw)
+    kappa = -jnp.sum(jnp.where(support, g, 0.0)) / jnp.maximum(jnp.sum(support), 1) if simplex else 0.0
+
+    def kkt(w, kap, V, uf, pf):
+        gr = jax.grad(lambda w: f(w, V, uf, pf)[0])(w)
+        F_w = jnp.where(support, gr + kap, w)
+        F_k = (jnp.sum(w) - 1.0) if simplex else kap
+        return jnp.concatenate([F_w, jnp.atleast_1d(F_k)])
+
+    z = jnp.concatenate([sw, jnp.atleast_1d(jnp.asarray(kappa, dtype))])
+    J = jax.jacobian(lambda z: kkt(z[:K], z[K], stop(V), stop(uf), stop(pf)))(z)
+    scale = jnp.maximum(jnp.max(jnp.abs(g)), jnp.finfo(dtype).eps)
+    reduced_ok = jnp.all(jnp.where(support, True, g + kappa > zt * scale))
+    finite = jnp.linalg.cond(J) < 1e3 / zt
+    degenerate = ~(reduced_ok & finite)
+    J_safe = jnp.where(degenerate, jnp.eye(K + 1, dtype=dtype), J)
+    phi = kkt(sw, z[K], V, uf, pf)
+    dz = -jnp.linalg.solve(J_safe, phi - stop(phi))
+    w_out = w + jnp.where(degenerate, 0.0, dz[:K])
+    mse_live, _ = f(sw, V, uf, pf)
+    _, c_live = f(w_out, V, uf, pf)
+    return w_out, c + (c_live - stop(c_live)), mse + (mse_live - stop(mse_live)), degenerate
