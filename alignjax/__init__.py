@@ -21,7 +21,8 @@ from alignjax import selection
 from alignjax.selection import SelectionResult, SelectionSolver
 from alignjax import simultaneous
 from alignjax.simultaneous import SimultaneousResult, SimultaneousSolver
-from alignjax import conversation
+from alignjax import conversation, equilibrium_gradients
+from alignjax.equilibrium_gradients import QuantalEquilibrium, quantal_equilibrium_derivatives
 from alignjax.conversation import ConversationGame, ConversationResult, ConversationRules, ConversationSolver
 from alignjax.response import (
     best_response,
@@ -43,6 +44,9 @@ __all__ = [
     "alignment_error",
     "conversation",
     "differentiation",
+    "equilibrium_gradients",
+    "QuantalEquilibrium",
+    "quantal_equilibrium_derivatives",
     "SmoothedPersuasion",
     "smoothed_persuasion",
     "ConversationGame",

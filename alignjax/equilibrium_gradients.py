@@ -91,6 +91,7 @@ def quantal_equilibrium_derivatives(
     *,
     newton_steps: int = 20,
     support_tol: float = 1e-2,
+    support_rounds: int = 3,
     max_condition: float | None = None,
 ) -> QuantalEquilibrium:
     """Implicitly differentiable quantal equilibrium near ``schemes``.
@@ -102,10 +103,11 @@ def quantal_equilibrium_derivatives(
             temperature=tau).schemes``; treated as a constant.
         temperature: the user's ``tau > 0`` in the units of ``u`` (may be traced and
             differentiated).
-        newton_steps: Newton steps on ``R = 0`` first (static; a step that does not
-            reduce ``max |R|`` is not taken).
-        support_tol: entries above it are in use (the searches' logits leave the
+        newton_steps: Gauss-Newton steps on ``R = 0`` per support round (static;
+            least-squares steps with backtracking on ``|R|``).
+        support_tol: entries above it start in use (the searches' logits leave the
             unused ones small but positive).
+        support_rounds: active-set corrections of the support (static).
         max_condition: largest condition number of ``J`` treated as non-singular
             (default ``1e10`` in float64, ``1e5`` in float32).
 
@@ -133,21 +135,50 @@ def quantal_equilibrium_derivatives(
     s0 = s0 / jnp.sum(s0, axis=-1, keepdims=True)
     shape = s0.shape
     n_s = s0.size
-    _, g0 = _values_and_pseudo_gradient(sp, su, s0, st, hard=False)
-    lam0 = jnp.sum(jnp.where(support, g0, 0.0), axis=-1) / jnp.maximum(jnp.sum(support, axis=-1), 1)
+    zt = 1e-7 if jnp.finfo(dtype).bits >= 64 else 1e-4
 
-    def R_flat(w):
-        return _residual(w[:n_s].reshape(shape), w[n_s:].reshape(shape[:2]), support, sp, su, st)[0]
+    def polish(s_init, support):
+        _, g0 = _values_and_pseudo_gradient(sp, su, s_init, st, hard=False)
+        lam0 = jnp.sum(jnp.where(support, g0, 0.0), axis=-1) / jnp.maximum(jnp.sum(support, axis=-1), 1)
 
-    def newton(carry, _):
-        w, k = carry
-        Rw = R_flat(w)
-        cand = w - jnp.linalg.solve(jax.jacfwd(R_flat)(w), Rw)
-        ok = jnp.all(jnp.isfinite(cand)) & (jnp.max(jnp.abs(R_flat(cand))) < jnp.max(jnp.abs(Rw)))
-        return (jnp.where(ok, cand, w), k + ok.astype(jnp.int32)), None
+        def R_flat(w):
+            return _residual(w[:n_s].reshape(shape), w[n_s:].reshape(shape[:2]), support, sp, su, st)[0]
 
-    w0 = jnp.concatenate([s0.ravel(), lam0.ravel()])
-    (w, steps), _ = lax.scan(newton, (w0, jnp.zeros((), jnp.int32)), None, length=newton_steps)
+        def newton(carry, _):
+            w, k = carry
+            Rw = R_flat(w)
+            # least-squares steps: continua of equilibria leave J singular
+            step = jnp.linalg.lstsq(jax.jacfwd(R_flat)(w), Rw)[0]
+            r0 = jnp.linalg.norm(Rw)
+            # backtracking on the residual's norm: the first of 1, 1/2, ..., 1/32 that reduces it
+            ts = 0.5 ** jnp.arange(6, dtype=w.dtype)
+            norms = jax.vmap(lambda t: jnp.linalg.norm(R_flat(w - t * step)))(ts)
+            norms = jnp.where(jnp.isfinite(norms), norms, jnp.inf)
+            good = norms < r0
+            first = jnp.argmax(good)
+            ok = jnp.any(good)
+            cand = w - ts[first] * step
+            return (jnp.where(ok, cand, w), k + ok.astype(jnp.int32)), None
+
+        w0 = jnp.concatenate([s_init.ravel(), lam0.ravel()])
+        (w, steps), _ = lax.scan(newton, (w0, jnp.zeros((), jnp.int32)), None, length=newton_steps)
+        return w, steps, R_flat
+
+    # active-set rounds: an unused entry that pays more than the used ones joins the
+    # support, a used entry polished to a non-positive probability leaves it
+    steps = jnp.zeros((), jnp.int32)
+    s_cur = s0
+    for _ in range(support_rounds):
+        w, k, _ = polish(s_cur, support)
+        steps = steps + k
+        s_cur = jnp.clip(w[:n_s].reshape(shape), 0.0, None)
+        s_cur = s_cur / jnp.sum(s_cur, axis=-1, keepdims=True)
+        lam = w[n_s:].reshape(shape[:2])
+        _, g = _values_and_pseudo_gradient(sp, su, s_cur, st, hard=False)
+        gscale = jnp.maximum(jnp.max(jnp.abs(g)), jnp.finfo(dtype).eps)
+        support = (support & (s_cur > zt)) | (~support & (g - lam[..., None] > zt * gscale))
+    w, k, R_flat = polish(s_cur, support)
+    steps = steps + k
     n = w.size
     J = jax.jacfwd(R_flat)(w)
     svals = jnp.linalg.svd(J, compute_uv=False)
@@ -157,7 +188,6 @@ def quantal_equilibrium_derivatives(
     _, g = _values_and_pseudo_gradient(sp, su, s_pol, st, hard=False)
     gscale = jnp.maximum(jnp.max(jnp.abs(g)), jnp.finfo(dtype).eps)
     margin = jnp.min(jnp.where(support, jnp.inf, lam[..., None] - g))
-    zt = 1e-7 if jnp.finfo(dtype).bits >= 64 else 1e-4
     degenerate = singular | ~(margin > zt * gscale) | jnp.any(support & (s_pol <= 0))
     # implicit differentiation: w* = w - J^-1 (R(w; game) - stop(R)), J held fixed
     R_live = _residual(s_pol, lam, support, prior, utilities, tau)[0]

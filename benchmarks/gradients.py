@@ -72,29 +72,41 @@ def _quantal(K, Y, A, M, tau, seed):
 
     prior, user, agents = random_games(np.random.default_rng(seed), 1, Y, A, K)
     game = aj.Game(prior=jnp.asarray(prior[0]), user_utility=jnp.asarray(user[0]), agent_utilities=jnp.asarray(agents[0]))
-    solver = aj.SimultaneousSolver(num_signals=M)
+    solver = aj.SimultaneousSolver(
+        dynamics="extragradient", stages=5, steps_per_stage=400, starts=("random",), temperature_start=0.5
+    )
+
+    def search(u):
+        g = aj.Game(prior=game.prior, user_utility=u, agent_utilities=game.agent_utilities, validate=False)
+        return aj.simultaneous.solve(g, solver, temperature=tau, signals=M)
 
     def value(u):
-        g = aj.Game(prior=game.prior, user_utility=u, agent_utilities=game.agent_utilities, validate=False)
-        return aj.simultaneous.solve(g, solver, temperature=tau, throw=False).user_value
+        return search(u).user_value
 
     def value_grad(u):
-        g = aj.Game(prior=game.prior, user_utility=u, agent_utilities=game.agent_utilities, validate=False)
-        res = aj.simultaneous.solve(g, solver, temperature=tau, throw=False)
-        eq = aj.differentiation.quantal_equilibrium_derivatives(g, res.schemes, tau)
-        return eq.user_value, jax.grad(
-            lambda uu: aj.differentiation.quantal_equilibrium_derivatives(
-                aj.Game(prior=game.prior, user_utility=uu, agent_utilities=game.agent_utilities, validate=False),
-                res.schemes,
-                tau,
-            ).user_value
-        )(u)
+        schemes = search(u).schemes
+
+        def at(uu):
+            g = aj.Game(prior=game.prior, user_utility=uu, agent_utilities=game.agent_utilities, validate=False)
+            return aj.quantal_equilibrium_derivatives(g, schemes, tau).user_value
+
+        return jax.value_and_grad(at)(u)
+
+    def grad_only(u, schemes):
+        def at(uu):
+            g = aj.Game(prior=game.prior, user_utility=uu, agent_utilities=game.agent_utilities, validate=False)
+            return aj.quantal_equilibrium_derivatives(g, schemes, tau).user_value
+
+        return jax.value_and_grad(at)(u)
 
     rows = []
     for name, fn in (("search", value), ("search+grad", value_grad)):
         f = jax.jit(fn)
         first, best, _ = timed(f, game.user_utility, repeats=2)
         rows.append((name, first - best, best))
+    schemes = jax.jit(search)(game.user_utility).schemes
+    first, best, _ = timed(jax.jit(grad_only), game.user_utility, schemes, repeats=2)
+    rows.append(("grad alone", first - best, best))
     base = rows[0][2]
     for name, compile_s, run_s in rows:
         print(
@@ -109,6 +121,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--chunk", type=int, default=16, help="games per vmapped chunk")
     parser.add_argument("--skip-quantal", action="store_true")
+    parser.add_argument("--quantal", default="3x3x3x2", help="KxYxAxM of the quantal game")
+    parser.add_argument("--tau", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -122,7 +136,8 @@ def main(argv=None) -> int:
         Y, A = (int(s) for s in size.split("x"))
         _persuasion(Y, A, args.batch, args.chunk, args.seed)
     if not args.skip_quantal:
-        _quantal(3, 4, 3, 3, 0.05, args.seed)
+        K, Y, A, M = (int(v) for v in args.quantal.split("x"))
+        _quantal(K, Y, A, M, args.tau, args.seed)
     return 0
 
 
