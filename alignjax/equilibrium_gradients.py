@@ -57,8 +57,9 @@ class QuantalEquilibrium(eqx.Module):
             > 0 strictly for a locally fixed support); ``inf`` when all are used.
         condition: () the 2-norm condition number of ``J``.
         singular: () ``condition`` above ``max_condition`` (bifurcation).
-        degenerate: () ``singular``, or ``margin`` not positive, or a used entry
-            polished to a non-positive probability.
+        degenerate: () ``singular``; or not converged (``residual`` above 1e-9 of the
+            gradients' scale in float64, 1e-4 in float32); or ``margin`` not positive; or
+            a used entry polished to a (near-)zero probability.
         newton_steps: () polishing steps taken.
 
     Derivatives of ``schemes``, ``user_value`` and ``agent_values`` in the game's prior,
@@ -92,6 +93,7 @@ def quantal_equilibrium_derivatives(
     newton_steps: int = 20,
     support_tol: float = 1e-2,
     support_rounds: int = 3,
+    drop_tol: float = 1e-4,
     max_condition: float | None = None,
 ) -> QuantalEquilibrium:
     """Implicitly differentiable quantal equilibrium near ``schemes``.
@@ -108,6 +110,7 @@ def quantal_equilibrium_derivatives(
         support_tol: entries above it start in use (the searches' logits leave the
             unused ones small but positive).
         support_rounds: active-set corrections of the support (static).
+        drop_tol: a used entry polished below it leaves the support.
         max_condition: largest condition number of ``J`` treated as non-singular
             (default ``1e10`` in float64, ``1e5`` in float32).
 
@@ -164,8 +167,10 @@ def quantal_equilibrium_derivatives(
         (w, steps), _ = lax.scan(newton, (w0, jnp.zeros((), jnp.int32)), None, length=newton_steps)
         return w, steps, R_flat
 
-    # active-set rounds: an unused entry that pays more than the used ones joins the
-    # support, a used entry polished to a non-positive probability leaves it
+    # active-set rounds: a used entry polished to a (near-)zero probability leaves the
+    # support (entries are not added: at a message of zero probability the
+    # pseudo-gradient is that of the prior, not of the message's posterior; an unused
+    # entry that pays more shows as a negative ``margin`` and a degenerate flag)
     steps = jnp.zeros((), jnp.int32)
     s_cur = s0
     for _ in range(support_rounds):
@@ -176,7 +181,7 @@ def quantal_equilibrium_derivatives(
         lam = w[n_s:].reshape(shape[:2])
         _, g = _values_and_pseudo_gradient(sp, su, s_cur, st, hard=False)
         gscale = jnp.maximum(jnp.max(jnp.abs(g)), jnp.finfo(dtype).eps)
-        support = (support & (s_cur > zt)) | (~support & (g - lam[..., None] > zt * gscale))
+        support = support & (s_cur > drop_tol)
     w, k, R_flat = polish(s_cur, support)
     steps = steps + k
     n = w.size
@@ -188,11 +193,16 @@ def quantal_equilibrium_derivatives(
     _, g = _values_and_pseudo_gradient(sp, su, s_pol, st, hard=False)
     gscale = jnp.maximum(jnp.max(jnp.abs(g)), jnp.finfo(dtype).eps)
     margin = jnp.min(jnp.where(support, jnp.inf, lam[..., None] - g))
-    degenerate = singular | ~(margin > zt * gscale) | jnp.any(support & (s_pol <= 0))
+    residual = jnp.max(jnp.abs(R_flat(w)))
+    converged = residual <= (1e-9 if jnp.finfo(dtype).bits >= 64 else 1e-4) * gscale
+    degenerate = singular | ~converged | ~(margin > zt * gscale) | jnp.any(support & (s_pol <= zt))
     # implicit differentiation: w* = w - J^-1 (R(w; game) - stop(R)), J held fixed
     R_live = _residual(s_pol, lam, support, prior, utilities, tau)[0]
+    degenerate = degenerate | ~jnp.all(jnp.isfinite(J))
     op = lx.MatrixLinearOperator(jnp.where(degenerate, jnp.eye(n, dtype=dtype), J))
-    delta = lx.linear_solve(op, R_live - stop(R_live), solver=lx.LU(), throw=False).value
+    rhs = R_live - stop(R_live)
+    rhs = jnp.where(degenerate | ~jnp.isfinite(stop(R_live)), 0.0, rhs)
+    delta = lx.linear_solve(op, rhs, solver=lx.LU(), throw=False).value
     s = (w - jnp.where(degenerate, 0.0, delta))[:n_s].reshape(shape)
     values, _ = _values_and_pseudo_gradient(prior, utilities, s, tau, hard=False)
     return QuantalEquilibrium(
@@ -200,7 +210,7 @@ def quantal_equilibrium_derivatives(
         user_value=values[0],
         agent_values=values[1:],
         support=support,
-        residual=jnp.max(jnp.abs(R_flat(w))),
+        residual=residual,
         margin=margin,
         condition=condition,
         singular=singular,
