@@ -33,18 +33,20 @@ def build(seed: int = 3, num_states: int = 3, num_actions: int = 3):
     user = rng.uniform(size=(num_actions, num_states))
     engagement = np.zeros((num_actions, num_states))
     engagement[0] = 1.0  # action 0 ("keep watching") earns the agents a bonus
-    bias = np.array([0.6, 0.3])
-    return prior, user, engagement, bias
+    return prior, user, engagement
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tau", type=float, default=0.1, help="the user's temperature")
-    parser.add_argument("--cost", type=float, default=0.05, help="enforcement cost coefficient")
+    parser.add_argument("--cost", type=float, default=0.02, help="enforcement cost coefficient")
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--lr", type=float, default=2.0)
+    parser.add_argument("--lr", type=float, default=20.0)
     parser.add_argument("--grid", type=int, default=11)
     parser.add_argument("--signals", type=int, default=2)
+    parser.add_argument("--bias", default="1.5,1.0", help="the agents' engagement bonuses")
+    parser.add_argument("--fd-step", type=float, default=0.02,
+                        help="finite-difference step used where the equilibrium is degenerate")
     args = parser.parse_args(argv)
 
     import jax
@@ -54,9 +56,11 @@ def main(argv=None) -> int:
     import alignjax as aj
     from alignjax.equilibrium_gradients import quantal_equilibrium_derivatives
 
-    prior, user, engagement, bias = (jnp.asarray(a) for a in build())
+    prior, user, engagement = (jnp.asarray(a) for a in build())
+    bias = jnp.asarray([float(b) for b in args.bias.split(",")])
     solver = aj.SimultaneousSolver(
-        dynamics="extragradient", stages=5, steps_per_stage=400, starts=("random",), temperature_start=0.5
+        dynamics="extragradient", stages=5, steps_per_stage=400, starts=("random",), temperature_start=0.5,
+        tol=2e-3,
     )
     tau, cost = args.tau, args.cost
 
@@ -83,12 +87,23 @@ def main(argv=None) -> int:
           f"no information {float(aj.no_information_value(prior, user)):.4f}")
     t0 = time.perf_counter()
     theta = jnp.asarray(0.0)
-    print("step  theta   W(theta)  user_value  dW/dtheta  certificate(gain<=)  certified  degenerate")
+    print("step  theta   W(theta)  user_value  dW/dtheta  via       certificate(gain<=)  certified")
     for k in range(args.steps + 1):
         schemes, _, cert, certified = equilibrium(theta)
         w, g, degenerate, _ = welfare_and_grad(theta, schemes)
+        via = "implicit"
+        if bool(degenerate):
+            # the equilibrium is not locally unique or its support may change (see
+            # QuantalEquilibrium.degenerate): fall back to a central difference of
+            # re-solved equilibria, and say so
+            h = args.fd_step
+            lo, hi = jnp.clip(theta - h, 0.0, 1.0), jnp.clip(theta + h, 0.0, 1.0)
+            w_hi = equilibrium(hi)[1] - cost * hi**2
+            w_lo = equilibrium(lo)[1] - cost * lo**2
+            g = (w_hi - w_lo) / (hi - lo)
+            via = "fd"
         print(f"{k:4d}  {float(theta):.3f}  {float(w):8.4f}  {float(w + cost * theta**2):10.4f}  "
-              f"{float(g):9.4f}  {float(cert):19.2e}  {bool(certified)!s:9s}  {bool(degenerate)}")
+              f"{float(g):9.4f}  {via:8s}  {float(cert):19.2e}  {bool(certified)!s}")
         theta = jnp.clip(theta + args.lr * g, 0.0, 1.0)
     print(f"# gradient ascent: {time.perf_counter() - t0:.1f} s")
 
