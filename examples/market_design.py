@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tau", type=float, default=0.1, help="the user's temperature")
     parser.add_argument("--cost", type=float, default=0.02, help="enforcement cost coefficient")
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--lr", type=float, default=20.0)
+    parser.add_argument("--lr", type=float, default=8.0)
     parser.add_argument("--grid", type=int, default=11)
     parser.add_argument("--signals", type=int, default=2)
     parser.add_argument("--bias", default="1.5,1.0", help="the agents' engagement bonuses")

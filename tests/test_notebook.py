@@ -88,6 +88,7 @@ def test_market_design_notebook_runs():
     assert len(steps) == 7
     best = re.search(r"grid best theta ([0-9.]+), W ([0-9.]+)", text)
     assert best
-    # the ascent ends within 0.05 of the grid's best welfare (the searches' values are
-    # certified to 2e-3 in the agents' gains, and the grid is coarse)
-    assert float(steps[-1][1]) >= float(best.group(2)) - 0.05
+    # the ascent ends within 0.005 of the grid's best welfare (W varies by about 0.02
+    # over the grid; the searches' equilibria are certified to 2e-3 in the agents'
+    # gains and differ between neighbouring theta, so W is noisy at the 1e-3 level)
+    assert float(steps[-1][1]) >= float(best.group(2)) - 0.005
