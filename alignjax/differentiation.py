@@ -54,6 +54,7 @@ __all__ = [
     "lagrangian_value",
     "differentiable_recommendation",
     "degeneracy_tol",
+    "gauss_jordan_inverse",
     "SmoothedPersuasion",
     "smoothed_persuasion",
 ]
@@ -65,6 +66,37 @@ def degeneracy_tol(dtype) -> float:
     solver's certificate holds to ``100 * tol``: 1e-8 and 1e-4 of the utilities' range)."""
     return 1e-7 if jnp.finfo(dtype).bits >= 64 else 1e-4
 
+
+
+def gauss_jordan_inverse(M):
+    """Inverse of a square ``M`` (n, n) by Gauss-Jordan elimination with partial pivoting,
+    in plain ``jax.numpy`` (a ``fori_loop``; no LAPACK custom calls, which deadlock XLA's
+    CPU pool on 2-core machines: ``alignjax/_linalg.py``). Returns ``(inverse,
+    pivot_ratio)``, the smallest over the largest absolute pivot: a cheap singularity
+    measure (zero for a singular matrix; roughly the inverse of a condition number)."""
+    n = M.shape[-1]
+    dtype = M.dtype
+    aug = jnp.concatenate([M, jnp.eye(n, dtype=dtype)], axis=1)
+    idx = jnp.arange(n)
+
+    def body(k, carry):
+        aug, pmin, pmax = carry
+        col = jnp.where(idx >= k, jnp.abs(aug[:, k]), -1.0)
+        r = jnp.argmax(col)
+        row_k, row_r = aug[k], aug[r]
+        aug = aug.at[k].set(row_r).at[r].set(row_k)
+        piv = aug[k, k]
+        safe = jnp.where(piv != 0, piv, 1.0)
+        aug = aug.at[k].set(aug[k] / safe)
+        factors = jnp.where(idx == k, 0.0, aug[:, k])
+        aug = aug - factors[:, None] * aug[k][None, :]
+        return aug, jnp.minimum(pmin, jnp.abs(piv)), jnp.maximum(pmax, jnp.abs(piv))
+
+    aug, pmin, pmax = lax.fori_loop(
+        0, n, body, (aug, jnp.asarray(jnp.inf, dtype), jnp.zeros((), dtype))
+    )
+    ratio = jnp.where(pmax > 0, pmin / jnp.where(pmax > 0, pmax, 1.0), 0.0)
+    return aug[:, n:], ratio
 
 def _lagr(V, u, eta, nu):
     """(A, Y) ``V[a, y] + sum_b eta[a, b] (u[a, y] - u[b, y]) + nu u[a, y]``."""
@@ -211,9 +243,10 @@ def _vertex_tangent(prior, V, u, floor, x, eta, nu, dp, du, dfloor, has_floor):
     row_of = rows[rank]
     K = jnp.where(b[:, None], G[row_of], jnp.eye(n, dtype=dtype))
     rhs = jnp.where(b, r[row_of], 0.0)
-    K = jnp.where(degenerate, jnp.eye(n, dtype=dtype), K)
-    dx = jnp.linalg.solve(K, rhs).reshape(A, Y)
-    return jnp.where(degenerate, 0.0, dx)
+    K_inv, ratio = gauss_jordan_inverse(jnp.where(degenerate, jnp.eye(n, dtype=dtype), K))
+    bad = degenerate | ~(ratio > 0) | ~jnp.all(jnp.isfinite(K_inv))
+    dx = (jnp.where(bad, 0.0, K_inv) @ rhs).reshape(A, Y)
+    return dx
 
 
 def differentiable_recommendation(prior, V, u, floor, x, eta, nu, has_floor: bool):
@@ -376,7 +409,7 @@ def smoothed_persuasion(
     def body(c):
         z, _, k = c
         r = resid(z)
-        dz = -jnp.linalg.solve(jac(z), r)
+        dz = -(gauss_jordan_inverse(jac(z))[0] @ r)
         # Newton in eta (de = eta dz) taken multiplicatively: a descent direction of F
         dz = dz * jnp.minimum(1.0, 30.0 / jnp.maximum(jnp.max(jnp.abs(dz)), 1e-30))
         slope = jnp.exp(z) * r @ dz
@@ -406,7 +439,7 @@ def smoothed_persuasion(
     # implicit differentiation: z* = z - J^-1 resid(z; theta), J held at the solution
     J = stop(jac(z))
     r_live = _smoothed_residual(stop(z), prior, V, u, T)
-    z_live = stop(z) - jnp.linalg.solve(J, r_live - stop(r_live))
+    z_live = stop(z) - gauss_jordan_inverse(J)[0] @ (r_live - stop(r_live))
     e_live = jnp.exp(z_live)
     eta, lagr = _smoothed_parts(e_live, prior, V, u, T)
     x = prior[None, :] * jax.nn.softmax(lagr / T, axis=0)
@@ -483,8 +516,9 @@ def sup_fit_with_derivatives(u, U, w, c, eps, simplex: bool, offset: bool):
     dtype = V.dtype
     zt = degeneracy_tol(dtype)
     e_eps = jnp.zeros(K + 2, dtype).at[K + 1].set(1.0)
-    mu = jnp.linalg.solve(M.T, -e_eps)
-    finite = jnp.all(jnp.isfinite(mu)) & (jnp.linalg.cond(M) < 1e3 / zt)
+    M_inv, ratio = gauss_jordan_inverse(M)
+    mu = -(M_inv.T @ e_eps)
+    finite = jnp.all(jnp.isfinite(M_inv)) & (ratio > zt * 1e-3)
     n_act = A * Y
     row_is_active = which < n_act
     # multipliers: positive on the active residual rows; on the rows e_k of weights held
@@ -494,7 +528,7 @@ def sup_fit_with_derivatives(u, U, w, c, eps, simplex: bool, offset: bool):
         jnp.where(fixed_w, mu[:K] < -zt, True)
     )
     degenerate = ~(count_ok & finite & mult_ok & positive)
-    M_safe = jnp.where(degenerate, jnp.eye(K + 2, dtype=dtype), M)
+    M_inv = jnp.where(degenerate, 0.0, M_inv)
     z = jnp.concatenate([sw, jnp.atleast_1d(sc), jnp.atleast_1d(seps)])
 
     def residual(V, uf):
@@ -504,8 +538,7 @@ def sup_fit_with_derivatives(u, U, w, c, eps, simplex: bool, offset: bool):
         return jnp.where(free & (which <= n_act), sel, 0.0)
 
     phi = residual(V, uf)
-    dz = jnp.linalg.solve(M_safe, phi - stop(phi))
-    dz = jnp.where(degenerate, 0.0, dz)
+    dz = M_inv @ (phi - stop(phi))
     w_out = w + dz[:K]
     c_out = c + dz[K]
     # eps: the envelope when non-degenerate, else the largest residual at fixed weights
@@ -556,11 +589,11 @@ def mse_fit_with_derivatives(u, U, p, w, c, mse, simplex: bool, offset: bool):
     J = jax.jacobian(lambda z: kkt(z[:K], z[K], stop(V), stop(uf), stop(pf)))(z)
     scale = jnp.maximum(jnp.max(jnp.abs(g)), jnp.finfo(dtype).eps)
     reduced_ok = jnp.all(jnp.where(support, True, g + kappa > zt * scale))
-    finite = jnp.linalg.cond(J) < 1e3 / zt
+    J_inv, ratio = gauss_jordan_inverse(J)
+    finite = jnp.all(jnp.isfinite(J_inv)) & (ratio > zt * 1e-3)
     degenerate = ~(reduced_ok & finite)
-    J_safe = jnp.where(degenerate, jnp.eye(K + 1, dtype=dtype), J)
     phi = kkt(sw, z[K], V, uf, pf)
-    dz = -jnp.linalg.solve(J_safe, phi - stop(phi))
+    dz = -(jnp.where(degenerate, 0.0, J_inv) @ (phi - stop(phi)))
     w_out = w + jnp.where(degenerate, 0.0, dz[:K])
     mse_live, _ = f(sw, V, uf, pf)
     _, c_live = f(w_out, V, uf, pf)

@@ -38,6 +38,7 @@ import lineax as lx
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
+from alignjax.differentiation import gauss_jordan_inverse
 from alignjax.game import Game
 from alignjax.simultaneous import _utilities, _values_and_pseudo_gradient
 
@@ -55,7 +56,8 @@ class QuantalEquilibrium(eqx.Module):
         residual: () ``max |R|`` at the returned schemes (agents' utility units).
         margin: () the smallest ``lam - g`` over unused entries (>= 0 at an equilibrium;
             > 0 strictly for a locally fixed support); ``inf`` when all are used.
-        condition: () the 2-norm condition number of ``J``.
+        condition: () largest over smallest absolute pivot of ``J``'s Gauss-Jordan
+            elimination (partial pivoting): a cheap stand-in for its condition number.
         singular: () ``condition`` above ``max_condition`` (bifurcation).
         degenerate: () ``singular``; or not converged (``residual`` above 1e-9 of the
             gradients' scale in float64, 1e-4 in float32); or ``margin`` not positive; or
@@ -151,7 +153,12 @@ def quantal_equilibrium_derivatives(
             w, k = carry
             Rw = R_flat(w)
             # least-squares steps: continua of equilibria leave J singular
-            step = jnp.linalg.lstsq(jax.jacfwd(R_flat)(w), Rw)[0]
+            Jw = jax.jacfwd(R_flat)(w)
+            # Levenberg-Marquardt step (continua of equilibria leave J singular), solved
+            # in plain jax.numpy: LAPACK custom calls deadlock on 2-core CPUs (_linalg.py)
+            JtJ = Jw.T @ Jw
+            mu = 1e-12 * jnp.maximum(jnp.max(jnp.abs(JtJ)), jnp.finfo(w.dtype).tiny)
+            step = gauss_jordan_inverse(JtJ + mu * jnp.eye(JtJ.shape[0], dtype=w.dtype))[0] @ (Jw.T @ Rw)
             r0 = jnp.linalg.norm(Rw)
             # backtracking on the residual's norm: the first of 1, 1/2, ..., 1/32 that reduces it
             ts = 0.5 ** jnp.arange(6, dtype=w.dtype)
@@ -186,8 +193,8 @@ def quantal_equilibrium_derivatives(
     steps = steps + k
     n = w.size
     J = jax.jacfwd(R_flat)(w)
-    svals = jnp.linalg.svd(J, compute_uv=False)
-    condition = jnp.where(svals[-1] > 0, svals[0] / jnp.where(svals[-1] > 0, svals[-1], 1.0), jnp.inf)
+    J_inv, ratio = gauss_jordan_inverse(J)
+    condition = jnp.where(ratio > 0, 1.0 / jnp.where(ratio > 0, ratio, 1.0), jnp.inf)
     singular = ~(condition < max_condition)
     s_pol, lam = w[:n_s].reshape(shape), w[n_s:].reshape(shape[:2])
     _, g = _values_and_pseudo_gradient(sp, su, s_pol, st, hard=False)
@@ -202,7 +209,16 @@ def quantal_equilibrium_derivatives(
     op = lx.MatrixLinearOperator(jnp.where(degenerate, jnp.eye(n, dtype=dtype), J))
     rhs = R_live - stop(R_live)
     rhs = jnp.where(degenerate | ~jnp.isfinite(stop(R_live)), 0.0, rhs)
-    delta = lx.linear_solve(op, rhs, solver=lx.LU(), throw=False).value
+    # lineax's BiCGStab, preconditioned by the Gauss-Jordan inverse (so it converges in
+    # a step or two): lineax's direct solvers call LAPACK on CPU (see above)
+    precond = lx.MatrixLinearOperator(jnp.where(degenerate | ~jnp.all(jnp.isfinite(J_inv)), jnp.eye(n, dtype=dtype), J_inv))
+    delta = lx.linear_solve(
+        op,
+        rhs,
+        solver=lx.BiCGStab(rtol=1e-12, atol=1e-14, max_steps=50),
+        options={"preconditioner": precond},
+        throw=False,
+    ).value
     s = (w - jnp.where(degenerate, 0.0, delta))[:n_s].reshape(shape)
     values, _ = _values_and_pseudo_gradient(prior, utilities, s, tau, hard=False)
     return QuantalEquilibrium(
