@@ -231,3 +231,24 @@ def test_smoothed_persuasion_is_differentiable_and_tends_to_the_lp():
     print("smoothed value errors at T = 0.1, 0.01, 0.001:", errs)
     # O(T) convergence (exponential-penalty trajectory): measured about 20 T here
     assert errs[2] < errs[1] < errs[0] and errs[2] <= 0.1 * errs[0]
+
+
+def test_no_lapack_custom_calls_in_derivative_paths():
+    """LAPACK custom calls deadlock XLA's CPU pool on 2-core machines (alignjax/_linalg.py):
+    the derivative paths (vertex system, smoothed Newton, alignment systems, quantal
+    implicit solve) stay in plain jax.numpy."""
+    p, u, U = jnp.ones(3) / 3, jnp.ones((3, 3)), jnp.ones((2, 3, 3))
+    fns = [
+        lambda p, u, U: jax.grad(lambda u: _grad_fn(p, u, U).user_value)(u),
+        lambda p, u, U: jax.grad(lambda u: aj.smoothed_persuasion(p, U[0], u, 0.1).user_value)(u),
+        lambda p, u, U: jax.grad(lambda u: aj.alignment_error(u, U, throw=False).epsilon)(u),
+        lambda p, u, U: jax.grad(lambda u: aj.alignment_error(u, U, norm="mse", throw=False).epsilon)(u),
+        lambda p, u, U: jax.grad(
+            lambda u: aj.quantal_equilibrium_derivatives(
+                aj.Game(prior=p, user_utility=u, agent_utilities=U, validate=False), jnp.full((2, 3, 2), 0.5), 0.3
+            ).user_value
+        )(u),
+    ]
+    for f in fns:
+        hlo = jax.jit(jax.vmap(f)).lower(p[None], u[None], U[None]).compile().as_text()
+        assert 'custom_call_target="lapack' not in hlo
