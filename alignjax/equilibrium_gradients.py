@@ -19,7 +19,11 @@ change under small perturbations) and ``J = dR/d(s, lam)`` is non-singular, the 
 function theorem (e.g. Dontchev and Rockafellar, "Implicit Functions and Solution
 Mappings", Springer 2014, Theorem 1B.1) makes the equilibrium a smooth function of the
 game, ``d(s, lam) = -J^-1 dR/dgame``; the values follow by the chain rule. The linear
-solve uses lineax (LU). A singular or badly conditioned ``J`` (a bifurcation: two
+solve is a Gauss-Jordan inverse in plain ``jax.numpy``
+(:func:`alignjax.differentiation.gauss_jordan_inverse`), not lineax: lineax's direct
+solvers, like ``jnp.linalg``, call LAPACK on CPU, whose custom calls deadlock XLA's pool
+on 2-core machines (``alignjax/_linalg.py``), and its BiCGStab breaks down on the zero
+right-hand side of the primal pass. A singular or badly conditioned ``J`` (a bifurcation: two
 equilibria merging), or an unused entry that is not strictly worse (a support about
 to change), is reported (``singular``, ``degenerate``), and the schemes' derivatives
 are then set to zero (the values' derivatives are the partial derivatives at the fixed
@@ -34,7 +38,6 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
@@ -206,19 +209,10 @@ def quantal_equilibrium_derivatives(
     # implicit differentiation: w* = w - J^-1 (R(w; game) - stop(R)), J held fixed
     R_live = _residual(s_pol, lam, support, prior, utilities, tau)[0]
     degenerate = degenerate | ~jnp.all(jnp.isfinite(J))
-    op = lx.MatrixLinearOperator(jnp.where(degenerate, jnp.eye(n, dtype=dtype), J))
     rhs = R_live - stop(R_live)
     rhs = jnp.where(degenerate | ~jnp.isfinite(stop(R_live)), 0.0, rhs)
-    # lineax's BiCGStab, preconditioned by the Gauss-Jordan inverse (so it converges in
-    # a step or two): lineax's direct solvers call LAPACK on CPU (see above)
-    precond = lx.MatrixLinearOperator(jnp.where(degenerate | ~jnp.all(jnp.isfinite(J_inv)), jnp.eye(n, dtype=dtype), J_inv))
-    delta = lx.linear_solve(
-        op,
-        rhs,
-        solver=lx.BiCGStab(rtol=1e-12, atol=1e-14, max_steps=50),
-        options={"preconditioner": precond},
-        throw=False,
-    ).value
+    bad = degenerate | ~jnp.all(jnp.isfinite(J_inv))
+    delta = jnp.where(bad, 0.0, J_inv) @ rhs
     s = (w - jnp.where(degenerate, 0.0, delta))[:n_s].reshape(shape)
     values, _ = _values_and_pseudo_gradient(prior, utilities, s, tau, hard=False)
     return QuantalEquilibrium(
