@@ -52,7 +52,7 @@ def _persuasion(Y, A, batch, chunk, seed):
     rows = []
     for name, fn in (("value", value), ("value+grad", value_grad), ("user value+grad", user_grad)):
         f = jax.jit(lambda p, u, U, fn=fn: jax.lax.map(fn, (p, u, U), batch_size=chunk))
-        first, best, out = timed(f, prior, user, agents, repeats=5)
+        first, best, out = timed(f, prior, user, agents, repeats=3)
         rows.append((name, first - best, best))
     base = rows[0][2]
     for name, compile_s, run_s in rows:
