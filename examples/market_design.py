@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--lr", type=float, default=8.0)
     parser.add_argument("--grid", type=int, default=11)
+    parser.add_argument("--max-step", type=float, default=0.05,
+                        help="trust region: largest change of theta per step (the equilibrium "
+                        "the search finds can switch between neighbouring theta)")
     parser.add_argument("--signals", type=int, default=2)
     parser.add_argument("--bias", default="1.5,1.0", help="the agents' engagement bonuses")
     parser.add_argument("--fd-step", type=float, default=0.02,
@@ -104,7 +107,7 @@ def main(argv=None) -> int:
             via = "fd"
         print(f"{k:4d}  {float(theta):.3f}  {float(w):8.4f}  {float(w + cost * theta**2):10.4f}  "
               f"{float(g):9.4f}  {via:8s}  {float(cert):19.2e}  {bool(certified)!s}")
-        theta = jnp.clip(theta + args.lr * g, 0.0, 1.0)
+        theta = jnp.clip(theta + jnp.clip(args.lr * g, -args.max_step, args.max_step), 0.0, 1.0)
     print(f"# gradient ascent: {time.perf_counter() - t0:.1f} s")
 
     t0 = time.perf_counter()
