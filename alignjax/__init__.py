@@ -6,7 +6,8 @@ written for one game and batched with ``jax.vmap``.
 """
 
 from alignjax import lp, persuasion, response
-from alignjax import alignment
+from alignjax import alignment, differentiation
+from alignjax.differentiation import SmoothedPersuasion, smoothed_persuasion
 from alignjax.alignment import (
     AlignmentCurve,
     AlignmentResult,
@@ -20,7 +21,8 @@ from alignjax import selection
 from alignjax.selection import SelectionResult, SelectionSolver
 from alignjax import simultaneous
 from alignjax.simultaneous import SimultaneousResult, SimultaneousSolver
-from alignjax import conversation
+from alignjax import conversation, equilibrium_gradients
+from alignjax.equilibrium_gradients import QuantalEquilibrium, quantal_equilibrium_derivatives
 from alignjax.conversation import ConversationGame, ConversationResult, ConversationRules, ConversationSolver
 from alignjax.response import (
     best_response,
@@ -53,6 +55,12 @@ __all__ = [
     "alignment_curve",
     "alignment_error",
     "conversation",
+    "differentiation",
+    "equilibrium_gradients",
+    "QuantalEquilibrium",
+    "quantal_equilibrium_derivatives",
+    "SmoothedPersuasion",
+    "smoothed_persuasion",
     "ConversationGame",
     "ConversationResult",
     "ConversationRules",

@@ -45,10 +45,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from alignjax import _backend
 from alignjax._ipm import CERT_FACTOR, IMPROVE, STEP_FRACTION, max_step, stalled
+from alignjax import differentiation as _diff
 from alignjax.status import Status
 
 __all__ = [
@@ -113,6 +114,18 @@ class AlignmentResult(eqx.Module):
         iterations: () interior-point iterations (sup) or active-set changes (MSE).
         status: () an :class:`alignjax.Status` code: ``OPTIMAL`` when ``gap`` is
             within ``100 * tol`` of the data's scale; ``MAX_STEPS``; ``NUMERICAL``.
+        degenerate: () True where the optimal fit is not unique and non-degenerate
+            (ties among active residuals, a zero weight with a zero reduced cost,
+            duplicate agents, ``eps = 0``).
+
+    Derivatives (``jax.grad``/``jax.jvp`` in both utilities and ``entry_weights``,
+    under ``jit`` and ``vmap``): ``epsilon`` (envelope theorem: the sup fit's LP dual,
+    the MSE's partial derivative at the optimal weights), ``weights`` and ``offset``
+    (the active-constraint system / implicit differentiation of the KKT conditions) where
+    ``degenerate`` is False; where it is True, the weights and offset are held constant
+    and ``epsilon``'s derivative is that of the returned fit's error at those weights
+    (:func:`alignjax.differentiation.sup_fit_with_derivatives`,
+    :func:`alignjax.differentiation.mse_fit_with_derivatives`).
     """
 
     weights: Float[Array, " K"]
@@ -122,6 +135,7 @@ class AlignmentResult(eqx.Module):
     gap: Float[Array, ""]
     iterations: Int[Array, ""]
     status: Int[Array, ""]
+    degenerate: Bool[Array, ""]
 
 
 # ----------------------------------------------------------------------------------------
@@ -759,6 +773,11 @@ def _fit_mse(V, u, p, simplex, offset, max_steps, tol):
 
 
 def _fit(u, U, p, solver, norm, weights, offset):
+    # the solvers run on stopped data; derivatives come from the solution
+    # (alignjax.differentiation: the active-constraint system, implicit differentiation)
+    u_live, U_live, p_live = u, U, p
+    u, U = jax.lax.stop_gradient(u), jax.lax.stop_gradient(U)
+    p = None if p is None else jax.lax.stop_gradient(p)
     K = U.shape[0]
     A, Y = u.shape
     V = U.reshape(K, A * Y)
@@ -774,6 +793,12 @@ def _fit(u, U, p, solver, norm, weights, offset):
         pf = jnp.full(A * Y, 1.0 / (A * Y), dtype) if p is None else p.reshape(A * Y) / jnp.sum(p)
         out = _fit_mse(V, uf, pf, simplex, offset, max_steps, tol)
     w, c, err, maxres, gap, steps, status = out
+    if norm == "sup":
+        w, c, err, degenerate = _diff.sup_fit_with_derivatives(u_live, U_live, w, c, err, simplex, offset)
+        maxres = err
+    else:
+        p_d = jnp.ones_like(u_live) if p_live is None else p_live
+        w, c, err, degenerate = _diff.mse_fit_with_derivatives(u_live, U_live, p_d, w, c, err, simplex, offset)
     return AlignmentResult(
         weights=w,
         offset=c,
@@ -782,6 +807,7 @@ def _fit(u, U, p, solver, norm, weights, offset):
         gap=gap,
         iterations=steps.astype(jnp.int32),
         status=status,
+        degenerate=degenerate,
     )
 
 

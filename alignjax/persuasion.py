@@ -20,8 +20,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
+from alignjax import differentiation as _diff
 from alignjax.game import Game
 from alignjax.lp import ELIMINATIONS, LP_METHODS, solve_persuasion_lp
 from alignjax.response import full_information_value, no_information_value
@@ -82,6 +83,17 @@ class PersuasionResult(AbstractResult):
         certificate_lower, certificate_upper: () 0 and ``duality_gap``: the bracket on
             the agent's suboptimality (the protocol's certificate).
         certified: () ``status == OPTIMAL``.
+        degenerate: () True when the optimum is not a unique non-degenerate vertex
+            (:func:`alignjax.differentiation.persuasion_degenerate`).
+
+    Derivatives (``jax.grad``, ``jax.jvp``; under ``jit`` and ``vmap``; no
+    differentiation through the solver's iterations): ``agent_value`` by the envelope
+    theorem in ``prior``, both utilities and ``floor``, everywhere (at a degenerate
+    point, one element of its super- or subdifferential); ``recommendation``,
+    ``scheme``, ``user_value`` and ``agent_values`` by the active-constraint system of
+    the optimal vertex where ``degenerate`` is False, and with the recommendation held
+    constant (zero derivative of ``x*``) where it is True (:mod:`alignjax.differentiation`).
+    The other fields carry no derivative.
     """
 
     scheme: Float[Array, "Y A"]
@@ -97,6 +109,7 @@ class PersuasionResult(AbstractResult):
     nu: Float[Array, ""]
     iterations: Int[Array, ""]
     status: Int[Array, ""]
+    degenerate: Bool[Array, ""]
 
     @property
     def certificate_lower(self):
@@ -160,30 +173,46 @@ def solve(
 @eqx.filter_jit
 def _solve_compiled(game, solver, agent, floor, throw):
     sender = game.agent_utilities[agent]
+    prior, user = game.prior, game.user_utility
+    stop = jax.lax.stop_gradient
     sol = solve_persuasion_lp(
-        game.prior,
-        sender,
-        game.user_utility,
-        floor,
+        stop(prior),
+        stop(sender),
+        stop(user),
+        None if floor is None else stop(floor),
         max_steps=solver.max_steps,
         tol=solver.tol,
         method=solver.method,
         elimination=solver.elimination,
     )
+    # derivatives from the solution and its multipliers (alignjax.differentiation)
+    has_floor = floor is not None
+    x = _diff.differentiable_recommendation(prior, sender, user, floor, sol.recommendation, sol.eta, sol.nu, has_floor)
+    value = _diff.lagrangian_value(
+        prior, sender, user, -jnp.inf if floor is None else floor, sol.recommendation, sol.eta, sol.nu, sol.objective
+    )
+    # the primal numbers are the solver's; only their derivatives are added
+    d_scheme = jnp.where(prior[:, None] > 0, x.T / jnp.where(prior > 0, prior, 1.0)[:, None], 0.0)
+    scheme = sol.scheme + (d_scheme - stop(d_scheme))
+    user_value = sol.user_value + (jnp.sum(x * user) - stop(jnp.sum(x * user)))
     result = PersuasionResult(
-        scheme=sol.scheme,
-        recommendation=sol.recommendation,
-        agent_value=sol.objective,
-        agent_values=jnp.sum(sol.recommendation * game.agent_utilities, axis=(-2, -1)),
-        user_value=sol.user_value,
-        full_information_value=full_information_value(game.prior, game.user_utility),
-        no_information_value=no_information_value(game.prior, game.user_utility),
+        scheme=scheme,
+        recommendation=x,
+        agent_value=value,
+        agent_values=jnp.sum(x * game.agent_utilities, axis=(-2, -1)),
+        user_value=user_value,
+        full_information_value=full_information_value(prior, user),
+        no_information_value=no_information_value(prior, user),
         duality_gap=sol.gap,
         max_violation=sol.max_violation,
         eta=sol.eta,
         nu=sol.nu,
         iterations=sol.steps,
         status=sol.status,
+        degenerate=_diff.persuasion_degenerate(
+            stop(prior), stop(sender), stop(user), -jnp.inf if floor is None else stop(floor),
+            sol.recommendation, sol.eta, sol.nu, has_floor,
+        ),
     )
     # a traced agent index out of range would be clamped by the indexing above: such
     # a result is flagged (status NUMERICAL, NaN agent value), never reported optimal

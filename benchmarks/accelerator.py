@@ -208,7 +208,7 @@ def run_persuasion(size, batch, ctx, method):
     from alignjax import _backend
     from alignjax._lp32 import solve_persuasion_batch_mixed
     from alignjax.lp import _solve_persuasion_lp
-    from alignjax.sweep import _lp_bytes
+    from alignjax.games import lp_bytes as _lp_bytes
     from reference import persuasion_highs, random_games
 
     Y, A = size
@@ -248,7 +248,7 @@ def run_selection(size, batch, ctx):
     import jax.numpy as jnp
 
     from alignjax import Game, _backend, selection
-    from alignjax.sweep import _lp_bytes
+    from alignjax.games import lp_bytes as _lp_bytes
     from reference import random_games, selection_dynamics_highs
 
     K, Y, A = size
@@ -261,7 +261,7 @@ def run_selection(size, batch, ctx):
     games = Game(prior, user, agents)
     solver = selection.SelectionSolver()
     strategy, chunk = _execution(batch, 4 * K * _lp_bytes(Y, A, 8), ctx["quick"])
-    fn = jax.jit(lambda gs, d: _backend.map_games(lambda g: selection.solve(g, solver, delta=d), gs,
+    fn = jax.jit(lambda gs, d: _backend.map_games(lambda g: selection.solve(g, solver, delta=d, throw=False), gs,
                                                   strategy=strategy, chunk=chunk))
     delta = 1e-3
     compile_s, run_s, res = timed(fn, games, jnp.asarray(delta), repeats=ctx["repeats"])
@@ -458,8 +458,8 @@ def run_sweep_default(size, batch, ctx):
         "instances = 32", f"instances = {batch}")
     cfg = sweep.validate_config(tomllib.loads(text), "accelerator sweep")
     rows = []
-    finalize = sweep.finalize
-    sweep.finalize = lambda *a, **k: None  # the engine alone (docstring)
+    finalize = sweep.execution.finalize
+    sweep.execution.finalize = lambda *a, **k: None  # the engine alone (docstring)
     try:
         for label in ("cold",) if ctx["quick"] else ("cold", "warm"):
             out = Path(tempfile.mkdtemp(prefix=f"acc_sweep_{label}_"))
@@ -473,7 +473,7 @@ def run_sweep_default(size, batch, ctx):
                          "note": f"{batch} instances per cell; engine only (no tables/figures)" + (
                              "; compile included" if label == "cold" else "; persistent compile cache")})
     finally:
-        sweep.finalize = finalize
+        sweep.execution.finalize = finalize
     return rows
 
 

@@ -49,7 +49,7 @@ def test_sweep_uses_the_rules(monkeypatch):
     """The sweep's block size and memory budget come from _backend (wired, not copied)."""
     from alignjax import sweep
 
-    assert sweep._memory_budget(jax.devices(), 0.25) == _backend.memory_budget(jax.devices(), 0.25)
+    assert sweep.execution._memory_budget(jax.devices(), 0.25) == _backend.memory_budget(jax.devices(), 0.25)
     monkeypatch.setenv("ALIGNJAX_PLATFORM", "gpu")
     assert _backend.default_batch() == 1024
 
