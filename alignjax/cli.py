@@ -642,8 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _legacy_solve_argv(argv: list[str]) -> list[str]:
     """``solve GAME.json [--mode MODE] ...`` (the spelling before the per-mode
     sub-commands) as ``solve MODE GAME.json ...``; the mode defaults to persuasion."""
-    if not argv or argv[0] != "solve" or len(argv) < 2 or argv[1] in _MODES or argv[1] in ("-h", "--help"):
+    if not argv or argv[0] != "solve" or len(argv) < 2 or argv[1] in _MODES or argv[1].startswith("-"):
         return argv
+    if not any(arg == "--mode" or arg.startswith("--mode=") for arg in argv) and not (
+        argv[1].endswith(".json") or Path(argv[1]).exists()
+    ):
+        return argv  # neither a mode nor a game file: argparse names the invalid mode
     rest = list(argv[1:])
     mode = "persuasion"
     for k, arg in enumerate(rest):
