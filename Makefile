@@ -21,7 +21,7 @@ export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
 ## test: the test suite CI runs (slow cases excluded), on two worker processes
 test: $(BIN)/alignjax
-	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile --durations=15
 
 ## test-all: every test, slow ones included
 test-all: $(BIN)/alignjax

@@ -144,6 +144,7 @@ def test_grad_composes_with_jit_and_vmap():
             np.testing.assert_allclose(np.asarray(a), np.asarray(b)[i], rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow  # 16 s; the float64 gradients are checked against HiGHS in the default run
 def test_float32_gradients_match_float64():
     """The float32 path (simplex) gives the same derivatives to 1e-3 (its certificate
     holds to 1e-4 of the utilities' range) wherever neither precision reports degeneracy."""

@@ -41,6 +41,7 @@ def test_mixed_matches_highs(rng, fallback):
     _check(sol, prior, user, sender, 1e-4)
 
 
+@pytest.mark.slow  # 22 s; the mixed path against HiGHS stays in the default run
 def test_repair_rounds(rng, monkeypatch):
     """With a certificate no float32 point can meet, every game goes through the
     fallback, ``capacity`` at a time (three rounds here), and each ends certified by

@@ -30,9 +30,11 @@ def _benchmarks(game):
     return fi, ni
 
 
-# the searches compile for minutes on a 2-core CPU; their CLI tests (test_simultaneous,
-# test_conversation) run result_to_dict on them in the default run
-@pytest.mark.parametrize("name", ["persuasion", "selection", pytest.param("simultaneous", marks=pytest.mark.slow),
+# the games other than persuasion compile for tens of seconds to minutes on a 2-core CPU;
+# their CLI tests (test_cli, test_simultaneous, test_conversation) run result_to_dict on
+# them in the default run
+@pytest.mark.parametrize("name", ["persuasion", pytest.param("selection", marks=pytest.mark.slow),
+                                  pytest.param("simultaneous", marks=pytest.mark.slow),
                                   pytest.param("conversation", marks=pytest.mark.slow)])
 def test_every_game_type_follows_the_protocol(name):
     game = _game()
