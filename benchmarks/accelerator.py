@@ -135,17 +135,10 @@ def markdown(record: dict) -> str:
 
 def timed(fn, *args, repeats: int):
     """(compile seconds, best run seconds, output): the first call's excess over the best
-    of ``repeats`` later calls counts as compile time."""
-    import jax
+    of ``repeats`` later calls counts as compile time (``_common.timed``)."""
+    from _common import timed as timed_first
 
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
+    first, best, out = timed_first(fn, *args, repeats=repeats)
     return max(first - best, 0.0), best, out
 
 
