@@ -140,34 +140,41 @@ def plot_population(per_user, summary) -> bytes:
     from alignjax.data.movielens.experiments import POPULATION_PLAYS, _play_column
 
     groups = list(per_user.groupby(["variant", "bias"], sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.9), squeeze=False, sharey=True)
+    width = max(6.4, 4.2 * len(groups))
+    fig, axes = plt.subplots(1, len(groups), figsize=(width, 4.6), squeeze=False, sharey=True, layout="constrained")
+    handles = {}
     for j, ((variant, bias), d) in enumerate(groups):
         ax = axes[0, j]
         summ = summary[(summary["variant"] == variant) & (summary["bias"] == bias)].set_index("play")
         for play in POPULATION_PLAYS:
-            colour, style, width = _PLAY_STYLES[play]
+            colour, style, width_ = _PLAY_STYLES[play]
             v = np.sort(d[f"{_play_column(play)}_normalized"].to_numpy(float))
             y = np.arange(1, len(v) + 1) / len(v)
-            mean = summ.loc[play, "mean"]
-            ax.step(np.concatenate([[min(v[0], 0.0)], v]), np.concatenate([[0.0], y]), where="post", color=colour,
-                    ls=style, lw=width, label=f"{play} (mean {mean:.2f})")
+            (line,) = ax.step(np.concatenate([[min(v[0], 0.0)], v]), np.concatenate([[0.0], y]), where="post",
+                              color=colour, ls=style, lw=width_)
+            cert = summ.loc[play, "certified"]
+            handles.setdefault(play, (line, play + ("" if cert != cert else f" ({cert:.0%} certified)")))
         loss = float(summary["loss"].iloc[0])
         ax.axvline(1 - loss, color="0.55", lw=0.8, ls="-", zorder=0)
-        ax.text(1 - loss, 1.02, "1 − loss", ha="right", va="bottom", fontsize=7, color="0.4")
+        ax.text(1 - loss - 0.01, 0.5, "1 − loss", ha="right", va="center", fontsize=7, color="0.4", rotation=90)
         ax.set_xlim(-0.05, 1.05)
         ax.set_ylim(0, 1.0)
         ax.set_xlabel("user's normalized value, (v − NI) / (FI − NI)")
         if j == 0:
             ax.set_ylabel("share of users at or below")
-        ax.set_title(f"{variant}, bias {bias:g}: {len(d)} users", fontsize=9)
+        means = ", ".join(f"{_SHORT[p]} {summ.loc[p, 'mean']:.2f}" for p in ("personalized", "anonymous"))
+        ax.set_title(f"{variant}, bias {bias:g}: {len(d)} users\nmean {means}", fontsize=8.5)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6.5, loc="upper left", frameon=False)
-    fig.suptitle("Experiment C: personalized against anonymous persuasion of a MovieLens population", fontsize=10)
-    fig.tight_layout()
+    fig.legend([h for h, _ in handles.values()], [lab for _, lab in handles.values()], loc="outside lower center",
+               ncols=2, fontsize=7, frameon=False)
+    fig.suptitle("Experiment C: personalized against anonymous persuasion of a MovieLens population", fontsize=9.5)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130)
     plt.close(fig)
     return buf.getvalue()
+
+
+_SHORT = {"personalized": "pers.", "anonymous": "anon."}
 
 
 def _key_numbers(a_summary, b_summary, c_summary=None) -> dict:
