@@ -607,22 +607,27 @@ def personalized(
     if mode == "selection":
         solver = selection.SelectionSolver() if solver is None else solver
         allowed = {"delta", "evaluation_period"}
-        run_one = lambda g: selection.solve(g, solver, **options, throw=False)  # noqa: E731
     elif mode == "simultaneous":
         solver = simultaneous.SimultaneousSolver() if solver is None else solver
         allowed = {"temperature", "signals", "key"}
-        run_one = lambda g: simultaneous.solve(g, solver, **options, throw=False)  # noqa: E731
     else:
         raise ValueError(f"personalized: mode must be 'selection' or 'simultaneous'; got {mode!r}")
     extra = sorted(set(options) - allowed)
     if extra:
         raise ValueError(f"personalized: unknown option {extra[0]!r} for mode {mode!r} (allowed: {sorted(allowed)})")
-    games = game.user_games()
-    if batch_size is None:
-        res = eqx.filter_jit(jax.vmap(run_one))(games)
-    else:
-        res = eqx.filter_jit(lambda gs: jax.lax.map(run_one, gs, batch_size=int(batch_size)))(games)
+    res = _personalized_jit(game.user_games(), mode, solver, None if batch_size is None else int(batch_size), options)
     return _personalized_result(game, res, mode)
+
+
+@eqx.filter_jit
+def _personalized_jit(games, mode, solver, batch_size, options):
+    """The users' games solved by the module's ``solve`` (one compile per mode, solver,
+    shapes and static options: repeated calls reuse it)."""
+    module = selection if mode == "selection" else simultaneous
+    run_one = lambda g: module.solve(g, solver, **options, throw=False)  # noqa: E731
+    if batch_size is None:
+        return jax.vmap(run_one)(games)
+    return jax.lax.map(run_one, games, batch_size=batch_size)
 
 
 def _personalized_result(game, res, mode):

@@ -426,8 +426,8 @@ POPULATION_PLAYS = (
     "anonymous",
     "anonymous, worst",
     "anonymous, search",
-    "single agent, personalized",
-    "single agent, anonymous",
+    "best agent, personalized",
+    "best agent, anonymous",
 )
 """The rows of :func:`summarize_population`, in order (see :func:`population_experiment`)."""
 
@@ -605,8 +605,8 @@ def population_experiment(
                                  np.full(len(people), bool(np.asarray(d["certified_all"])[worst]))),
             "anonymous, search": (np.asarray(d["user_values_all"])[search],
                                   np.full(len(people), bool(np.asarray(d["certified_all"])[search]))),
-            "single agent, personalized": (single_p[best_p], None),
-            "single agent, anonymous": (single_a[best_a], None),
+            "best agent, personalized": (single_p[best_p], None),
+            "best agent, anonymous": (single_a[best_a], None),
         }
         frame = pd.DataFrame({
             "variant": slate.variant, "bias": float(bias), "user": people, "type": np.asarray(types["assignment"]),
@@ -663,8 +663,8 @@ def summarize_population(per_user, info: dict, loss: float = _DEFAULTS.populatio
 
     rows = []
     timing = {"personalized": "personalized", "personalized, worst": "personalized", "anonymous": "anonymous",
-              "anonymous, worst": "anonymous", "anonymous, search": "anonymous", "single agent, personalized": "single agents",
-              "single agent, anonymous": "single agents"}
+              "anonymous, worst": "anonymous", "anonymous, search": "anonymous", "best agent, personalized": "single agents",
+              "best agent, anonymous": "single agents"}
     for (variant, bias), d in per_user.groupby(["variant", "bias"], sort=False):
         times = info.get(variant, {}).get(f"{float(bias):g}", {}).get("times", {})
         for play in POPULATION_PLAYS:
