@@ -499,11 +499,13 @@ def _print_movielens(console, run: dict) -> None:
             table.add_column(col, justify="left" if col == "play" else "right")
         for play, v in plays.items():
             cert = "-" if v["certified"] != v["certified"] else f"{v['certified']:.2f}"
-            table.add_row(play, f"{v['mean']:.3f}", f"{v['q10']:.3f}", f"{v['q50']:.3f}", f"{v['q90']:.3f}",
+            short = play.replace("agent, personalized", "agent, pers.").replace("agent, anonymous", "agent, anon.")
+            table.add_row(short, f"{v['mean']:.3f}", f"{v['q10']:.3f}", f"{v['q50']:.3f}", f"{v['q90']:.3f}",
                           f"{v['near']:.2f}", cert, f"{v['wall_s']:.0f}")
         console.print(table)
         console.print(
-            f"  near: within {info['loss']:g} of full information; anonymous: {info['types']} user types "
+            f"  near: within {info['loss']:g} of full information; best agent: the best single agent alone; "
+            f"anonymous: {info['types']} user types "
             f"(k-means radius {info['clustering_radius']:.2f}), certified for the types: "
             f"{info['types_certified']} of {info['candidates']} candidates; for the whole population: "
             f"{info['anonymous_population_certified']}; kept: {info['anonymous_status']}", highlight=False,

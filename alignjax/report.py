@@ -941,6 +941,15 @@ _CAPTIONS = {
         "agents' convex hull (mean per cell): lines join the in-hull settings of each K, squares are "
         "the games outside the hull, at their own measured distance, with 95% confidence intervals."
     ),
+    "population": (
+        "Populations of users facing the same agents (docs/population.md). Top: the mean over a "
+        "population's users of their normalized value (the worst certified equilibrium found where the "
+        "game has it), with a 95% confidence band over populations; bottom: the share of users within the "
+        "loss of their full-information value; against the users' diversity (0: one set of hull weights "
+        "for everyone, 1: independent weights). Blue: personalized play (a scheme per user); orange: "
+        "anonymous play (one public scheme); dashed: each kind of play's best single agent alone. Hollow "
+        "markers: fewer than 95% of the populations certified."
+    ),
     "certified": (
         "Fraction of each cell's games whose certificate proves the equilibrium (a Nash gap or an "
         "exploitability within tolerance); the dotted line marks 95%, below which the value figures "
