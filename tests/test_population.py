@@ -575,7 +575,7 @@ def _population_config(text):
          "study[0]: family 'population' draws populations of users; add a population table"),
         (lambda t: t.replace("diversity = [0.0, 1.0]", "diversity = 1.5"), "study[0].family_params.diversity: must be in [0, 1]"),
         (lambda t: t.replace('mode = "personalized"', 'mode = "anonymous"') + "game_params = { delta = 0.01 }\n",
-         "study[0].game_params.delta: anonymous play is solved for best-responding users"),
+         "study[0].game_params.delta: anonymous play is solved with tie margin 0 only"),
         (lambda t: t.replace('mode = "personalized"', 'mode = "anonymous"').replace("users = 2", "users = 11"),
          "study[0].population.users: anonymous play solves LPs over A^N = 2^11 = 2,048 action profiles"),
         (lambda t: t.replace('mode = "personalized"', 'mode = "anonymous", solver = { restarts = 0 }'),
@@ -700,3 +700,49 @@ def test_relaxed_bound_with_one_user_is_the_exact_public_bound(rng):
     schemes = jnp.asarray(rng.dirichlet(np.ones(3), size=(2, 3)))
     np.testing.assert_allclose(population.relaxed_deviation_bounds(one, schemes),
                                population.anonymous_exploitability(one, schemes)["upper"], atol=1e-8)
+
+
+# ----------------------------------------------------------------------------------------
+# Quantal users under anonymous play: the population's quantal envelope bound
+# ----------------------------------------------------------------------------------------
+
+
+def test_quantal_anonymous_bound_is_sound_and_is_the_single_user_bound_for_one_user(rng):
+    """Against a brute-force search over the deviator's public schemes (Y = M = 2: a 41 x 41
+    grid of P(m = 0 | y)), the bound holds for two quantal users; with one user it is the
+    single-user quantal envelope bound of alignjax.certificates."""
+    from alignjax.certificates import quantal_envelope_bound
+
+    tau = 0.2
+    game = random_population(rng, N=2, A=2, Y=2, K=2, user_dependent=True)
+    schemes = jnp.asarray(rng.dirichlet(np.ones(2), size=(2, 2)))
+    br = population.anonymous_exploitability(game, schemes, temperature=tau)
+    grid = np.linspace(0.0, 1.0, 41)
+    for i in range(2):
+        cand = np.stack([np.stack([[a, 1 - a], [b, 1 - b]]) for a in grid for b in grid])  # (G, Y, M)
+        batch = jnp.broadcast_to(schemes, (len(cand), *schemes.shape)).at[:, i].set(jnp.asarray(cand))
+        vals = jax.jit(jax.vmap(lambda s: population.anonymous_payoffs(game, s, tau)[1][i]))(batch)
+        assert float(jnp.max(vals)) <= float(br["upper"][i]) + 1e-9
+        assert float(br["lower"][i]) <= float(jnp.max(vals)) + 1e-9
+    one = PopulationGame(game.prior, game.user_utilities[:1], game.agent_utilities[:1])
+    rivals = simultaneous._rival_profiles(schemes)
+    single = quantal_envelope_bound(one.prior[:, None] * rivals[0], one.user_utilities[0], one.agent_utilities[0, 0], tau)
+    br1 = population.anonymous_exploitability(one, schemes, temperature=tau)
+    assert float(br1["upper"][0]) == pytest.approx(float(single), abs=1e-9)
+
+
+@pytest.mark.slow
+def test_quantal_anonymous_simultaneous_certifies_revelation_on_the_example():
+    """Quantal users under anonymous play (tau = 0.05): full revelation is certified by
+    the population's quantal envelope bound, and the reported values are the quantal
+    payoffs of the kept profile."""
+    game = population.load_population(EXAMPLE)
+    res = population.solve(game, "simultaneous", "anonymous", temperature=0.05,
+                           solver=population.AnonymousSolver(stages=3, steps_per_stage=60))
+    d = res.detail
+    assert bool(d["certified_all"][-1])  # full revelation, the last candidate (M = Y = 2)
+    kept = d["profiles"][int(d["kept"])]
+    users, values = population.anonymous_payoffs(game, kept, 0.05)
+    np.testing.assert_allclose(res.user_values, users, atol=1e-12)
+    np.testing.assert_allclose(res.agent_values, values, atol=1e-12)
+    assert int(res.status) == Status.OPTIMAL and bool(res.certified)

@@ -263,15 +263,18 @@ def _population(st: dict, where: str) -> dict:
     except (TypeError, ValueError) as err:
         raise SweepConfigError(f"{where}.population.solver: {err}") from None
     if "anonymous" in modes:
-        # anonymous play: best-responding users, tie margin 0, exact evaluation, A^N profiles
-        for key, ok in (("delta", lambda v: not v), ("temperature", lambda v: not v),
-                        ("evaluation_period", lambda v: v is None)):
+        # anonymous play: tie margin 0, exact evaluation; quantal users certified by the
+        # quantal envelope bound (temperature > 0; leave it out for best-responding users)
+        for key, ok, why in (
+            ("delta", lambda v: not v, "tie margin 0 only"),
+            ("evaluation_period", lambda v: v is None, "exact evaluation only"),
+            ("temperature", lambda v: v is None or v > 0, "a temperature > 0 (quantal users) or none (best responses)"),
+        ):
             for v in st["game_params"].get(key, [None]):
                 if not ok(v):
                     raise SweepConfigError(
-                        f"{where}.game_params.{key}: anonymous play is solved for best-responding users with "
-                        f"exact evaluation and tie margin 0 only (no sound certificate otherwise); got {v!r} "
-                        "(drop it, or set population.mode = \"personalized\")"
+                        f"{where}.game_params.{key}: anonymous play is solved with {why} (no sound certificate "
+                        f"otherwise); got {v!r} (drop it, or set population.mode = \"personalized\")"
                     )
         grid = itertools.product(st["A"], st["Y"], st["K"], users, st["game_params"].get("signals", [None]))
         for A, Y, K, n, M in grid:
