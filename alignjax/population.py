@@ -49,6 +49,7 @@ from jaxtyping import Array, Float, Int
 
 from alignjax import _backend, selection, simultaneous
 from alignjax.alignment import alignment_error
+from alignjax.certificates import informed_deviator_bound, quantal_envelope_bound
 from alignjax.games import lp_bytes
 from alignjax.game import PRIOR_SUM_ATOL, Game, GameSpecError, _check_names, load_json
 from alignjax.lp import solve_revelation_lp
@@ -519,7 +520,7 @@ def market_alignment(game: PopulationGame) -> dict:
         "strong_epsilon_lower": (), "strong_epsilon_upper": (), "strong_weights": (K,),
         "strong_status": ()}``.
     """
-    out = {k: np.asarray(v) for k, v in jax.device_get(eqx.filter_jit(_market_alignment)(game)).items()}
+    out = {k: np.asarray(v) for k, v in jax.device_get(_market_alignment_jit(game)).items()}
     out["strong_epsilon_lower"] = float(out["strong_epsilon_lower"])
     out["strong_epsilon_upper"] = float(out["strong_epsilon_upper"])
     out["strong_status"] = int(out["strong_status"])
@@ -539,6 +540,9 @@ def _market_alignment(game: PopulationGame) -> dict:
         "strong_weights": weights,
         "strong_status": status,
     }
+
+
+_market_alignment_jit = eqx.filter_jit(_market_alignment)
 
 
 def strong_alignment_upper(game: PopulationGame):
@@ -981,8 +985,6 @@ def _anon_exploit_jit(game, schemes, max_steps, temperature=None, max_points=200
 def _quantal_bounds(game, schemes, temperature, max_points):
     """(K,) informed-deviator bounds against a quantal population: per rival profile the
     concave envelope of the users' mass-weighted quantal payoff at the public posterior."""
-    from alignjax.certificates import quantal_envelope_bound
-
     rivals = simultaneous._rival_profiles(schemes)  # (K, Y, R)
     U = game.agent_utilities_per_user()
     return jnp.stack([
@@ -1008,12 +1010,10 @@ def relaxed_deviation_bounds(game: PopulationGame, schemes: Float[Array, "K Y M"
     when the rivals' messages reveal the state (full revelation then certifies).
     Source: ``docs/theory.md``, "Many users", relaxation.
     """
-    return eqx.filter_jit(_relaxed_bounds)(game, jnp.asarray(schemes, game.prior.dtype), max_steps)
+    return _relaxed_bounds_jit(game, jnp.asarray(schemes, game.prior.dtype), max_steps)
 
 
 def _relaxed_bounds(game, schemes, max_steps):
-    from alignjax.certificates import informed_deviator_bound
-
     rivals = simultaneous._rival_profiles(schemes)  # (K, Y, R)
     U = game.agent_utilities_per_user()
 
@@ -1028,6 +1028,9 @@ def _relaxed_bounds(game, schemes, max_steps):
         return jnp.where(jnp.isfinite(total), total, jnp.inf)
 
     return jax.vmap(agent)(jnp.arange(game.num_agents), rivals)
+
+
+_relaxed_bounds_jit = eqx.filter_jit(_relaxed_bounds)
 
 
 # ----------------------------------------------------------------------------------------
@@ -1197,8 +1200,9 @@ def _anon_sim_jit(game, solver, num_signals, key, temperature=None):
 
 
 def _anon_result(game, candidates, brackets, tol, mode, iterations, use_sum, kept=None):
-    """The kept candidate's :class:`PopulationResult` and every candidate's bracket in
-    ``detail``; ``kept`` None: the first certified candidate, else the smallest score."""
+    """The kept candidate's :class:`PopulationResult`, every candidate's bracket in
+    ``detail``. ``kept``: the kept candidate's index; None: the first certified one, or
+    the one of smallest score when none is."""
     w = game.masses
     users = brackets["user_values"]  # (C, N)
     gain_up = brackets["gains"]  # (C, K)
