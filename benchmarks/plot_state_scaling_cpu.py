@@ -41,7 +41,9 @@ def main(argv=None) -> int:
         old = {int(r["Y"]): float(r["batch_ms"]) for r in csv.DictReader(open(args.round1))
                if int(r["A"]) == args.actions}
         oy = sorted(y for y in old if y >= args.fit_from)
-        ax.loglog(oy, [old[y] for y in oy], "x--", color="gray", label="alignjax round 1, wall (lighter load; slope 1.23)")
+        s_old = np.polyfit(np.log(oy), np.log([old[y] for y in oy]), 1)[0] if len(oy) > 1 else float("nan")
+        ax.loglog(oy, [old[y] for y in oy], "x--", color="gray",
+                  label=f"alignjax round 1, wall (lighter load; slope {s_old:.2f})")
     except FileNotFoundError:
         pass
     ok = np.isfinite(highs)
