@@ -4,12 +4,22 @@ Equilibria come from the library's search (``simultaneous.solve``, tau > 0), pol
 :func:`quantal_equilibrium_derivatives`. The reference re-solves the equilibrium
 conditions on each perturbed game with SciPy's ``root`` (MINPACK hybrd, an independent
 solver), warm-started at the same equilibrium with the same support, and checks the
-re-solved point is still an equilibrium (unused messages strictly worse). Central
-differences with h = 1e-5; the conditions are solved to 1e-13, so the difference
-carries about 1e-8 of rounding and h^2 ~ 1e-10 of truncation (times the curvature,
-O(1/tau^2) = O(10)): agreement asserted to 1e-6 on O(1) derivatives. Only games whose
-equilibrium the code reports degenerate (support about to change, singular Jacobian,
-not converged) are skipped; the count checked is asserted and printed.
+re-solved point is still an equilibrium (unused messages strictly worse).
+
+Games: Y = 5 states, A = 3 actions, K = 2 agents, M = 2 messages, tau = 0.1. With
+M^K >= Y (e.g. the 2x2x2 games tried first) the search's equilibria lie on continua in
+every one of 48 games checked (an agent whose rival reveals, or jointly separates, the
+states is irrelevant; or babbling), which the code reports as degenerate/singular; with
+4 profiles for 5 states about a third are isolated.
+
+Tolerance: Richardson-extrapolated central differences ``(4 D(h/2) - D(h)) / 3`` with
+``h = min(1e-4, 1e-3 margin)`` (so the perturbed game keeps the support). The truncation
+error is O(h^4) (measured: plain central differences at h = 1e-5 are off by up to
+2.4e-6 on a strongly curved game, shrinking as h^2); the conditions are re-solved to
+1e-13, which the division by h turns into ~1e-9 times the Jacobian's conditioning (the
+code flags a condition above 1e10). Asserted: 1e-6 on the values' O(1) derivatives,
+1e-5 on the schemes'. Only games the code reports degenerate (support about to change,
+singular Jacobian, not converged) are skipped; the count checked is asserted and printed.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from alignjax.simultaneous import _utilities, _values_and_pseudo_gradient
 from reference import random_games
 
 TAU = 0.1
-H = 1e-5
+H = 1e-4
 TOL_V = 1e-6
 TOL_S = 1e-5
 SOLVER = aj.SimultaneousSolver(
@@ -122,12 +132,20 @@ def _check(n, seed):
         s = eq.schemes[i]
         support = eq.support[i]
         assert eq.residual[i] < 1e-9 and eq.margin[i] > 0
-        # the step stays well inside the region where the support is fixed: the
-        # unused entries' margin moves by about h |direction| / tau
+        # Richardson-extrapolated central differences, (4 D(h/2) - D(h)) / 3, error
+        # O(h^4): plain central differences at h = 1e-5 were measured off by 2.4e-6
+        # (an O(h^2) truncation error: 2.4e-8 at h = 1e-6) on a strongly curved game.
+        # The step stays well inside the region where the support is fixed: the unused
+        # entries' margin moves by about h |direction| / tau.
         h = min(H, 1e-3 * eq.margin[i])
-        vp, sp = _resolve(prior[i] + h * dp[i], user[i] + h * du[i], agents[i] + h * dU[i], s, lam[i], support)
-        vm, sm = _resolve(prior[i] - h * dp[i], user[i] - h * du[i], agents[i] - h * dU[i], s, lam[i], support)
-        fd_v, fd_s = (vp - vm) / (2 * h), (sp - sm) / (2 * h)
+
+        def central(h):
+            vp, sp = _resolve(prior[i] + h * dp[i], user[i] + h * du[i], agents[i] + h * dU[i], s, lam[i], support)
+            vm, sm = _resolve(prior[i] - h * dp[i], user[i] - h * du[i], agents[i] - h * dU[i], s, lam[i], support)
+            return (vp - vm) / (2 * h), (sp - sm) / (2 * h)
+
+        (v1, s1), (v2, s2) = central(h), central(h / 2)
+        fd_v, fd_s = (4 * v2 - v1) / 3, (4 * s2 - s1) / 3
         ours = np.concatenate([[tan[0][i]], tan[1][i]])
         np.testing.assert_allclose(ours, fd_v, atol=TOL_V, rtol=0, err_msg=f"values, game {i}")
         np.testing.assert_allclose(tan[2][i], fd_s, atol=TOL_S, rtol=0, err_msg=f"schemes, game {i}")
@@ -151,8 +169,8 @@ def test_quantal_equilibrium_derivatives_match_resolved_finite_differences():
 
 @pytest.mark.slow
 def test_quantal_equilibrium_derivatives_many_games():
-    checked, interior = _check(600, seed=22)
-    assert checked >= 150 and interior >= 75
+    checked, interior = _check(400, seed=22)
+    assert checked >= 100 and interior >= 50
 
 
 def test_singular_jacobian_is_reported():
