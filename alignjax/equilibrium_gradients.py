@@ -21,10 +21,15 @@ Mappings", Springer 2014, Theorem 1B.1) makes the equilibrium a smooth function 
 game, ``d(s, lam) = -J^-1 dR/dgame``; the values follow by the chain rule. The linear
 solve is a Gauss-Jordan inverse in plain ``jax.numpy``
 (:func:`alignjax.differentiation.gauss_jordan_inverse`), not lineax: lineax's direct
-solvers, like ``jnp.linalg``, call LAPACK on CPU, whose custom calls deadlock XLA's pool
-on 2-core machines (``alignjax/_linalg.py``), and its BiCGStab breaks down on the zero
-right-hand side of the primal pass. A singular or badly conditioned ``J`` (a bifurcation: two
-equilibria merging), or an unused entry that is not strictly worse (a support about
+solvers, like ``jnp.linalg``, call LAPACK on CPU, and two such batched calls in one
+program deadlock XLA's intra-op pool on 2-core machines in about half the attempts
+(reproduced by ``benchmarks/lineax_lapack.py``); its BiCGStab returns NaN on the zero
+right-hand side of the primal pass. The payoff is not differentiable at a profile of
+probability zero; the margins of unused entries use the one-sided derivative (the
+posterior of a message sent from one state only is the point mass on that state). A
+singular or badly conditioned ``J`` (a bifurcation, or a continuum: an agent whose
+rival's messages already separate the states is indifferent among its own), or an
+unused entry that is not strictly worse (a support about
 to change), is reported (``singular``, ``degenerate``), and the schemes' derivatives
 are then set to zero (the values' derivatives are the partial derivatives at the fixed
 schemes). Before differentiating, Newton's method on ``R = 0`` polishes the found
