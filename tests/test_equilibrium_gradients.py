@@ -18,7 +18,10 @@ error is O(h^4) (measured: plain central differences at h = 1e-5 are off by up t
 2.4e-6 on a strongly curved game, shrinking as h^2); the conditions are re-solved to
 1e-13, which the division by h turns into ~1e-9 times the Jacobian's conditioning (the
 code flags a condition above 1e10). Asserted: 1e-6 on the values' O(1) derivatives,
-1e-5 on the schemes'. Only games the code reports degenerate (support about to change,
+1e-5 on the schemes'. Where a game's margin is tiny (measured: 3.6e-6), the step must
+be too (h = 3.6e-9) and the re-solves' rounding swamps the difference (its two Richardson
+levels then disagree by 3e-4): such a game is compared within the reference's own error
+estimate instead, and counted (at most 1 in 20 allowed). Only games the code reports degenerate (support about to change,
 singular Jacobian, not converged) are skipped; the count checked is asserted and printed.
 """
 
@@ -124,7 +127,7 @@ def _check(n, seed):
     dp = rng.normal(size=prior.shape)
     dp -= dp.mean(axis=1, keepdims=True)
     out, tan, grad, eq, exploit, lam = _equilibria(prior, user, agents, du, dU, dp)
-    checked = interior = 0
+    checked = interior = unresolved = 0
     worst_v = worst_s = 0.0
     for i in range(n):
         if eq.degenerate[i]:
@@ -147,18 +150,35 @@ def _check(n, seed):
         (v1, s1), (v2, s2) = central(h), central(h / 2)
         fd_v, fd_s = (4 * v2 - v1) / 3, (4 * s2 - s1) / 3
         ours = np.concatenate([[tan[0][i]], tan[1][i]])
-        np.testing.assert_allclose(ours, fd_v, atol=TOL_V, rtol=0, err_msg=f"values, game {i}")
-        np.testing.assert_allclose(tan[2][i], fd_s, atol=TOL_S, rtol=0, err_msg=f"schemes, game {i}")
+        err_v, err_s = np.abs(ours - fd_v).max(), np.abs(tan[2][i] - fd_s).max()
+        tol_v, tol_s = TOL_V, TOL_S
+        if err_v > TOL_V or err_s > TOL_S:
+            # the reference's own error: the next Richardson level, (4 D(h/4) - D(h/2)) / 3.
+            # Where the margin is tiny the step h must be tiny too, and the re-solves'
+            # rounding (1e-13 / h) swamps the difference; such a game cannot be checked to
+            # TOL by finite differences, and is compared within the reference's error.
+            v4, s4 = central(h / 4)
+            est_v = np.abs(fd_v - (4 * v4 - v2) / 3).max()
+            est_s = np.abs(fd_s - (4 * s4 - s2) / 3).max()
+            print(f"game {i}: margin {eq.margin[i]:.2e} condition {eq.condition[i]:.2e} h {h:.1e}: "
+                  f"ours - reference {err_v:.1e} (values) {err_s:.1e} (schemes); the reference's own "
+                  f"error {est_v:.1e}, {est_s:.1e}")
+            tol_v, tol_s = TOL_V + 3 * est_v, TOL_S + 3 * est_s
+            unresolved += 1
+        np.testing.assert_allclose(ours, fd_v, atol=tol_v, rtol=0, err_msg=f"values, game {i}")
+        np.testing.assert_allclose(tan[2][i], fd_s, atol=tol_s, rtol=0, err_msg=f"schemes, game {i}")
         dot = np.sum(grad[0][i] * dp[i]) + np.sum(grad[1][i] * du[i]) + np.sum(grad[2][i] * dU[i])
         np.testing.assert_allclose(dot, tan[0][i], atol=1e-10)
-        worst_v = max(worst_v, np.abs(ours - fd_v).max())
-        worst_s = max(worst_s, np.abs(tan[2][i] - fd_s).max())
+        if tol_v == TOL_V:
+            worst_v, worst_s = max(worst_v, err_v), max(worst_s, err_s)
         checked += 1
         interior += bool(np.any(support.sum(-1) > 1))
     print(
-        f"quantal equilibria: checked {checked}/{n} non-degenerate ({interior} with a mixed row), worst error:"
-        f" values {worst_v:.2e}, schemes {worst_s:.2e}"
+        f"quantal equilibria: checked {checked}/{n} non-degenerate ({interior} with a mixed row); "
+        f"{checked - unresolved} resolved by the reference, worst error: values {worst_v:.2e}, schemes "
+        f"{worst_s:.2e}; {unresolved} compared within the reference's own error"
     )
+    assert unresolved <= checked // 20, unresolved  # the reference resolves nearly all
     return checked, interior
 
 
