@@ -38,6 +38,7 @@ calls deadlock XLA's CPU thread pool on 2-core machines (see ``alignjax/_linalg.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import equinox as eqx
@@ -227,7 +228,13 @@ def _is_concrete(*xs) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
-def _prepare(user_utility, agent_utilities, entry_weights, norm, weights, where: str):
+def _prepare(user_utility, agent_utilities, entry_weights, norm, weights, where: str, traced_checks: bool = True):
+    """Cast and check the inputs. Returns ``(u, U, p, bad)``: ``bad`` is a traced flag
+    of invalid values (non-finite utilities, bad entry weights), ``False`` for concrete
+    inputs (those raise here). Traced values are checked with ``eqx.error_if`` only when
+    ``traced_checks``: that check is a host callback, and a program holding one is never
+    stored in XLA's persistent compilation cache, so the no-throw path reports the flag
+    through the status instead."""
     if norm not in ("sup", "mse"):
         raise ValueError(f"{where}: norm must be 'sup' or 'mse'; got {norm!r}")
     if weights not in ("simplex", "nonneg"):
@@ -281,12 +288,13 @@ def _prepare(user_utility, agent_utilities, entry_weights, norm, weights, where:
         for name, bad, msg in checks:
             if bool(bad):
                 raise ValueError(f"{where}: '{name}' {msg}")
-    else:
+        return u, U, p, False
+    if traced_checks:
         arrays = {"user_utility": u, "agent_utilities": U, "entry_weights": p}
         for name, bad, msg in checks:
             arrays[name] = eqx.error_if(arrays[name], bad, f"{where}: '{name}' {msg}")
         u, U, p = arrays["user_utility"], arrays["agent_utilities"], arrays["entry_weights"]
-    return u, U, p
+    return u, U, p, functools.reduce(jnp.logical_or, [bad for _, bad, _ in checks])
 
 
 # ----------------------------------------------------------------------------------------
@@ -872,11 +880,18 @@ def alignment_error(
             shapes; K = 0; an unknown ``norm`` or ``weights``; ``entry_weights`` with
             the sup norm; (for concrete inputs) non-finite utilities, negative or
             non-finite entry weights, entry weights summing to zero.
-        equinox.EquinoxRuntimeError: the same value problems found at run time under
-            ``jit``/``vmap``; with ``throw=True``, a fit that is not ``OPTIMAL``.
+        equinox.EquinoxRuntimeError: with ``throw=True``, the same value problems found
+            at run time under ``jit``/``vmap``, or a fit that is not ``OPTIMAL``. With
+            ``throw=False`` a traced invalid value gives ``status`` ``NUMERICAL``
+            instead (no host callback, so a program that calls this can be stored in
+            XLA's persistent compilation cache).
     """
-    u, U, p = _prepare(user_utility, agent_utilities, entry_weights, norm, weights, "alignment_error")
+    u, U, p, bad = _prepare(
+        user_utility, agent_utilities, entry_weights, norm, weights, "alignment_error", traced_checks=bool(throw)
+    )
     res = _fit_jit(u, U, p, solver, norm, weights, bool(offset))
+    if bad is not False:
+        res = eqx.tree_at(lambda r: r.status, res, jnp.where(bad, Status.NUMERICAL, res.status))
     if throw:
         res = eqx.error_if(
             res,
@@ -979,7 +994,7 @@ def alignment_curve(
     Raises:
         ValueError: as :func:`alignment_error`, or ``max_agents`` outside ``[1, P]``.
     """
-    u, U, p = _prepare(user_utility, agent_utilities, entry_weights, norm, weights, "alignment_curve")
+    u, U, p, _ = _prepare(user_utility, agent_utilities, entry_weights, norm, weights, "alignment_curve")
     pool = U.shape[0]
     max_agents = pool if max_agents is None else int(max_agents)
     if not 1 <= max_agents <= pool:

@@ -214,7 +214,11 @@ def from_game(game: Game, information=None) -> ConversationGame:
     if game.batch_shape:
         raise ValueError(f"from_game takes one game; got batch shape {game.batch_shape} (use jax.vmap)")
     if information is None:
+        # built from a validated Game, valid by construction: no traced re-check (a
+        # traced check is a host callback, which keeps XLA's persistent cache from
+        # storing the program)
         information = (game.prior[:, None] * jnp.eye(game.num_states, dtype=game.prior.dtype))[:, None, :]
+        return ConversationGame(information, game.user_utility, game.agent_utilities, validate=False)
     else:
         information = jnp.asarray(information, game.prior.dtype)
         if information.ndim != 3 or information.shape[0] != game.num_states:

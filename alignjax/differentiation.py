@@ -55,6 +55,7 @@ __all__ = [
     "differentiable_recommendation",
     "degeneracy_tol",
     "gauss_jordan_inverse",
+    "gauss_jordan_solve",
     "SmoothedPersuasion",
     "smoothed_persuasion",
 ]
@@ -97,6 +98,35 @@ def gauss_jordan_inverse(M):
     )
     ratio = jnp.where(pmax > 0, pmin / jnp.where(pmax > 0, pmax, 1.0), 0.0)
     return aug[:, n:], ratio
+
+def gauss_jordan_solve(M, b):
+    """Solve ``M x = b`` for square ``M`` (n, n) and ``b`` (n,) by Gauss-Jordan elimination
+    with partial pivoting in plain ``jax.numpy`` (as :func:`gauss_jordan_inverse`), on
+    ``[M | b]`` instead of ``[M | I]``: half the work, and under ``jax.linearize`` /
+    ``jax.grad`` with ``M`` fixed the tangent's share is O(n^2) (the elimination of
+    ``M`` is primal work, done once). Returns ``(x, pivot_ratio)``."""
+    n = M.shape[-1]
+    dtype = M.dtype
+    idx = jnp.arange(n)
+
+    def body(k, carry):
+        M, b, pmin, pmax = carry
+        col = jnp.where(idx >= k, jnp.abs(M[:, k]), -1.0)
+        r = jnp.argmax(col)
+        perm = jnp.where(idx == k, r, jnp.where(idx == r, k, idx))
+        M, b = M[perm], b[perm]
+        piv = M[k, k]
+        safe = jnp.where(piv != 0, piv, 1.0)
+        rowM, rowb = M[k] / safe, b[k] / safe
+        factors = jnp.where(idx == k, 0.0, M[:, k])
+        M = (M - factors[:, None] * rowM[None, :]).at[k].set(rowM)
+        b = (b - factors * rowb).at[k].set(rowb)
+        return M, b, jnp.minimum(pmin, jnp.abs(piv)), jnp.maximum(pmax, jnp.abs(piv))
+
+    _, x, pmin, pmax = lax.fori_loop(0, n, body, (M, b, jnp.asarray(jnp.inf, dtype), jnp.zeros((), dtype)))
+    ratio = jnp.where(pmax > 0, pmin / jnp.where(pmax > 0, pmax, 1.0), 0.0)
+    return x, ratio
+
 
 def _lagr(V, u, eta, nu):
     """(A, Y) ``V[a, y] + sum_b eta[a, b] (u[a, y] - u[b, y]) + nu u[a, y]``."""
@@ -243,9 +273,11 @@ def _vertex_tangent(prior, V, u, floor, x, eta, nu, dp, du, dfloor, has_floor):
     row_of = rows[rank]
     K = jnp.where(b[:, None], G[row_of], jnp.eye(n, dtype=dtype))
     rhs = jnp.where(b, r[row_of], 0.0)
-    K_inv, ratio = gauss_jordan_inverse(jnp.where(degenerate, jnp.eye(n, dtype=dtype), K))
-    bad = degenerate | ~(ratio > 0) | ~jnp.all(jnp.isfinite(K_inv))
-    dx = (jnp.where(bad, 0.0, K_inv) @ rhs).reshape(A, Y)
+    # one right-hand side: [K | rhs] (gauss_jordan_solve), not the inverse
+    sol, ratio = gauss_jordan_solve(jnp.where(degenerate, jnp.eye(n, dtype=dtype), K), rhs)
+    # the flag reads primal quantities only (the JVP must stay linear in the tangent)
+    bad = degenerate | ~(ratio > 0) | ~jnp.isfinite(ratio)
+    dx = jnp.where(bad, 0.0, sol).reshape(A, Y)
     return dx
 
 

@@ -21,10 +21,15 @@ Mappings", Springer 2014, Theorem 1B.1) makes the equilibrium a smooth function 
 game, ``d(s, lam) = -J^-1 dR/dgame``; the values follow by the chain rule. The linear
 solve is a Gauss-Jordan inverse in plain ``jax.numpy``
 (:func:`alignjax.differentiation.gauss_jordan_inverse`), not lineax: lineax's direct
-solvers, like ``jnp.linalg``, call LAPACK on CPU, whose custom calls deadlock XLA's pool
-on 2-core machines (``alignjax/_linalg.py``), and its BiCGStab breaks down on the zero
-right-hand side of the primal pass. A singular or badly conditioned ``J`` (a bifurcation: two
-equilibria merging), or an unused entry that is not strictly worse (a support about
+solvers, like ``jnp.linalg``, call LAPACK on CPU, and two such batched calls in one
+program deadlock XLA's intra-op pool on 2-core machines in about half the attempts
+(reproduced by ``benchmarks/lineax_lapack.py``); its BiCGStab returns NaN on the zero
+right-hand side of the primal pass. The payoff is not differentiable at a profile of
+probability zero; the margins of unused entries use the one-sided derivative (the
+posterior of a message sent from one state only is the point mass on that state). A
+singular or badly conditioned ``J`` (a bifurcation, or a continuum: an agent whose
+rival's messages already separate the states is indifferent among its own), or an
+unused entry that is not strictly worse (a support about
 to change), is reported (``singular``, ``degenerate``), and the schemes' derivatives
 are then set to zero (the values' derivatives are the partial derivatives at the fixed
 schemes). Before differentiating, Newton's method on ``R = 0`` polishes the found
@@ -85,7 +90,7 @@ class QuantalEquilibrium(eqx.Module):
 
 
 def _residual(s, lam, support, prior, utilities, tau):
-    _, g = _values_and_pseudo_gradient(prior, utilities, s, tau, hard=False)
+    _, g = _values_and_pseudo_gradient(prior, utilities, s, tau, hard=False, zero_profiles=True)
     r_entries = jnp.where(support, g - lam[..., None], s)
     return jnp.concatenate([r_entries.ravel(), (jnp.sum(s, axis=-1) - 1.0).ravel()]), g
 
@@ -146,7 +151,7 @@ def quantal_equilibrium_derivatives(
     zt = 1e-7 if jnp.finfo(dtype).bits >= 64 else 1e-4
 
     def polish(s_init, support):
-        _, g0 = _values_and_pseudo_gradient(sp, su, s_init, st, hard=False)
+        _, g0 = _values_and_pseudo_gradient(sp, su, s_init, st, hard=False, zero_profiles=True)
         lam0 = jnp.sum(jnp.where(support, g0, 0.0), axis=-1) / jnp.maximum(jnp.sum(support, axis=-1), 1)
 
         def R_flat(w):
@@ -178,20 +183,23 @@ def quantal_equilibrium_derivatives(
         return w, steps, R_flat
 
     # active-set rounds: a used entry polished to a (near-)zero probability leaves the
-    # support (entries are not added: at a message of zero probability the
-    # pseudo-gradient is that of the prior, not of the message's posterior; an unused
-    # entry that pays more shows as a negative ``margin`` and a degenerate flag)
+    # support; an unused entry whose one-sided pseudo-gradient beats its row's
+    # multiplier (a message the agent gains by sending: the point is not a KKT point
+    # with that support) joins it, started at probability ``drop_tol * 10``
     steps = jnp.zeros((), jnp.int32)
     s_cur = s0
     for _ in range(support_rounds):
         w, k, _ = polish(s_cur, support)
         steps = steps + k
-        s_cur = jnp.clip(w[:n_s].reshape(shape), 0.0, None)
+        s_cur = jnp.where(support, jnp.clip(w[:n_s].reshape(shape), 0.0, None), 0.0)
         s_cur = s_cur / jnp.sum(s_cur, axis=-1, keepdims=True)
         lam = w[n_s:].reshape(shape[:2])
-        _, g = _values_and_pseudo_gradient(sp, su, s_cur, st, hard=False)
+        _, g = _values_and_pseudo_gradient(sp, su, s_cur, st, hard=False, zero_profiles=True)
         gscale = jnp.maximum(jnp.max(jnp.abs(g)), jnp.finfo(dtype).eps)
-        support = support & (s_cur > drop_tol)
+        add = ~support & (g - lam[..., None] > zt * gscale)
+        support = (support & (s_cur > drop_tol)) | add
+        s_cur = jnp.where(add, 10 * drop_tol, jnp.where(support, s_cur, 0.0))
+        s_cur = s_cur / jnp.sum(s_cur, axis=-1, keepdims=True)
     w, k, R_flat = polish(s_cur, support)
     steps = steps + k
     n = w.size
@@ -200,7 +208,9 @@ def quantal_equilibrium_derivatives(
     condition = jnp.where(ratio > 0, 1.0 / jnp.where(ratio > 0, ratio, 1.0), jnp.inf)
     singular = ~(condition < max_condition)
     s_pol, lam = w[:n_s].reshape(shape), w[n_s:].reshape(shape[:2])
-    _, g = _values_and_pseudo_gradient(sp, su, s_pol, st, hard=False)
+    # unused entries exactly 0 for the margin: a profile of tiny positive probability
+    # would get a posterior of its own instead of the one-sided derivative
+    _, g = _values_and_pseudo_gradient(sp, su, jnp.where(support, s_pol, 0.0), st, hard=False, zero_profiles=True)
     gscale = jnp.maximum(jnp.max(jnp.abs(g)), jnp.finfo(dtype).eps)
     margin = jnp.min(jnp.where(support, jnp.inf, lam[..., None] - g))
     residual = jnp.max(jnp.abs(R_flat(w)))

@@ -521,13 +521,19 @@ def _prefix_suffix(prior, schemes):
     return prefixes, suffixes
 
 
-def _values_and_pseudo_gradient(prior, utilities, schemes, temperature, hard=True):
+def _values_and_pseudo_gradient(prior, utilities, schemes, temperature, hard=True, zero_profiles=False):
     """Values (K+1,) and ``d v_i / d schemes[i]`` (K, Y, M) in closed form.
 
     With ``q = softmax(z)``, ``z[p, a] = E[u(a, y) | p] / tau``: the derivative of
     ``v_i`` in the joint ``J[y, p]`` is ``sum_a q[p, a] U_i(a, y) + (1 / tau) sum_a
     q[p, a] (E[U_i(a) | p] - E_q[U_i | p]) (u(a, y) - E[u(a) | p])``; the chain rule
     through ``J = P(y) prod_j S_j[y, m_j]`` contracts it with the other agents' schemes.
+
+    At a profile of probability zero the value is not differentiable in ``J`` (the
+    posterior jumps); ``zero_profiles=True`` (static) gives there the one-sided
+    derivative in the only feasible direction, ``J[y, p]`` up from 0, which makes the
+    posterior the point mass on ``y``: ``sum_a softmax(u(., y) / tau)[a] U_i(a, y)``.
+    The default keeps the formula's value at ``E[u | p] = 0`` (the search's field).
     """
     num_agents, num_states, num_signals = schemes.shape
     joint = _joint(prior, schemes)
@@ -544,6 +550,10 @@ def _values_and_pseudo_gradient(prior, utilities, schemes, temperature, hard=Tru
         + jnp.einsum("pka,ay->pky", weight, user)
         - shift[:, :, None]
     )  # (P, K, Y): d v_k / d J[y, p]
+    if zero_profiles:
+        reveal = jax.nn.softmax(user / jnp.where(tau > 0, tau, 1.0), axis=0)  # (A, Y): q at point masses
+        one_sided = jnp.einsum("ay,kay->ky", reveal, utilities[1:])
+        sens = jnp.where((jnp.sum(joint, axis=0) > 0)[:, None, None], sens, one_sided[None])
     prefixes, suffixes = _prefix_suffix(prior, schemes)
     grads = []
     for i in range(num_agents):

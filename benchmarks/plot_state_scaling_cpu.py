@@ -36,12 +36,14 @@ def main(argv=None) -> int:
     s_wall = np.polyfit(np.log(Y[fit]), np.log(wall[fit]), 1)[0]
     fig, ax = plt.subplots(figsize=(7, 5))
     ax.loglog(Y, cpu, "o-", label=f"alignjax, CPU time per game (slope {s_cpu:.2f})")
-    ax.loglog(Y, wall, "o:", alpha=0.6, label=f"alignjax, wall time per game (slope {s_wall:.2f}, 12+ jobs on 2 cores)")
+    ax.loglog(Y, wall, "o:", alpha=0.6, label=f"alignjax, wall time per game (slope {s_wall:.2f}, other jobs on the 2 cores)")
     try:
         old = {int(r["Y"]): float(r["batch_ms"]) for r in csv.DictReader(open(args.round1))
                if int(r["A"]) == args.actions}
         oy = sorted(y for y in old if y >= args.fit_from)
-        ax.loglog(oy, [old[y] for y in oy], "x--", color="gray", label="alignjax round 1, wall (lighter load; slope 1.23)")
+        s_old = np.polyfit(np.log(oy), np.log([old[y] for y in oy]), 1)[0] if len(oy) > 1 else float("nan")
+        ax.loglog(oy, [old[y] for y in oy], "x--", color="gray",
+                  label=f"alignjax round 1, wall (lighter load; slope {s_old:.2f})")
     except FileNotFoundError:
         pass
     ok = np.isfinite(highs)

@@ -319,10 +319,15 @@ def test_bad_input():
         alignment_error(u, badU)
     with pytest.raises(ValueError, match="'entry_weights' has negative"):
         alignment_error(u, U, norm="mse", entry_weights=-np.ones((2, 3)))
-    # traced: a run-time error naming the argument
-    f = jax.jit(lambda a, b: alignment_error(a, b, norm="mse", throw=False).epsilon)
+    # traced, throw=True: a run-time error naming the argument
+    f = jax.jit(lambda a, b: alignment_error(a, b, norm="mse").epsilon)
     with pytest.raises(Exception, match="'agent_utilities' has non-finite"):
         jax.block_until_ready(f(u, badU))
+    # traced, throw=False: no host callback (the program stays cacheable); the invalid
+    # input is reported through the status, whatever the fit did with the NaN
+    g = jax.jit(lambda a, b: alignment_error(a, b, norm="sup", throw=False).status)
+    assert int(g(u, badU)) == Status.NUMERICAL and int(g(u, U)) == Status.OPTIMAL
+    assert "callback" not in str(jax.make_jaxpr(lambda a, b: alignment_error(a, b, throw=False))(u, U))
     with pytest.raises(ValueError, match=r"max_agents must be in \[1, 4\]"):
         alignment_curve(u, U, key=jax.random.key(0), max_agents=5)
 

@@ -108,13 +108,26 @@ def test_both_orders_with_floors_match_highs(elimination):
     _check_against_highs(sol, prior, ref, floor)
 
 
-@pytest.mark.parametrize("Y, A, with_floor", [(2000, 4, False), (1500, 3, True)])
-def test_large_state_space_matches_highs(Y, A, with_floor):
+@pytest.mark.parametrize(
+    "Y, A, with_floor, n",
+    [
+        (2000, 4, False, 4),
+        (1500, 3, True, 4),
+        # Y >= 2 tiles: the Schur complement's products summed over tiles of states,
+        # the last one padded (alignjax.lp._SCHUR_TILE)
+        (4500, 3, False, 2),
+        pytest.param(4500, 3, True, 2, marks=pytest.mark.slow),
+    ],
+)
+def test_large_state_space_matches_highs(Y, A, with_floor, n):
     """Large Y, where only the prior-rows-first order is practical (its Schur complement
     is A (A - 1) + 1 square whatever Y is), against HiGHS on the sparse LP."""
     assert prior_rows_first(Y, A, A - 1)
+    if Y > 4000:
+        from alignjax import lp
+
+        assert Y >= 2 * lp._SCHUR_TILE and Y % lp._SCHUR_TILE
     rng = np.random.default_rng(Y + A)
-    n = 4
     prior, user, agents = random_games(rng, n, Y, A)
     floor = _floors(prior, user, 0.5) if with_floor else None
     sol = _batched_lp(*(jnp.asarray(a) for a in (prior, agents[:, 0], user)),
