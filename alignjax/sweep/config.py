@@ -141,7 +141,7 @@ def validate_config(raw: dict, source: str = "config") -> dict:
         if fam.population and "population" not in st:
             raise SweepConfigError(
                 f"{where}: family {st['family']!r} draws populations of users; add a population table, "
-                "e.g. population = {{ users = 3, mode = [\"personalized\", \"anonymous\"] }}"
+                "e.g. population = { users = 3, mode = [\"personalized\", \"anonymous\"] }"
             )
         if "population" in st and not fam.population:
             known = sorted(k for k, f in FAMILIES.items() if f.population)

@@ -179,7 +179,8 @@ def choose_chunk(cell: Cell, cfg: dict, devices, vmap_batch: int) -> tuple[int, 
         raise SweepConfigError(
             f"study '{cell.study_name}': one game ({what}) needs about "
             f"{per_game / 2**20:.0f} MiB, over the budget of {budget / 2**20:.0f} MiB per device; "
-            "lower K, Y, A or the game's size parameters (signals, rounds), or raise memory_fraction"
+            "lower K, Y, A" + (", population.users" if cell.population else "")
+            + " or the game's size parameters (signals, rounds), or raise memory_fraction"
         )
     batch = max(1, min(vmap_batch, budget // per_game))
     unit = n_dev * batch
