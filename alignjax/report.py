@@ -392,9 +392,9 @@ _TABLE_NOTE = (
 _WORST_NOTE = "worst eq.: the worst certified equilibrium found; found: the equilibrium the search ended at"
 _POPULATION_NOTE = (
     "populations (pers./anon.: personalized/anonymous play): values are the mean over a population's users "
-    "of their normalized values; near: the "
-    "share of users within the loss of full information; monopoly: the best single agent for the "
-    "population; dist.: the users' mean distance from the agents' hull, each with her own weights"
+    "of their normalized values; near: the share of users within the loss of full information; monopoly: "
+    "the best single agent for the population; dist.: the users' mean distance from the agents' hull, each "
+    "with her own weights"
 )
 
 
