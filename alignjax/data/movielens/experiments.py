@@ -443,6 +443,17 @@ def _single_agent_runner():
     return jax.jit(jax.vmap(lambda game: persuasion.monopoly(game).user_value))
 
 
+@functools.lru_cache(maxsize=None)
+def _strong_upper():
+    """Compiled ``PopulationGame -> ()``: the strong condition's upper bracket
+    (:func:`alignjax.population.strong_alignment_upper`)."""
+    import jax
+
+    from alignjax import population
+
+    return jax.jit(lambda game: population.strong_alignment_upper(game)[0])
+
+
 def _population_people(slate: Slate, num_agents: int, users, seed: int):
     """``(agents (K,), users (N,))`` userIds: K agents drawn among the slate's people
     (seeded by (seed, K)), the users every other possible user of the variant (observed:
@@ -579,7 +590,7 @@ def population_experiment(
 
         def fits():
             eps = _run_chunked(_sup_fitter("simplex"), (games.user_utility, games.agent_utilities), chunk)
-            upper = jax.jit(lambda g: population.strong_alignment_upper(g)[0])(game)
+            upper = _strong_upper()(game)
             return eps, float(upper)
 
         weak, strong_upper = clock("alignment", fits)
