@@ -162,24 +162,35 @@ def quantal_lipschitz_constants(user_utility, agent_utility, temperature):
 
 def quantal_envelope_bound(
     blocks: Float[Array, "Y B"],
-    user_utility: Float[Array, "A Y"],
-    agent_utility: Float[Array, "A Y"],
+    user_utility: Float[Array, "*N A Y"],
+    agent_utility: Float[Array, "*N A Y"],
     temperature,
     *,
+    weights: Float[Array, " N"] | None = None,
     max_points: int = 20000,
     steps: int = 300,
 ) -> Float[Array, ""]:
-    """Upper bound on an informed deviator's value against a quantal user.
+    """Upper bound on an informed deviator's value against a quantal user, or a
+    population of quantal users who all hear the same (public) messages.
 
     ``sum_b P(b) [max_g (f(g) + <lambda_b, p_b - g>) + min(L delta, H delta^2 / 2)]``
     over the simplex grid of the largest resolution with at most ``max_points``
     points (module docstring). Sound for every ``lambda_b``; ``lambda_b`` is found by
     ``steps`` Adam steps on a log-sum-exp smoothing annealed to the max.
 
+    A population (``user_utility`` and ``agent_utility`` of shape (N, A, Y), masses
+    ``weights``): every user responds quantally to the same public posterior, so the
+    deviator's value at a posterior is ``f(p) = sum_n w_n f_n(p)`` (user n's quantal
+    payoff ``f_n``) and its derivatives are bounded by ``sum_n w_n L_n`` and
+    ``sum_n w_n H_n``; the block's value is again at most ``cav f(p_b)``
+    (``docs/theory.md``, "Many users").
+
     Args:
         blocks: (Y, B) masses ``P(y, b)`` (the rivals' profiles).
-        user_utility, agent_utility: (A, Y).
+        user_utility, agent_utility: (A, Y), or (N, A, Y) for a population (the
+            agent's utility from each user).
         temperature: ``tau > 0`` (units of ``u``).
+        weights: (N,) the users' masses (a population only; default uniform).
         max_points: grid budget (static); Y = 2 allows a fine grid, Y = 5 a coarse one.
         steps: descent steps per block (static).
 
@@ -192,10 +203,20 @@ def quantal_envelope_bound(
         return jnp.asarray(jnp.inf, blocks.dtype)
     grid = jnp.asarray(simplex_grid(num_states, n), blocks.dtype)  # (G, Y)
     tau = jnp.asarray(temperature, blocks.dtype)
-    z = grid @ user_utility.T / tau  # (G, A)
-    q = jax.nn.softmax(z, axis=-1)
-    f = jnp.sum(q * (grid @ agent_utility.T), axis=-1)  # (G,)
-    lip, hess = quantal_lipschitz_constants(user_utility, agent_utility, tau)
+
+    def payoff(user, agent):  # (G,) one user's quantal payoff at every grid posterior
+        q = jax.nn.softmax(grid @ user.T / tau, axis=-1)  # (G, A)
+        return jnp.sum(q * (grid @ agent.T), axis=-1)
+
+    if user_utility.ndim == 2:
+        f = payoff(user_utility, agent_utility)
+        lip, hess = quantal_lipschitz_constants(user_utility, agent_utility, tau)
+    else:  # a population hearing public messages: the mass-weighted sum of the users' payoffs
+        num_users = user_utility.shape[0]
+        w = jnp.full((num_users,), 1.0 / num_users, blocks.dtype) if weights is None else weights
+        f = w @ jax.lax.map(lambda ua: payoff(*ua), (user_utility, agent_utility), batch_size=min(num_users, 8))
+        lips, hesses = jax.vmap(lambda u, a: quantal_lipschitz_constants(u, a, tau))(user_utility, agent_utility)
+        lip, hess = w @ lips, w @ hesses
     delta = 2.0 * (num_states - 1) / n
     slack = jnp.minimum(lip * delta, hess * delta**2 / 2)
 

@@ -396,6 +396,8 @@ _MOVIELENS_OPTIONS = {  # MovieLensConfig field -> command-line option (for erro
     "biases": "--biases", "min_ratings": "--min-ratings", "variants": "--variants",
     "max_agents": "--max-agents", "samples": "--samples", "sup_agents": "--sup-agents",
     "selection_agents": "--selection-agents", "simultaneous_agents": "--simultaneous-agents",
+    "population_agents": "--population-agents", "population_types": "--population-types",
+    "population_users": "--population-users", "population_loss": "--population-loss",
     "targets": "--targets", "seed": "--seed", "mf_rank": "--mf-rank", "mf_reg": "--mf-reg",
     "mf_iterations": "--mf-iterations", "mf_test_fraction": "--mf-test-fraction",
 }
@@ -418,6 +420,8 @@ def _cmd_movielens(args) -> int:
         samples=args.samples, sup_agents=_int_list(args.sup_agents, "--sup-agents"),
         selection_agents=_int_list(args.selection_agents, "--selection-agents"),
         simultaneous_agents=_int_list(args.simultaneous_agents, "--simultaneous-agents"),
+        population_agents=args.population_agents, population_types=args.population_types,
+        population_users=args.population_users, population_loss=args.population_loss,
         targets=args.targets, seed=args.seed, mf_rank=args.mf_rank, mf_reg=args.mf_reg,
         mf_iterations=args.mf_iterations, mf_test_fraction=args.mf_test_fraction,
     )
@@ -466,6 +470,7 @@ def _cmd_movielens(args) -> int:
 
 
 def _print_movielens(console, run: dict) -> None:
+    from rich import box
     from rich.table import Table
 
     key = run["key_numbers"]
@@ -483,6 +488,28 @@ def _print_movielens(console, run: dict) -> None:
         for k, v in by_k.items():
             table.add_row(name, k, f"{v['normalized']:.3f}", f"{v['monopoly_normalized']:.3f}", f"{v['certified']:.2f}")
     console.print(table)
+    population = key.get("population") or {}
+    for name, plays in population.items():
+        info = run["population"][name.split("/")[0]][name.split("=", 1)[1]]
+        table = Table(
+            title=f"Experiment C, {name}: {info['users']} users, K = {len(info['agents'])}; normalized value per user",
+            title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        )
+        for col in ("play", "mean", "q10", "median", "q90", "near", "cert.", "wall s"):
+            table.add_column(col, justify="left" if col == "play" else "right")
+        for play, v in plays.items():
+            cert = "-" if v["certified"] != v["certified"] else f"{v['certified']:.2f}"
+            short = play.replace("agent, personalized", "agent, pers.").replace("agent, anonymous", "agent, anon.")
+            table.add_row(short, f"{v['mean']:.3f}", f"{v['q10']:.3f}", f"{v['q50']:.3f}", f"{v['q90']:.3f}",
+                          f"{v['near']:.2f}", cert, f"{v['wall_s']:.0f}")
+        console.print(table)
+        console.print(
+            f"  near: within {info['loss']:g} of full information; best agent: the best single agent alone; "
+            f"anonymous: {info['types']} user types "
+            f"(k-means radius {info['clustering_radius']:.2f}), certified for the types: "
+            f"{info['types_certified']} of {info['candidates']} candidates; for the whole population: "
+            f"{info['anonymous_population_certified']}; kept: {info['anonymous_status']}", highlight=False,
+        )
     mf = run.get("matrix_factorisation")
     if mf:
         console.print(
@@ -621,6 +648,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--simultaneous-agents", default=_join(ml.simultaneous_agents),
         help="B: K of the simultaneous game ('none': skip)",
+    )
+    p.add_argument(
+        "--population-agents", type=int, default=ml.population_agents,
+        help=f"C: the K agents of the population experiment (default {ml.population_agents}; 0: skip)",
+    )
+    p.add_argument(
+        "--population-types", type=int, default=ml.population_types,
+        help=f"C: user types of anonymous play (k-means; default {ml.population_types})",
+    )
+    p.add_argument(
+        "--population-users", type=int, default=ml.population_users,
+        help="C: at most this many users (a seeded subset; default all)",
+    )
+    p.add_argument(
+        "--population-loss", type=float, default=ml.population_loss,
+        help=f"C: a user is near-aligned within this loss of full information (default {ml.population_loss:g})",
     )
     p.add_argument("--targets", type=int, default=ml.targets, help="at most this many target people (default all)")
     p.add_argument("--seed", type=int, default=ml.seed)

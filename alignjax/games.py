@@ -38,6 +38,9 @@ class GameType:
         bytes_per_game: ``(K, Y, A, params, itemsize) -> bytes``, a generous
             working-set estimate (the sweep's chunk sizes come from it).
         certificate: what the certificate measures (for tables and reports).
+        population: the kinds of population play :mod:`alignjax.population` offers for
+            this game (``"personalized"``, ``"anonymous"``); the sweep's ``population``
+            dimension accepts these game types only (:meth:`run_population`).
     """
 
     module: str
@@ -50,6 +53,12 @@ class GameType:
     prepare: Callable | None = None
     bytes_per_game: Callable = lambda K, Y, A, params, itemsize: 0
     certificate: str = "certificate"
+    population: tuple = ()
+
+    @property
+    def name(self) -> str:
+        """The game's name, the last part of its module (``"selection"``)."""
+        return self.module.rsplit(".", 1)[-1]
 
     def load(self):
         """The game type's module."""
@@ -84,6 +93,24 @@ class GameType:
         else:
             out.update(_monopoly(game, solver if self.module == "alignjax.persuasion" else None))
         return out
+
+
+    def run_population(self, game, solver, params: dict, key=None, *, play: str = "personalized",
+                       loss: float = 0.05, anonymous_solver=None) -> dict:
+        """The per-population metrics the sweep records for one
+        :class:`alignjax.population.PopulationGame` under ``play`` (``"personalized"``
+        or ``"anonymous"``): :func:`alignjax.population.sweep_metrics`."""
+        from alignjax.population import sweep_metrics
+
+        return sweep_metrics(game, self.name, play, solver=solver, anonymous_solver=anonymous_solver,
+                             params=params, key=key, loss=loss)
+
+    def population_bytes(self, K, Y, A, N, params, itemsize, *, play: str, anonymous_solver=None) -> int:
+        """A generous working-set estimate of one population of N users (the sweep's
+        chunk sizes come from it): :func:`alignjax.population.sweep_bytes`."""
+        from alignjax.population import sweep_bytes
+
+        return sweep_bytes(self, K, Y, A, N, params, itemsize, play=play, anonymous_solver=anonymous_solver)
 
 
 def _monopoly(game, lp_solver=None) -> dict:
@@ -155,6 +182,7 @@ GAME_TYPES: dict[str, GameType] = {
         has_monopoly=True,
         bytes_per_game=lambda K, Y, A, p, s: 4 * K * lp_bytes(Y, A, s) * (33 if p.get("evaluation_period") else 1),
         certificate="nash_gap",
+        population=("personalized", "anonymous"),
     ),
     "simultaneous": GameType(
         module="alignjax.simultaneous",
@@ -167,6 +195,7 @@ GAME_TYPES: dict[str, GameType] = {
         bytes_per_game=lambda K, Y, A, p, s: 64 * s * Y * (p.get("signals") or A) ** K * (A + K)
         + 12 * K * min((p.get("signals") or A) ** (K - 1), 256) * lp_bytes(Y, A, s),
         certificate="exploitability",
+        population=("personalized", "anonymous"),
     ),
     # the random families' games with the agents observing the state and the user
     # nothing (x_b = y, trivial x_u, a silent user)

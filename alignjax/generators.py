@@ -21,6 +21,17 @@ Families (``FAMILIES``; each takes the sizes K, Y, A and its own parameters):
   objects (:func:`alignjax.game.game_from_dict`; one object alone is a one-game
   file), all of the same K, Y, A; instance ``i`` is the file's game ``i``. The file
   is read once per process (cached on its path, size and modification time).
+* ``population`` (a *population* family: one game is a
+  :class:`alignjax.population.PopulationGame` of N users, the sweep's
+  ``population.users``): agents uniform on [0, 1] (shared by every user), prior
+  Dirichlet(1), equal masses; user n's utility is ``sum_i w_{n,i} U_i + c_n + e_n`` with
+  ``w_n = (1 - diversity) w_0 + diversity d_n`` (``w_0`` and every ``d_n`` uniform on
+  the simplex), ``c_n ~ N(0, 1)`` and ``e_n`` i.i.d. uniform on ``[-eps, eps]``. Every
+  user is within ``eps`` of the agents' hull with her own weights (weak alignment,
+  ``eps_n <= eps``); ``diversity`` in [0, 1] spreads the weights: at 0 every user
+  has the same weights ``w_0`` (up to her ``e_n``; one weight vector fits all, the
+  strong condition holds with ``eps``), at 1 they are independent, and the strong
+  condition's ``eps*`` grows with it (``docs/theory.md``, "Many users").
 * ``movielens``: real people as the user and the agents
   (:func:`alignjax.data.movielens.sweep_games`; parameters
   :data:`alignjax.data.movielens.SWEEP_PARAMS`): ``Y`` is the slate size, ``A`` is 2
@@ -52,6 +63,7 @@ __all__ = [
     "random_family",
     "hull_family",
     "biased_family",
+    "population_family",
     "file_family",
     "read_games_file",
 ]
@@ -61,6 +73,11 @@ __all__ = [
 class Family:
     """A game family: ``build(key, index, K, Y, A, params, dtype) -> Game`` for one
     instance (vmapped over instance indices), and its parameters with defaults.
+
+    ``population`` families build a population of N users per instance instead:
+    ``build(key, N, K, Y, A, params, dtype) -> alignjax.population.PopulationGame``
+    (vmapped over instance indices like the others; the sweep's ``population.users``
+    gives N).
 
     ``batched`` families build a whole chunk on the host instead:
     ``build(params, indices, K, Y, A, seed, dtype) -> batched Game``. ``check``, if
@@ -75,6 +92,7 @@ class Family:
     description: str
     batched: bool = False  # True: build(params, indices, K, Y, A, seed, dtype) -> batched Game
     check: Callable | None = None
+    population: bool = False  # True: build(key, N, K, Y, A, params, dtype) -> PopulationGame of N users
 
 
 FAMILIES: dict[str, Family] = {}
@@ -116,6 +134,32 @@ def biased_family(key, num_agents, num_states, num_actions, params, dtype):
     bias = jax.random.uniform(k3, (num_agents, num_actions, 1), dtype, -1.0, 1.0)
     agents = user[None] + jnp.asarray(params["bias"], dtype) * bias
     return Game(_prior(k1, num_states, dtype), user, agents, validate=False)
+
+
+def population_family(key, num_users, num_agents, num_states, num_actions, params, dtype):
+    """One population of ``num_users`` users near the agents' hull (module docstring,
+    ``population``; parameters ``diversity`` in [0, 1] and ``eps >= 0``)."""
+    from alignjax.population import PopulationGame  # a population is above this layer
+
+    k1, k2, k3, k4, k5, k6 = jax.random.split(key, 6)
+    agents = jax.random.uniform(k2, (num_agents, num_actions, num_states), dtype)
+    centre = jax.random.dirichlet(k3, jnp.ones(num_agents, dtype))
+    own = jax.random.dirichlet(k4, jnp.ones(num_agents, dtype), (num_users,))
+    diversity = jnp.asarray(params["diversity"], dtype)
+    w = (1 - diversity) * centre + diversity * own  # (N, K), on the simplex
+    c = jax.random.normal(k5, (num_users, 1, 1), dtype)
+    e = jnp.asarray(params["eps"], dtype) * jax.random.uniform(
+        k6, (num_users, num_actions, num_states), dtype, -1.0, 1.0
+    )
+    users = jnp.einsum("nk,kay->nay", w, agents) + c + e
+    masses = jnp.full((num_users,), 1.0 / num_users, dtype)
+    return PopulationGame(_prior(k1, num_states, dtype), users, agents, masses, validate=False)
+
+
+def _population_check(params, num_agents, num_states, num_actions, instances):
+    for d in params["diversity"]:
+        if not 0 <= d <= 1:
+            raise ValueError(f"family_params.diversity: must be in [0, 1]; got {d!r}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -252,6 +296,11 @@ _MOVIELENS_PARAMS = {"data": "", "actions": "binary", "prior": "uniform", "bias"
 register_family("random", Family(random_family, {}, "i.i.d. uniform utilities (outside the hull)"))
 register_family("hull", Family(hull_family, {"eps": 0.0}, "user within eps of the agents' convex hull"))
 register_family("biased", Family(biased_family, {"bias": 0.5}, "agents = user + bias * action bias"))
+register_family(
+    "population",
+    Family(population_family, {"diversity": 0.5, "eps": 0.0},
+           "N users near the agents' hull; diversity spreads their weights", check=_population_check, population=True),
+)
 register_family("file", Family(file_family, {"path": ""}, "the games of a JSON file", batched=True, check=file_check))
 register_family(
     "movielens",
@@ -266,11 +315,14 @@ register_family(
 
 
 def generate(family: str, key, indices, num_agents: int, num_states: int, num_actions: int,
-             params: dict | None = None, *, dtype=None, seed: int = 0) -> Game:
-    """Games ``indices`` (1-D integer array) of a family, as one batched :class:`Game`.
+             params: dict | None = None, *, dtype=None, seed: int = 0, users: int | None = None):
+    """Games ``indices`` (1-D integer array) of a family, as one batched :class:`Game`
+    (a batched :class:`alignjax.population.PopulationGame` of ``users`` users each for a
+    population family).
 
     Raises:
-        ValueError: an unknown family or parameter, or sizes below 1.
+        ValueError: an unknown family or parameter, sizes below 1, ``users`` missing for
+            a population family or given for another.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown game family {family!r}; known: {sorted(FAMILIES)}")
@@ -282,6 +334,17 @@ def generate(family: str, key, indices, num_agents: int, num_states: int, num_ac
     if min(num_agents, num_states, num_actions) < 1:
         raise ValueError(f"sizes must be >= 1; got K={num_agents}, Y={num_states}, A={num_actions}")
     dtype = dtype or jnp.result_type(float)
+    if fam.population != (users is not None):
+        raise ValueError(
+            f"family {family!r} " + ("draws populations: pass users=N" if fam.population else "draws one user per game; "
+                                     "users= applies to population families")
+        )
+    if fam.population:
+        if users < 1:
+            raise ValueError(f"users must be >= 1; got {users}")
+        build = lambda i: fam.build(jax.random.fold_in(key, i), int(users), num_agents, num_states, num_actions,
+                                    params, dtype)
+        return jax.vmap(build)(jnp.asarray(indices))
     if fam.batched:
         return fam.build(params, indices, num_agents, num_states, num_actions, seed, dtype)
     build = lambda i: fam.build(jax.random.fold_in(key, i), num_agents, num_states, num_actions, params, dtype)

@@ -241,12 +241,15 @@ def certified_mask(games):
 
 
 _SUMMARY_METRICS = ("normalized_value", "normalized_value_min", "normalized_value_max", "value_ratio",
-                    "user_value", "certificate_lower", "certificate_upper", "alignment_eps", "equilibria_found")
+                    "user_value", "certificate_lower", "certificate_upper", "alignment_eps", "equilibria_found",
+                    # populations (alignjax.population.sweep_metrics): the users' distribution in each game
+                    "users_near_aligned", "users_min", "users_q10", "users_q50", "strong_eps_upper")
+_SETTING_PREFIXES = ("family.", "game.", "population.")
 
 
 def _key_columns(games) -> list[str]:
     keys = ["cell", "study", "game", "family", "K", "Y", "A"] + sorted(
-        c for c in games.columns if c.startswith("family.") or c.startswith("game.")
+        c for c in games.columns if c.startswith(_SETTING_PREFIXES)
     )
     return [k for k in keys if k in games.columns]
 
@@ -277,8 +280,8 @@ def summarize(games):
         for m in ("monopoly_best", "monopoly_mean", "full_information_value", "no_information_value"):
             if m in group:
                 row[f"{m}_mean"] = group[m].astype(float).mean()
-        if {"monopoly_best", "full_information_value", "no_information_value"} <= set(group):
-            mono = _normalized(group["monopoly_best"], group["full_information_value"], group["no_information_value"])
+        mono = _monopoly_normalized(group)
+        if mono is not None:
             row["monopoly_normalized_mean"] = float(np.mean(mono))
             row["monopoly_normalized_ci"] = _ci_half_width(mono)
         head = headline_metric(group)
@@ -289,6 +292,19 @@ def summarize(games):
     return pd.DataFrame(rows)
 
 
+def _monopoly_normalized(games):
+    """Per game: the best single agent's normalized value, the row's own
+    ``monopoly_normalized`` where it has one (a population: the mean of its users'
+    normalized values), else ``(monopoly_best - NI) / (FI - NI)``; None without the columns."""
+    if not {"monopoly_best", "full_information_value", "no_information_value"} <= set(games.columns):
+        return None
+    mono = _normalized(games["monopoly_best"], games["full_information_value"], games["no_information_value"])
+    if "monopoly_normalized" in games:
+        own = games["monopoly_normalized"].astype(float).to_numpy()
+        mono = np.where(np.isfinite(own), own, mono)
+    return mono
+
+
 def _fmt(v, digits=3) -> str:
     try:
         v = float(v)
@@ -297,12 +313,21 @@ def _fmt(v, digits=3) -> str:
     return "-" if not math.isfinite(v) else f"{v:.{digits}f}"
 
 
-def _setting_label(row, varying: list[str]) -> str:
+_PLAY_SHORT = {"personalized": "pers.", "anonymous": "anon."}
+
+
+def _setting_label(row, varying: list[str], short: bool = False) -> str:
     parts = []
     for col in varying:
         val = row[col]
         name = col.split(".", 1)[-1]
         if val is None or (isinstance(val, float) and math.isnan(val)):
+            continue
+        if col == "population.mode":  # the kind of play names itself (abbreviated in tables)
+            parts.append(_PLAY_SHORT.get(val, val) if short else str(val))
+            continue
+        if col == "population.users":
+            parts.append(f"N={val}")
             continue
         if isinstance(val, str):
             val = os.path.basename(val.rstrip("/")) or val
@@ -313,7 +338,7 @@ def _setting_label(row, varying: list[str]) -> str:
 
 
 def _varying(frame, exclude=("K",)) -> list[str]:
-    cols = [c for c in frame.columns if c.startswith("family.") or c.startswith("game.") or c in ("Y", "A")]
+    cols = [c for c in frame.columns if c.startswith(_SETTING_PREFIXES) or c in ("Y", "A")]
     return [c for c in cols if c not in exclude and frame[c].astype(str).nunique() > 1]
 
 
@@ -328,25 +353,35 @@ def _study_tables(summary):
         for col in ("Y", "A"):
             if col not in varying:
                 fixed.append(f"{col}={first[col]}")
-        for col in [c for c in st.columns if (c.startswith("family.") or c.startswith("game.")) and c not in varying]:
+        for col in [c for c in st.columns if c.startswith(_SETTING_PREFIXES) and c not in varying]:
             v = first[col]
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
                 fixed.append(_setting_label(first, [col]))
         worst = (st["headline"] == "normalized_value_min").any()
+        # a population study shows the share of near-aligned users where the others show
+        # the equilibrium the search ended at (80 columns; both are in summary.csv)
+        near = "users_near_aligned_mean" in st and st["users_near_aligned_mean"].notna().any()
         header = ["K"] + (["setting"] if varying else []) + ["n", "cert."]
-        header += ["worst eq. ±95%", "found"] if worst else ["value ±95%"]
-        header += ["monopoly", "dist."]
+        ci = "" if near else " ±95%"
+        header += [f"worst eq.{ci}"] + ([] if near else ["found"]) if worst else [f"value{ci}"]
+        header += (["near"] if near else []) + ["monopoly", "dist."]
         rows = []
         for _, r in st.iterrows():
-            cells = [str(r["K"])] + ([_setting_label(r, varying)] if varying else [])
+            cells = [str(r["K"])] + ([_setting_label(r, varying, short=True)] if varying else [])
             cells += [str(int(r["games"])), _fmt(r["certified"], 2)]
             cells.append(f"{_fmt(r['headline_mean'])}±{_fmt(r['headline_ci'])}")
-            if worst:
+            if worst and not near:
                 cells.append(_fmt(r.get("normalized_value_mean")))
+            if near:
+                cells.append(_fmt(r.get("users_near_aligned_mean"), 2))
             cells += [_fmt(r.get("monopoly_normalized_mean")), _fmt(r.get("alignment_eps_mean"))]
             rows.append(cells)
         out.append((f"{first['study']} ({', '.join(fixed)})", header, rows, worst))
     return out
+
+
+def _has_population(summary) -> bool:
+    return "population.mode" in summary and summary["population.mode"].notna().any()
 
 
 _TABLE_NOTE = (
@@ -355,6 +390,12 @@ _TABLE_NOTE = (
     "dist.: measured sup-norm distance of the user's utility from the agents' hull"
 )
 _WORST_NOTE = "worst eq.: the worst certified equilibrium found; found: the equilibrium the search ended at"
+_POPULATION_NOTE = (
+    "populations (pers./anon.: personalized/anonymous play): values are the mean over a population's users "
+    "of their normalized values; near: the "
+    "share of users within the loss of full information; monopoly: the best single agent for the "
+    "population; dist.: the users' mean distance from the agents' hull, each with her own weights"
+)
 
 
 def print_summary(summary, console, *, status: str | None = None) -> None:
@@ -377,6 +418,8 @@ def print_summary(summary, console, *, status: str | None = None) -> None:
     console.print(_TABLE_NOTE, highlight=False)
     if any_worst:
         console.print(_WORST_NOTE, highlight=False)
+    if _has_population(summary):
+        console.print(_POPULATION_NOTE, highlight=False)
 
 
 # ----------------------------------------------------------------------------------------
@@ -573,10 +616,9 @@ def _save(fig, note: str | None, plot_dir: Path, stem: str, out_dir: Path) -> li
 def _prepare(games):
     games = games.copy()
     games["_certified"] = certified_mask(games)
-    if {"monopoly_best", "full_information_value", "no_information_value"} <= set(games.columns):
-        games["monopoly_normalized"] = _normalized(
-            games["monopoly_best"], games["full_information_value"], games["no_information_value"]
-        )
+    mono = _monopoly_normalized(games)
+    if mono is not None:
+        games["monopoly_normalized"] = mono
     return games
 
 
@@ -597,9 +639,15 @@ def figures(games, out_dir: str | os.PathLike, *, note: str | None = None) -> li
     out_dir = Path(out_dir)
     plot_dir = out_dir / "plots"
     games = _prepare(games)
-    panels = _panels(games)
+    populations = _population_rows(games)
+    pop_games, games = games[populations], games[~populations]
+    panels = _panels(games) if len(games) else []
     written: list[str] = []
     with plt.rc_context(_RC):
+        if len(pop_games):  # population studies: their own figure (alignjax.population)
+            written += _population_figure(pop_games, note, plot_dir, out_dir)
+        if not panels:
+            return written
         # value against K: all games side by side, then one single-column figure each
         n = len(panels)
         fig, axes = plt.subplots(1, n, figsize=(FULL_WIDTH if n > 1 else COLUMN_WIDTH, 2.9), squeeze=False,
@@ -651,6 +699,95 @@ def figures(games, out_dir: str | os.PathLike, *, note: str | None = None) -> li
         _shared_legend(fig, axes.ravel(), [], ncols=4 if n > 1 else 2)
         written += _save(fig, note, plot_dir, "certified", out_dir)
         plt.close(fig)
+    return written
+
+
+def _population_rows(games):
+    """Per game: whether it is a population (a population study's row)."""
+    if "population.mode" not in games:
+        return np.zeros(len(games), bool)
+    return games["population.mode"].notna().to_numpy()
+
+
+_PLAY_COLOURS = {"personalized": "#2171b5", "anonymous": "#d94801"}
+
+
+def _population_x(df) -> str:
+    """The x axis of the population figure: the family's diversity where it varies, else
+    the number of users, else K."""
+    for col in ("family.diversity", "population.users", "K"):
+        if col in df and df[col].nunique() > 1:
+            return col
+    return "family.diversity" if "family.diversity" in df else "K"
+
+
+_X_LABELS = {"family.diversity": "users' diversity", "population.users": "users N", "K": "number of agents K"}
+
+
+def _population_figure(games, note, plot_dir, out_dir) -> list[str]:
+    """``plots/population.*``: per game (columns), the users' mean normalized value
+    (top: the headline, the worst certified equilibrium found where the game has it)
+    and the share of near-aligned users (bottom) against the diversity (or N, or K),
+    personalized play in blue and anonymous in orange, one line per other setting,
+    each mode's best single agent dashed; hollow markers where fewer than 95% of a
+    point's populations are certified."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    panels = _panels(games)
+    n = len(panels)
+    fig, axes = plt.subplots(2, n, figsize=(FULL_WIDTH if n > 1 else COLUMN_WIDTH, 4.4), squeeze=False,
+                             sharex="col", layout="constrained", height_ratios=(3, 2))
+    hollow = False
+    for j, (title, slug, df) in enumerate(panels):
+        metric = headline_metric(df)
+        xcol = _population_x(df)
+        rest = [c for c in _varying(df, exclude=(xcol, "population.mode")) if c != "K"] + (
+            ["K"] if xcol != "K" and df["K"].nunique() > 1 else [])
+        styles = ("-", "-.", ":", (0, (5, 1)))  # one per other setting (N, K, ...)
+        settings = sorted({_setting_label(r, rest) for _, r in df.iterrows()})
+        for (mode, *vals), g in df.groupby(["population.mode"] + rest, sort=True, dropna=False):
+            colour = _PLAY_COLOURS.get(mode, "0.3")
+            extra = _setting_label(g.iloc[0], rest)
+            ls = styles[settings.index(extra) % len(styles)]
+            label = mode + (f", {extra}" if extra else "")
+            stats = []
+            for x, c in g.groupby(xcol, sort=True):
+                stats.append((float(x), c[metric].astype(float).mean(), _ci_half_width(c[metric].astype(float)),
+                              c["users_near_aligned"].astype(float).mean() if "users_near_aligned" in c else np.nan,
+                              c["monopoly_normalized"].astype(float).mean() if "monopoly_normalized" in c else np.nan,
+                              float(c["_certified"].mean())))
+            x, y, ci, near, mono, cert = (np.array(v, float) for v in zip(*stats))
+            span = float(df[xcol].astype(float).max() - df[xcol].astype(float).min()) or 1.0
+            x = x + (0.012 if mode == "anonymous" else -0.012) * span  # equal values stay visible side by side
+            top, bottom = axes[0, j], axes[1, j]
+            top.plot(x, y, ls, color=colour, label=label, zorder=3)
+            if np.isfinite(ci).any():
+                top.fill_between(x, y - ci, y + ci, color=colour, alpha=0.15, lw=0, zorder=2)
+            top.plot(x, mono, "--", color=colour, lw=0.9, zorder=3)
+            bottom.plot(x, near, ls, color=colour, zorder=3)
+            ok = cert >= CERTIFIED_MARK
+            hollow |= bool((~ok).any())
+            for ax, vals_ in ((top, y), (bottom, near)):
+                ax.plot(x[ok], vals_[ok], "o", color=colour, zorder=4)
+                ax.plot(x[~ok], vals_[~ok], "o", mfc="white", mec=colour, mew=1.0, zorder=4)
+        top, bottom = axes[0, j], axes[1, j]
+        top.set_title(_panel_title(title, df))
+        top.axhline(1.0, color="0.6", lw=0.5, zorder=1, gid="ref")
+        bottom.set_xlabel(_X_LABELS.get(xcol, xcol))
+        if j == 0:
+            top.set_ylabel(_ylabel(metric).replace("user value", "users' mean value"))
+            loss = df["population.loss"].iloc[0] if "population.loss" in df else 0.05
+            bottom.set_ylabel(f"share within {loss:g} of FI")
+    _zoom_values(axes[0])
+    _zoom_values(axes[1])
+    extras = [Line2D([], [], color="0.3", ls="--", lw=0.9, label="best single agent")]
+    if hollow:
+        extras.append(Line2D([], [], ls="", marker="o", mfc="white", mec="0.3",
+                             label=f"< {CERTIFIED_MARK:.0%} of populations certified"))
+    _shared_legend(fig, axes[0], extras, ncols=4)
+    written = _save(fig, note, plot_dir, "population", out_dir)
+    plt.close(fig)
     return written
 
 
@@ -804,6 +941,15 @@ _CAPTIONS = {
         "agents' convex hull (mean per cell): lines join the in-hull settings of each K, squares are "
         "the games outside the hull, at their own measured distance, with 95% confidence intervals."
     ),
+    "population": (
+        "Populations of users facing the same agents (docs/population.md). Top: the mean over a "
+        "population's users of their normalized value (the worst certified equilibrium found where the "
+        "game has it), with a 95% confidence band over populations; bottom: the share of users within the "
+        "loss of their full-information value; against the users' diversity (0: one set of hull weights "
+        "for everyone, 1: independent weights). Blue: personalized play (a scheme per user); orange: "
+        "anonymous play (one public scheme); dashed: each kind of play's best single agent alone. Hollow "
+        "markers: fewer than 95% of the populations certified."
+    ),
     "certified": (
         "Fraction of each cell's games whose certificate proves the equilibrium (a Nash gap or an "
         "exploitability within tolerance); the dotted line marks 95%, below which the value figures "
@@ -919,6 +1065,8 @@ def render_html(run: Run, summary, plots: list[str]) -> str:
     parts.append(f"<p class='note'>{esc(_TABLE_NOTE)}.")
     if any(w for *_, w in _study_tables(summary)):
         parts.append(f" {esc(_WORST_NOTE)}.")
+    if _has_population(summary):
+        parts.append(f" {esc(_POPULATION_NOTE)}.")
     parts.append("</p>")
     parts.append("<h2>Certificates</h2>")
     header, rows = _certificate_rows(run.games)

@@ -583,6 +583,12 @@ def run_cli(capsys, *args):
         (["--selection-agents", "0"], "--selection-agents: agent counts must be integers >= 1"),
         (["--slate-size", "200"], "slate_size=200: the data have only 60 rated movies"),
         (["--mf-test-fraction", "1.5"], "--mf-test-fraction: must be in (0, 1)"),
+        (["--population-types", "0"], "--population-types: population_types must be >= 1"),
+        (["--population-loss", "2"], "--population-loss: must be in [0, 1]"),
+        (["--population-agents", "-1"], "--population-agents: population_agents must be >= 0"),
+        (["--population-users", "0"], "--population-users: population_users must be >= 1"),
+        (["--slate-size", "8", "--selection-agents", "2", "--population-types", "12"],
+         "--population-types: anonymous play solves LPs over A^N = 2^12 = 4,096 action profiles"),
     ],
 )
 def test_cli_bad_options(capsys, tmp_path, raw_slice, args, fragment):
@@ -620,7 +626,7 @@ def test_cli_alignment_end_to_end(capsys, tmp_path, raw_slice):
     (out / ".alignjax.lock").write_text(json.dumps({"command": "alignjax movielens", "pid": dead.pid, "host": os.uname().nodename}))
     code, stdout, err = run_cli(
         capsys, "movielens", "--data", raw_slice[0], "--out", out, *TINY, "--variants", "observed",
-        "--selection-agents", "none", "--simultaneous-agents", "none",
+        "--selection-agents", "none", "--simultaneous-agents", "none", "--population-agents", "0",
     )
     assert code == 0, err
     assert "wrote" in stdout
@@ -634,7 +640,7 @@ def test_cli_alignment_end_to_end(capsys, tmp_path, raw_slice):
     assert set(summary["variant"]) == {"observed"} and (summary["targets"] == 3).all()
     assert set(summary["fit"]) == {"mse_simplex", "mse_nonneg", "sup_simplex"}
     assert sorted(set(summary["K"])) == list(range(1, 8))
-    assert run["matrix_factorisation"] is None and not run["games_run"]
+    assert run["matrix_factorisation"] is None and not run["games_run"] and run["population"] is None
     assert run["data"]["skipped_people"] > 0 and run["wall_time_s"] > 0
     assert (out / "alignment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -649,7 +655,7 @@ def test_cli_full_end_to_end(capsys, tmp_path, raw_slice):
     out = tmp_path / "out"
     code, _, err = run_cli(
         capsys, "movielens", "--data", raw_slice[0], "--out", out, *TINY,
-        "--selection-agents", "2", "--simultaneous-agents", "2",
+        "--selection-agents", "2", "--simultaneous-agents", "2", "--population-types", "2", "--population-users", "5",
     )
     assert code == 0, err
     import pandas as pd
@@ -670,6 +676,13 @@ def test_cli_full_end_to_end(capsys, tmp_path, raw_slice):
         np.testing.assert_allclose(games[col].to_numpy(), expected, rtol=1e-12, atol=1e-12)
     assert (out / "games.png").is_file()
     assert run["key_numbers"]["games"]
+    # experiment C: both variants, 5 users each, every play in the summary
+    per_user = pd.read_csv(out / "population_per_user.csv")
+    summary = pd.read_csv(out / "population_summary.csv")
+    assert set(per_user["variant"]) == {"observed", "completed"} and (per_user.groupby("variant").size() == 5).all()
+    assert list(summary["play"][:7]) == list(ml.POPULATION_PLAYS)
+    assert (out / "population.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run["key_numbers"]["population"] and run["population"]["observed"]["0"]["types"] == 2
     # the monopoly baseline of the first game: each agent's persuasion alone, whose
     # agent values match HiGHS
     from alignjax import persuasion
@@ -830,3 +843,110 @@ family_params = {{ data = "{d}", min_ratings = 1 }}
     bad = text.replace(str(d), str(tmp_path))
     with pytest.raises(sweep.SweepConfigError, match="not a MovieLens release"):
         sweep.validate_config(tomllib.loads(bad), "cfg")
+
+
+# ----------------------------------------------------------------------------------------
+# Experiment C: a population of people, personalized against anonymous play
+# ----------------------------------------------------------------------------------------
+
+
+def _synthetic_population(rng, variants=("observed", "completed"), users=(5, 40)):
+    """Per-user rows of experiment C with drawn values (no solver), and their info."""
+    import pandas as pd
+
+    from alignjax.data.movielens.experiments import _play_column
+
+    frames, info = [], {}
+    for variant, n in zip(variants, users):
+        frame = pd.DataFrame({"variant": variant, "bias": 0.0, "user": np.arange(n), "type": rng.integers(0, 2, n),
+                              "observed_fraction": 1.0, "fi": 1.0, "ni": 0.0, "weak_eps": rng.uniform(0, 0.3, n)})
+        for play in ml.POPULATION_PLAYS:
+            v = np.clip(rng.normal(0.8, 0.2, n), 0, 1)
+            frame[f"{_play_column(play)}_value"] = v
+            frame[f"{_play_column(play)}_normalized"] = v
+            if not play.startswith("best agent"):
+                frame[f"{_play_column(play)}_certified"] = rng.uniform(size=n) < 0.9
+        frames.append(frame)
+        info[variant] = {"0": {"agents": [1, 2], "users": n, "types": 2, "clustering_radius": 0.3, "types_certified": 1,
+                               "candidates": 5, "anonymous_population_certified": 1, "anonymous_status": "optimal",
+                               "loss": 0.05, "times": {"personalized": {"wall_s": 1.5, "cpu_s": 1.2},
+                                                       "anonymous": {"wall_s": 2.5, "cpu_s": 2.0},
+                                                       "single agents": {"wall_s": 0.5, "cpu_s": 0.4}}}}
+    return pd.concat(frames, ignore_index=True), info
+
+
+def test_population_summary_table_and_plot(rng):
+    """summarize_population against NumPy (lower quantiles, near-aligned share,
+    certified share, the plays' times), the PNG, and the command's table in 80 columns."""
+    from rich.console import Console
+
+    from alignjax.cli import _print_movielens
+    from alignjax.data.movielens.experiments import _play_column
+    from alignjax.data.movielens.reports import _key_numbers
+
+    per_user, info = _synthetic_population(rng)
+    summary = ml.summarize_population(per_user, info, loss=0.05)
+    assert len(summary) == 2 * len(ml.POPULATION_PLAYS)
+    for _, row in summary.iterrows():
+        d = per_user[per_user["variant"] == row["variant"]]
+        v = np.sort(d[f"{_play_column(row['play'])}_normalized"].to_numpy())
+        assert row["users"] == len(v) and row["mean"] == pytest.approx(v.mean(), rel=1e-12)
+        for q in (10, 25, 50, 75, 90):  # the smallest value whose share reaches q
+            assert row[f"q{q}"] == v[int(np.ceil(q / 100 * len(v))) - 1]
+        assert row["near"] == pytest.approx(np.mean(v >= 0.95))
+        col = f"{_play_column(row['play'])}_certified"
+        if col in d:
+            assert row["certified"] == pytest.approx(d[col].mean())
+        else:
+            assert np.isnan(row["certified"])
+        timing = "single agents" if row["play"].startswith("best agent") else row["play"].split(",")[0]
+        assert row["wall_s"] == info[row["variant"]]["0"]["times"][timing]["wall_s"]
+    assert ml.plot_population(per_user, summary)[:8] == b"\x89PNG\r\n\x1a\n"
+    run = {"key_numbers": {"alignment": {}, "games": {}, "population": _key_numbers(
+        _empty_alignment(), None, summary)["population"]}, "population": info, "matrix_factorisation": None}
+    console = Console(width=80, record=True, color_system=None)
+    _print_movielens(console, run)
+    text = console.export_text()
+    assert "Experiment C, completed/bias=0: 40 users" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for play in ml.POPULATION_PLAYS:  # one line per play, unwrapped
+        play = play.replace("agent, personalized", "agent, pers.").replace("agent, anonymous", "agent, anon.")
+        assert any(line.strip().startswith(play + " ") for line in text.splitlines()), play
+
+
+def _empty_alignment():
+    import pandas as pd
+
+    return pd.DataFrame(columns=["variant", "bias", "fit", "K", "error_mean", "best_single_mean", "uniform_mean"])
+
+
+@pytest.mark.slow
+def test_population_experiment_against_direct_solves(observed):
+    """Experiment C on the slice: each user's personalized value is her own simultaneous
+    game solved alone, the anonymous values are the kept public schemes played to every
+    user (alignjax.population.anonymous_payoffs), the best personalized agent is each
+    agent's persuasion LP per user, and every value lies between NI and FI."""
+    import jax.numpy as jnp
+
+    from alignjax import persuasion, population, simultaneous
+    from alignjax.data.movielens.experiments import _population_people
+
+    per_user, info = ml.population_experiment(observed, num_agents=2, num_types=2, biases=(0.0,))
+    agents, people = _population_people(observed, 2, None, 0)
+    assert list(per_user["user"]) == list(people) and info["0"]["agents"] == agents.tolist()
+    for play in ("personalized", "anonymous", "best_agent_personalized"):
+        v, fi, ni = per_user[f"{play}_value"], per_user["fi"], per_user["ni"]
+        assert ((v >= ni - 1e-7) & (v <= fi + 1e-7)).all(), play
+    prior = ml.slate_prior(observed, "uniform")
+    u = ml.utilities(observed.ratings[observed.index(people)], prior)
+    U = ml.utilities(observed.ratings[observed.index(agents)], prior)
+    game = population.PopulationGame(prior, u, U)
+    one = simultaneous.solve(game.user_game(0), throw=False)
+    assert per_user["personalized_value"].iloc[0] == pytest.approx(float(one.user_value), abs=1e-9)
+    mono = persuasion.monopoly(game.user_game(1)).user_value
+    best = agents.tolist().index(info["0"]["single_agent_personalized"])
+    assert per_user["best_agent_personalized_value"].iloc[1] == pytest.approx(float(mono[best]), abs=1e-9)
+    res, _ = population.anonymous_simultaneous_by_types(game, 2, key=jax.random.PRNGKey(0), seed=0)
+    users, _ = population.anonymous_payoffs(game, jnp.asarray(res.detail["profiles"][int(res.detail["kept"])]))
+    np.testing.assert_allclose(per_user["anonymous_value"], users, atol=1e-9)
+    assert info["0"]["types"] == 2 and info["0"]["times"]["personalized"]["wall_s"] > 0

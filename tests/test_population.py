@@ -482,3 +482,267 @@ def test_cli_population_selection_personalized(capsys):
     assert data["status"] == "optimal" and data["certified"] is True
     assert data["user_value"] == pytest.approx(1.0, abs=1e-9)
     assert data["certificate_upper"] <= 1e-6
+
+
+# ----------------------------------------------------------------------------------------
+# The personalized relaxation of the informed-deviator bound (any N)
+# ----------------------------------------------------------------------------------------
+
+
+def test_relaxed_bound_is_sound_and_exact_where_it_should_be(rng):
+    """Between the exact public bound and the personalized one: relaxed >= exact public
+    (informed) bound >= the best fixed deviation; under full revelation by every rival
+    the bound is the deviator's value."""
+    for _ in range(2):
+        game = random_population(rng, N=3, A=2, Y=3, K=2, user_dependent=True)
+        schemes = jnp.asarray(rng.dirichlet(np.ones(3), size=(2, 3)))
+        exact = population.anonymous_exploitability(game, schemes)
+        relaxed = population.relaxed_deviation_bounds(game, schemes)
+        assert np.all(np.asarray(relaxed) >= np.asarray(exact["upper"]) - 1e-8)
+        assert np.all(np.asarray(exact["upper"]) >= np.asarray(exact["lower"]) - 1e-8)
+    # every agent reveals the state (M = Y): no deviation changes what a user learns
+    game = random_population(rng, N=4, A=2, Y=3, K=2, user_dependent=True)
+    reveal = jnp.asarray(np.stack([np.eye(3)] * 2))
+    _, values = population.anonymous_payoffs(game, reveal)
+    np.testing.assert_allclose(population.relaxed_deviation_bounds(game, reveal), values, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------
+# The sweep's population dimension: the family, the config, the cells, the rows
+# ----------------------------------------------------------------------------------------
+
+
+def test_population_family_diversity_knob():
+    from alignjax.generators import generate
+
+    key = jax.random.PRNGKey(3)
+    same = generate("population", key, np.arange(3), 3, 4, 2, {"diversity": 0.0, "eps": 0.0}, users=5)
+    assert same.user_utilities.shape == (3, 5, 2, 4) and same.agent_utilities.shape == (3, 3, 2, 4)
+    np.testing.assert_allclose(same.masses, 0.2)
+    # diversity 0, eps 0: every user has the same centred utility (the same weights)
+    centred = same.user_utilities - same.user_utilities.mean(axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(centred, jnp.broadcast_to(centred[:, :1], centred.shape), atol=1e-12)
+    spread = generate("population", key, np.arange(3), 3, 4, 2, {"diversity": 1.0, "eps": 0.1}, users=5)
+    # the same game whatever batch it is drawn in, and every user within eps of the hull
+    again = generate("population", key, np.array([2]), 3, 4, 2, {"diversity": 1.0, "eps": 0.1}, users=5)
+    np.testing.assert_array_equal(again.user_utilities[0], spread.user_utilities[2])
+    game = jax.tree.map(lambda x: x[0], spread)
+    PopulationGame(game.prior, game.user_utilities, game.agent_utilities, game.masses)  # valid
+    # (the distances from the hull, weak and strong, are checked on the sweep's rows below)
+    with pytest.raises(ValueError, match="draws populations: pass users=N"):
+        generate("population", key, np.arange(2), 2, 3, 2, {"diversity": 0.5, "eps": 0.0})
+    with pytest.raises(ValueError, match="users= applies to population families"):
+        generate("hull", key, np.arange(2), 2, 3, 2, {"eps": 0.0}, users=3)
+
+
+POP_TOML = """
+name = "population"
+seed = 2
+instances = 3
+[[study]]
+game = "selection"
+family = "population"
+K = 2
+Y = 3
+A = 2
+family_params = { diversity = [0.0, 1.0] }
+population = { users = 2, mode = "personalized" }
+"""
+
+
+def _population_config(text):
+    import tomllib
+
+    from alignjax import sweep
+
+    return sweep.validate_config(tomllib.loads(text), "pop.toml")
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda t: t.replace('mode = "personalized"', 'mode = "public"'), "study[0].population.mode: each must be one of"),
+        (lambda t: t.replace("users = 2,", "users = 2, colour = 1,"), "study[0].population: unknown key 'colour'"),
+        (lambda t: t.replace("users = 2,", ""), "study[0].population: missing key 'users'"),
+        (lambda t: t.replace("users = 2,", "users = 0,"), "study[0].population.users: must be >= 1"),
+        (lambda t: t.replace('mode = "personalized"', 'mode = "anonymous", loss = 2'),
+         "study[0].population.loss: must be in [0, 1]"),
+        (lambda t: t.replace('game = "selection"', 'game = "persuasion"'),
+         "study[0].game: 'persuasion' has no personalized population play"),
+        (lambda t: t.replace('family = "population"', 'family = "hull"').replace(
+            "family_params = { diversity = [0.0, 1.0] }", ""), "study[0].family: 'hull' draws one user per game"),
+        (lambda t: t.replace('population = { users = 2, mode = "personalized" }', ""),
+         "study[0]: family 'population' draws populations of users; add a population table"),
+        (lambda t: t.replace("diversity = [0.0, 1.0]", "diversity = 1.5"), "study[0].family_params.diversity: must be in [0, 1]"),
+        (lambda t: t.replace('mode = "personalized"', 'mode = "anonymous"') + "game_params = { delta = 0.01 }\n",
+         "study[0].game_params.delta: anonymous play is solved with tie margin 0 only"),
+        (lambda t: t.replace('mode = "personalized"', 'mode = "anonymous"').replace("users = 2", "users = 11"),
+         "study[0].population.users: anonymous play solves LPs over A^N = 2^11 = 2,048 action profiles"),
+        (lambda t: t.replace('mode = "personalized"', 'mode = "anonymous", solver = { restarts = 0 }'),
+         "study[0].population.solver.restarts: expected an integer >= 1"),
+        (lambda t: t.replace('mode = "personalized"', 'mode = "anonymous", solver = { speed = 3 }'),
+         "study[0].population.solver: unknown option 'speed'"),
+    ],
+)
+def test_population_sweep_bad_configs_name_the_key(edit, fragment):
+    from alignjax import sweep
+
+    with pytest.raises(sweep.SweepConfigError) as err:
+        _population_config(edit(POP_TOML))
+    assert fragment in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_population_cells_are_paired_and_described():
+    from alignjax import sweep
+
+    cfg = _population_config(POP_TOML.replace('mode = "personalized"', 'mode = ["personalized", "anonymous"]')
+                             .replace("users = 2", "users = [2, 3]"))
+    cells = sweep.expand_cells(cfg)
+    assert len(cells) == 2 * 2 * 2  # diversity x users x mode
+    row = cells[0].describe()
+    assert row["population.users"] == 2 and row["population.mode"] == "personalized" and row["population.loss"] == 0.05
+    by = {(dict(c.family_params)["diversity"], c.users, c.play): c.games_seed(cfg["seed"]) for c in cells}
+    # personalized and anonymous cells play the same populations; N changes them
+    assert by[(0.0, 2, "personalized")] == by[(0.0, 2, "anonymous")] != by[(0.0, 3, "personalized")]
+    # a study without a population keeps its cells (and games) as before
+    plain = sweep.expand_cells(sweep.load_config(None))
+    assert all(not c.population and "population.users" not in c.describe() for c in plain)
+    import jax
+
+    chunk, batch = sweep.choose_chunk(cells[0], cfg, jax.devices(), 16)
+    assert batch == 16 and chunk >= cfg["instances"]
+
+
+def test_population_sweep_rows_equal_the_single_user_solves(tmp_path):
+    """A tiny population sweep (personalized selection, 2 users, 3 populations per cell):
+    each row's users are the single-user games solved alone, and its metrics are those
+    of alignjax.population.population_metrics on them; the report gets its own figure."""
+    import pandas as pd
+
+    from alignjax import sweep
+    from alignjax.generators import generate
+
+    cfg = _population_config(POP_TOML)
+    sweep.run_sweep(cfg, tmp_path / "out", progress=False)
+    rows = pd.read_parquet(tmp_path / "out" / "games.parquet")
+    assert len(rows) == 6 and set(rows["population.mode"]) == {"personalized"}
+    for col in ("users_q10", "users_q50", "users_q90", "users_near_aligned", "monopoly_normalized",
+                "strong_eps_upper", "alignment_eps"):
+        assert rows[col].notna().all(), col
+    for cell in sweep.expand_cells(cfg):
+        seed = cell.games_seed(cfg["seed"])
+        pops = generate(cell.family, jax.random.PRNGKey(seed), np.arange(3), cell.K, cell.Y, cell.A,
+                        dict(cell.family_params), users=cell.users)
+        for i in range(3):
+            game = jax.tree.map(lambda x: x[i], pops)
+            singles = [selection.solve(game.user_game(n), throw=False) for n in range(2)]
+            v = np.array([float(s.user_value) for s in singles])
+            fi = np.array([float(s.full_information_value) for s in singles])
+            ni = np.array([float(s.no_information_value) for s in singles])
+            m = population.population_metrics(v, fi, ni, game.masses, loss=0.05, quantiles=(0.1, 0.5, 0.9))
+            row = rows[(rows["cell"] == cell.index) & (rows["instance"] == i)].iloc[0]
+            assert row["user_value"] == pytest.approx(v.mean(), abs=1e-9)
+            assert row["normalized_value"] == pytest.approx(m["mean_normalized_value"], abs=1e-9)
+            assert row["users_near_aligned"] == pytest.approx(m["fraction_near_aligned"], abs=1e-12)
+            assert [row["users_q10"], row["users_q50"], row["users_q90"]] == pytest.approx(
+                list(m["quantiles"].values()), abs=1e-9)
+            assert bool(row["certified"]) == all(bool(s.certified) for s in singles)
+    # the family's users lie in the agents' hull (eps = 0), each with her own weights; one
+    # weight vector fits them all at diversity 0, not at diversity 1
+    assert (rows["alignment_eps_max"] <= 1e-6).all()
+    assert (rows.loc[rows["family.diversity"] == 0.0, "strong_eps_upper"] <= 1e-6).all()
+    assert (rows.loc[rows["family.diversity"] == 1.0, "strong_eps_upper"] > 1e-3).all()
+    assert (tmp_path / "out" / "plots" / "population.png").is_file()
+    assert not (tmp_path / "out" / "plots" / "value_vs_K.png").exists()  # no single-user rows to draw
+
+
+@pytest.mark.slow
+def test_population_sweep_example_config_anonymous(tmp_path):
+    """Both games and both kinds of play on a smaller copy of examples/population_sweep.toml."""
+    import pandas as pd
+
+    from alignjax import sweep
+
+    text = (EXAMPLE.parent / "population_sweep.toml").read_text().replace("instances = 16", "instances = 2")
+    text = text.replace("diversity = [0.0, 0.5, 1.0]", "diversity = [0.0, 1.0]")
+    cfg = _population_config(text)
+    sweep.run_sweep(cfg, tmp_path / "out", progress=False)
+    rows = pd.read_parquet(tmp_path / "out" / "games.parquet")
+    assert len(rows) == 2 * 2 * 2 * 2
+    assert set(rows["population.mode"]) == {"personalized", "anonymous"}
+    # every value lies between the users' NI and FI; the simultaneous rows carry the worst equilibrium
+    assert (rows["users_min"] >= -1e-6).all() and (rows["users_q90"] <= 1 + 1e-6).all()
+    sim = rows[rows["game"] == "simultaneous"]
+    assert sim["normalized_value_min"].notna().any()
+    assert (sim["normalized_value_min"] <= sim["normalized_value_max"] + 1e-9).all()
+
+
+def test_weak_alignment_bound_on_every_certified_personalized_equilibrium(rng):
+    """docs/theory.md, "Many users": at every certified personalized selection
+    equilibrium, FI_n - v_n <= max(delta, 2 eps_n + sum_i w^n_i g_{i,n}) user by user,
+    on seeded populations near the hull (one compile: the same shapes every time)."""
+    delta, checked = 1e-3, 0
+    for seed in range(3):
+        game = hull_population(np.random.default_rng(seed), N=4, K=2, A=2, Y=3, eps=0.05)
+        res = population.personalized(game, "selection", delta=delta)
+        al = population.market_alignment(game)
+        for n in np.flatnonzero(np.asarray(res.detail.certified)):
+            loss = float(res.full_information_values[n] - res.user_values[n])
+            bound = max(delta, 2 * float(al["weak_epsilon"][n]) + float(al["weak_weights"][n] @ res.detail.gains[n]))
+            assert loss <= bound + 1e-9
+            checked += 1
+    assert checked >= 10  # most users certified
+
+
+@pytest.mark.slow
+def test_relaxed_bound_with_one_user_is_the_exact_public_bound(rng):
+    one = random_population(rng, N=1, A=3, Y=3, K=2)
+    schemes = jnp.asarray(rng.dirichlet(np.ones(3), size=(2, 3)))
+    np.testing.assert_allclose(population.relaxed_deviation_bounds(one, schemes),
+                               population.anonymous_exploitability(one, schemes)["upper"], atol=1e-8)
+
+
+# ----------------------------------------------------------------------------------------
+# Quantal users under anonymous play: the population's quantal envelope bound
+# ----------------------------------------------------------------------------------------
+
+
+def test_quantal_anonymous_bound_is_sound_and_is_the_single_user_bound_for_one_user(rng):
+    """Against a brute-force search over the deviator's public schemes (Y = M = 2: a 41 x 41
+    grid of P(m = 0 | y)), the bound holds for two quantal users; with one user it is the
+    single-user quantal envelope bound of alignjax.certificates."""
+    from alignjax.certificates import quantal_envelope_bound
+
+    tau = 0.2
+    game = random_population(rng, N=2, A=2, Y=2, K=2, user_dependent=True)
+    schemes = jnp.asarray(rng.dirichlet(np.ones(2), size=(2, 2)))
+    br = population.anonymous_exploitability(game, schemes, temperature=tau)
+    grid = np.linspace(0.0, 1.0, 41)
+    for i in range(2):
+        cand = np.stack([np.stack([[a, 1 - a], [b, 1 - b]]) for a in grid for b in grid])  # (G, Y, M)
+        batch = jnp.broadcast_to(schemes, (len(cand), *schemes.shape)).at[:, i].set(jnp.asarray(cand))
+        vals = jax.jit(jax.vmap(lambda s: population.anonymous_payoffs(game, s, tau)[1][i]))(batch)
+        assert float(jnp.max(vals)) <= float(br["upper"][i]) + 1e-9
+        assert float(br["lower"][i]) <= float(jnp.max(vals)) + 1e-9
+    one = PopulationGame(game.prior, game.user_utilities[:1], game.agent_utilities[:1])
+    rivals = simultaneous._rival_profiles(schemes)
+    single = quantal_envelope_bound(one.prior[:, None] * rivals[0], one.user_utilities[0], one.agent_utilities[0, 0], tau)
+    br1 = population.anonymous_exploitability(one, schemes, temperature=tau)
+    assert float(br1["upper"][0]) == pytest.approx(float(single), abs=1e-9)
+
+
+@pytest.mark.slow
+def test_quantal_anonymous_simultaneous_certifies_revelation_on_the_example():
+    """Quantal users under anonymous play (tau = 0.05): full revelation is certified by
+    the population's quantal envelope bound, and the reported values are the quantal
+    payoffs of the kept profile."""
+    game = population.load_population(EXAMPLE)
+    res = population.solve(game, "simultaneous", "anonymous", temperature=0.05,
+                           solver=population.AnonymousSolver(stages=3, steps_per_stage=60))
+    d = res.detail
+    assert bool(d["certified_all"][-1])  # full revelation, the last candidate (M = Y = 2)
+    kept = d["profiles"][int(d["kept"])]
+    users, values = population.anonymous_payoffs(game, kept, 0.05)
+    np.testing.assert_allclose(res.user_values, users, atol=1e-12)
+    np.testing.assert_allclose(res.agent_values, values, atol=1e-12)
+    assert int(res.status) == Status.OPTIMAL and bool(res.certified)

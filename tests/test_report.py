@@ -220,3 +220,71 @@ def test_report_with_no_finished_games(cfg, tmp_path, capsys):
     code = main(["report", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no finished games yet" in err[0] and str(out) in err[0]
+
+
+POPULATION_CONFIG = """
+name = "populations"
+seed = 1
+instances = 8
+[[study]]
+name = "simultaneous, population"
+game = "simultaneous"
+family = "population"
+K = 2
+Y = 3
+A = 2
+family_params = { diversity = [0.0, 0.5, 1.0] }
+population = { users = 3, mode = ["personalized", "anonymous"] }
+"""
+
+
+def _population_games(cfg, rng):
+    """Rows of population cells (alignjax.population.sweep_metrics' columns) with drawn values."""
+    rows = []
+    for cell in sweep.expand_cells(cfg):
+        for i in range(cfg["instances"]):
+            norm = float(np.clip(rng.normal(0.95 if cell.play == "personalized" else 0.85, 0.05), 0, 1))
+            ok = rng.uniform() < (1.0 if cell.play == "personalized" else 0.8)
+            rows.append({"cell": cell.index, **cell.describe(), "seed": cfg["seed"], "games_seed": 0, "instance": i,
+                         "user_value": norm, "full_information_value": 1.0, "no_information_value": 0.0,
+                         "value_ratio": norm, "normalized_value": norm, "normalized_value_min": norm - 0.02,
+                         "normalized_value_max": norm, "users_near_aligned": rng.uniform(), "users_min": norm - 0.1,
+                         "users_q10": norm - 0.05, "users_q50": norm, "users_q90": 1.0, "monopoly_best": 0.7,
+                         "monopoly_mean": 0.6, "monopoly_normalized": 0.65, "certified": ok,
+                         "certificate_lower": 0.0, "certificate_upper": 0.0 if ok else 1e-2,
+                         "status": "optimal" if ok else "not_certified", "iterations": 7, "alignment_eps": 0.05,
+                         "strong_eps_upper": 0.1 * dict(cell.family_params)["diversity"]})
+    return pd.DataFrame(rows)
+
+
+def test_population_study_summary_table_and_figure(rng, tmp_path, capsys):
+    """A population study: the monopoly is the rows' own (the users' mean normalized value
+    under the best single agent), the table shows the near-aligned share in 80 columns,
+    and the report draws plots/population.* instead of the value-against-K figures."""
+    import tomllib
+
+    from rich.console import Console
+
+    cfg = sweep.validate_config(tomllib.loads(POPULATION_CONFIG), "test")
+    games = _population_games(cfg, rng)
+    summary = report.summarize(games)
+    assert len(summary) == 6 and (summary["monopoly_normalized_mean"] == 0.65).all()
+    for _, row in summary.iterrows():
+        g = games[games["cell"] == row["cell"]]
+        assert row["users_near_aligned_mean"] == pytest.approx(g["users_near_aligned"].mean(), rel=1e-12)
+        assert row["headline"] == "normalized_value_min"
+    console = Console(width=80, record=True, color_system=None)
+    report.print_summary(summary, console)
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any(line.split()[:4] == ["2", "diversity=0.5", "anon.", "8"] for line in lines), "\n".join(lines)
+    assert any("near" in line.split() for line in lines)
+    out = _run_dir(tmp_path, games, cfg)
+    assert main(["report", str(out), "--quiet"]) == 0
+    files = _figure_files(out)
+    assert [f for f in files if f.startswith("plots/population.")] == ["plots/population.pdf", "plots/population.png",
+                                                                       "plots/population.svg"]
+    assert not any("value_vs_K" in f for f in files)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "population.svg" in page or "<b>population</b>" in page
+    assert "pers./anon.: personalized/anonymous play" in page

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -46,7 +47,9 @@ _STUDY_KEYS = {
     "family_params": dict,
     "game_params": dict,
     "solver": dict,
+    "population": dict,
 }
+_POPULATION_KEYS = {"users": (int, list), "mode": (str, list), "loss": float, "solver": dict}
 _SOLVER_FIELDS_CACHE: dict[str, set] = {}
 
 
@@ -134,6 +137,18 @@ def validate_config(raw: dict, source: str = "config") -> dict:
         if st["family"] not in FAMILIES:
             raise SweepConfigError(f"{where}.family: unknown family {st['family']!r}; known: {sorted(FAMILIES)}")
         st.setdefault("name", f"{st['game']} / {st['family']}")
+        fam = FAMILIES[st["family"]]
+        if fam.population and "population" not in st:
+            raise SweepConfigError(
+                f"{where}: family {st['family']!r} draws populations of users; add a population table, "
+                "e.g. population = { users = 3, mode = [\"personalized\", \"anonymous\"] }"
+            )
+        if "population" in st and not fam.population:
+            known = sorted(k for k, f in FAMILIES.items() if f.population)
+            raise SweepConfigError(
+                f"{where}.family: {st['family']!r} draws one user per game; a study with a population table "
+                f"needs a population family ({', '.join(known)})"
+            )
         for key in ("K", "Y", "A"):
             values = _as_list(st[key], f"{where}.{key}", int)
             for v in values:
@@ -142,7 +157,6 @@ def validate_config(raw: dict, source: str = "config") -> dict:
             if key == "A" and min(values) < 2:
                 raise SweepConfigError(f"{where}.A: need at least 2 actions for a non-trivial game; got {min(values)}")
             st[key] = values
-        fam = FAMILIES[st["family"]]
         fparams = st.get("family_params", {})
         for key, value in fparams.items():
             if key not in fam.params:
@@ -186,6 +200,8 @@ def validate_config(raw: dict, source: str = "config") -> dict:
         except (TypeError, ValueError) as err:
             raise SweepConfigError(f"{where}.solver: {err}") from None
         st["solver"] = solver
+        if "population" in st:
+            st["population"] = _population(st, where)
         if "agent" in st["game_params"]:
             for agent in st["game_params"]["agent"]:
                 if agent is None or not 0 <= agent < min(st["K"]):
@@ -196,6 +212,81 @@ def validate_config(raw: dict, source: str = "config") -> dict:
         studies.append(st)
     cfg["study"] = studies
     return cfg
+
+
+def _population(st: dict, where: str) -> dict:
+    """The study's population table, normalised: ``users`` and ``mode`` as lists,
+    ``loss`` a number, ``solver`` the anonymous solver's options (a table)."""
+    from alignjax.population import POPULATIONS, AnonymousSolver, anonymous_copies, check_anonymous_size
+
+    raw = st["population"]
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in _POPULATION_KEYS:
+            raise SweepConfigError(
+                f"{where}.population: unknown key '{key}' (known: {', '.join(sorted(_POPULATION_KEYS))})"
+            )
+        out[key] = _check_type(value, _POPULATION_KEYS[key], f"{where}.population.{key}")
+    if "users" not in out:
+        raise SweepConfigError(f"{where}.population: missing key 'users' (the number of users N, or a list)")
+    users = _as_list(out["users"], f"{where}.population.users", int)
+    if any(n < 1 for n in users):
+        raise SweepConfigError(f"{where}.population.users: must be >= 1; got {min(users)}")
+    modes = out.get("mode", list(POPULATIONS))
+    modes = modes if isinstance(modes, list) else [modes]
+    if not modes or any(m not in POPULATIONS for m in modes) or len(set(modes)) != len(modes):
+        raise SweepConfigError(
+            f"{where}.population.mode: each must be one of {', '.join(map(repr, POPULATIONS))}, once; got {modes!r}"
+        )
+    game = st["game"]
+    supported = GAME_TYPES[game].population
+    for m in modes:
+        if m not in supported:
+            known = sorted(g for g, t in GAME_TYPES.items() if m in t.population)
+            raise SweepConfigError(
+                f"{where}.game: {game!r} has no {m} population play; population studies support {', '.join(known)}"
+            )
+    loss = out.get("loss", 0.05)
+    if not (math.isfinite(loss) and 0 <= loss <= 1):
+        raise SweepConfigError(f"{where}.population.loss: must be in [0, 1]; got {loss!r}")
+    solver = dict(out.get("solver", {}))
+    default = AnonymousSolver()
+    fields = {f.name for f in dataclasses.fields(default)}
+    for key, value in solver.items():
+        if key not in fields:
+            raise SweepConfigError(
+                f"{where}.population.solver: unknown option '{key}' of the anonymous solver; known: {sorted(fields)}"
+            )
+        _check_solver_option(value, getattr(default, key), f"{where}.population.solver.{key}")
+    try:
+        anon = AnonymousSolver(**solver)
+    except (TypeError, ValueError) as err:
+        raise SweepConfigError(f"{where}.population.solver: {err}") from None
+    if "anonymous" in modes:
+        # anonymous play: tie margin 0, exact evaluation; quantal users certified by the
+        # quantal envelope bound (temperature > 0; leave it out for best-responding users)
+        for key, ok, why in (
+            ("delta", lambda v: not v, "tie margin 0 only"),
+            ("evaluation_period", lambda v: v is None, "exact evaluation only"),
+            ("temperature", lambda v: v is None or v > 0, "a temperature > 0 (quantal users) or none (best responses)"),
+        ):
+            for v in st["game_params"].get(key, [None]):
+                if not ok(v):
+                    raise SweepConfigError(
+                        f"{where}.game_params.{key}: anonymous play is solved with {why} (no sound certificate "
+                        f"otherwise); got {v!r} (drop it, or set population.mode = \"personalized\")"
+                    )
+        grid = itertools.product(st["A"], st["Y"], st["K"], users, st["game_params"].get("signals", [None]))
+        for A, Y, K, n, M in grid:
+            try:
+                check_anonymous_size(
+                    n, A, Y, f"{where}.population.users", copies=anonymous_copies(game, n, K, int(M) if M else max(A, Y)),
+                    memory_budget=anon.memory_budget, max_profiles=anon.max_profiles,
+                    advice=f"lower users (here N = {n}) or A (here {A}), or set population.mode = \"personalized\"",
+                )
+            except ValueError as err:
+                raise SweepConfigError(str(err)) from None
+    return {"users": users, "mode": modes, "loss": float(loss), "solver": {k: solver[k] for k in sorted(solver)}}
 
 
 def _check_solver_option(value, default, where):

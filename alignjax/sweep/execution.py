@@ -62,7 +62,8 @@ class _Runner:
         self.cache: dict = {}
 
     def function(self, cell: Cell, statics: dict, batch: int):
-        key = (cell.game, cell.K, cell.Y, cell.A, cell.solver, tuple(sorted(statics.items())), batch)
+        key = (cell.game, cell.K, cell.Y, cell.A, cell.solver, tuple(sorted(statics.items())), batch,
+               cell.users, cell.play, cell.loss, cell.anonymous_solver)
         if key in self.cache:
             return self.cache[key]
         jax = self.jax
@@ -70,6 +71,9 @@ class _Runner:
         solver = gt.make_solver(dict(cell.solver))
 
         def one(game, key, params):
+            if cell.population:  # a population of users: its own metrics (alignment included)
+                return gt.run_population(game, solver, dict(params, **statics), key, play=cell.play, loss=cell.loss,
+                                         anonymous_solver=_anonymous_solver(cell))
             out = gt.run(game, solver, dict(params, **statics), key)
             out["alignment_eps"] = _alignment_metric(game)
             return out
@@ -123,6 +127,12 @@ class _Runner:
         return {k: np.concatenate([np.asarray(o[k]) for o in ordered])[:n_valid] for k in ordered[0]}
 
 
+def _anonymous_solver(cell: Cell):
+    from alignjax.population import AnonymousSolver
+
+    return AnonymousSolver(**dict(cell.anonymous_solver))
+
+
 def _split_params(cell: Cell):
     """Game parameters: numbers are traced scalars (one compile serves every value);
     ``None`` switches and shape parameters are static."""
@@ -155,13 +165,22 @@ def choose_chunk(cell: Cell, cfg: dict, devices, vmap_batch: int) -> tuple[int, 
     """
     n_dev = len(devices)
     itemsize = 8 if cfg["dtype"] == "float64" else 4
-    per_game = max(GAME_TYPES[cell.game].bytes_per_game(cell.K, cell.Y, cell.A, dict(cell.game_params), itemsize), 1)
+    gt = GAME_TYPES[cell.game]
+    params = dict(cell.game_params)
+    if cell.population:
+        per_game = gt.population_bytes(cell.K, cell.Y, cell.A, cell.users, params, itemsize, play=cell.play,
+                                       anonymous_solver=_anonymous_solver(cell))
+    else:
+        per_game = gt.bytes_per_game(cell.K, cell.Y, cell.A, params, itemsize)
+    per_game = max(per_game, 1)
     budget = _memory_budget(devices, cfg["memory_fraction"])
     if per_game > budget:
+        what = f"K={cell.K}, Y={cell.Y}, A={cell.A}" + (f", N={cell.users} users" if cell.population else "")
         raise SweepConfigError(
-            f"study '{cell.study_name}': one game (K={cell.K}, Y={cell.Y}, A={cell.A}) needs about "
+            f"study '{cell.study_name}': one game ({what}) needs about "
             f"{per_game / 2**20:.0f} MiB, over the budget of {budget / 2**20:.0f} MiB per device; "
-            "lower K, Y, A or the game's size parameters (signals, rounds), or raise memory_fraction"
+            "lower K, Y, A" + (", population.users" if cell.population else "")
+            + " or the game's size parameters (signals, rounds), or raise memory_fraction"
         )
     batch = max(1, min(vmap_batch, budget // per_game))
     unit = n_dev * batch
@@ -293,7 +312,8 @@ def _run_sweep(cfg: dict, out_dir, *, progress: bool, csv, console) -> dict:
                 # (chunks are multiples of the batch), so blocks do not depend on chunking
                 gen_idx = np.where(valid, indices, hi - 1)
                 key = jax.random.PRNGKey(seed_games)
-                games = generate(cell.family, key, gen_idx, cell.K, cell.Y, cell.A, dict(cell.family_params), dtype=dtype, seed=seed_games)
+                games = generate(cell.family, key, gen_idx, cell.K, cell.Y, cell.A, dict(cell.family_params), dtype=dtype,
+                                 seed=seed_games, users=cell.users)
                 keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed_games ^ 0x5EED), i))(jnp.asarray(gen_idx))
                 # every process generates the whole chunk (cheap, deterministic) and
                 # solves the blocks of its own devices

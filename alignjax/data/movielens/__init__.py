@@ -40,7 +40,8 @@ Games (one user, one slate of movies; :func:`utilities` gives the formulas):
   *user* is a person who rated the whole slate, so her utility is always her own
   ratings; only agents' tastes may be completed.
 
-Experiments (run by ``alignjax movielens``; :func:`run_movielens`):
+Experiments (run by ``alignjax movielens``; :func:`run_movielens`; C is described in
+``docs/population.md``, "MovieLens"):
 
 * A, :func:`alignment_experiment`: the alignment error of K random other people
   for each target person, K = 1..K_max (MSE, simplex and non-negative weights,
@@ -56,6 +57,11 @@ Experiments (run by ``alignjax movielens``; :func:`run_movielens`):
   :func:`alignjax.response.normalized_value`: 1 when FI = NI (to round-off), as in
   the sweep's tables. (Before, this experiment wrote NaN there and left those games
   out of the summary's means; they now count as 1.)
+* C, :func:`population_experiment`: a population of people (everyone who rated the
+  slate, or everyone with completed ratings) as the users of the same K agents,
+  personalized against anonymous simultaneous persuasion (:mod:`alignjax.population`;
+  anonymous play through user types), per user (:func:`summarize_population`,
+  :func:`plot_population`).
 
 Errors: a missing directory or file, a missing column, a malformed row (wrong number
 of fields, a non-numeric or empty value, a rating outside the scale, a repeated
@@ -83,8 +89,9 @@ Layout (one concept per module; everything public is re-exported here):
 ``family``       the sweep's ``movielens`` family: :func:`movielens_family`,
                  :data:`FAMILY_DEFAULTS`, :data:`SWEEP_PARAMS`, :func:`sweep_check`,
                  :func:`sweep_games`, the per-process caches
-``experiments``  experiments A and B and their summaries; the chunked batch runner
-``reports``      tables as bytes, :func:`plot_alignment`, :func:`plot_games`, key numbers
+``experiments``  experiments A, B and C and their summaries; the chunked batch runner
+``reports``      tables as bytes, :func:`plot_alignment`, :func:`plot_games`,
+                 :func:`plot_population`, key numbers
 ``run``          :func:`run_movielens`: the whole job and its outputs
 ================ =======================================================================
 
@@ -95,10 +102,13 @@ its records as notes).
 from alignjax.data.movielens.completion import ALSModel, MFReport, evaluate_als, fit_als
 from alignjax.data.movielens.config import SUP_AGENTS, MovieLensConfig
 from alignjax.data.movielens.experiments import (
+    POPULATION_PLAYS,
     alignment_experiment,
     games_experiment,
+    population_experiment,
     summarize_alignment,
     summarize_games,
+    summarize_population,
 )
 from alignjax.data.movielens.family import FAMILY_DEFAULTS, SWEEP_PARAMS, movielens_family, sweep_check, sweep_games
 from alignjax.data.movielens.games import (
@@ -118,7 +128,7 @@ from alignjax.data.movielens.loading import (
     detect_format,
     load_movielens,
 )
-from alignjax.data.movielens.reports import plot_alignment, plot_games
+from alignjax.data.movielens.reports import plot_alignment, plot_games, plot_population
 from alignjax.data.movielens.run import run_movielens
 
 __all__ = [
@@ -150,7 +160,11 @@ __all__ = [
     "summarize_alignment",
     "games_experiment",
     "summarize_games",
+    "population_experiment",
+    "summarize_population",
+    "POPULATION_PLAYS",
     "plot_alignment",
     "plot_games",
+    "plot_population",
     "run_movielens",
 ]

@@ -36,6 +36,14 @@ class MovieLensConfig:
         selection_agents: experiment B's K for the best-AI selection game (empty, and
             ``simultaneous_agents`` empty: experiment B is skipped).
         simultaneous_agents: experiment B's K for the simultaneous game (empty: skip).
+        population_agents: experiment C's K, the agents shared by the whole population
+            (0: experiment C is skipped).
+        population_types: experiment C's user types for anonymous play (k-means
+            clusters; the exact anonymous game grows as 2^types for binary actions).
+        population_users: experiment C's users, at most this many (a seeded subset;
+            None: every possible user of the variant).
+        population_loss: experiment C's near-alignment loss (a user is near-aligned
+            when her normalized value is at least ``1 - loss``).
         targets: use at most this many target people (a seeded subset; None: all).
         seed: seed of every random draw.
         mf_rank, mf_reg, mf_iterations: the completion model (:func:`fit_als`).
@@ -54,6 +62,10 @@ class MovieLensConfig:
     sup_agents: tuple[int, ...] = SUP_AGENTS
     selection_agents: tuple[int, ...] = (2, 5, 10)
     simultaneous_agents: tuple[int, ...] = (2, 3)
+    population_agents: int = 2
+    population_types: int = 8
+    population_users: int | None = None
+    population_loss: float = 0.05
     targets: int | None = None
     seed: int = 0
     mf_rank: int = 10
@@ -84,6 +96,18 @@ class MovieLensConfig:
             ks = getattr(self, name)
             if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
                 raise ValueError(f"{name}: agent counts must be integers >= 1; got {ks!r}")
+        for name, minimum in (("population_agents", 0), ("population_types", 1)):
+            try:
+                _check_int(name, getattr(self, name), minimum)
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+        if self.population_users is not None:
+            try:
+                _check_int("population_users", self.population_users, 1)
+            except ValueError as err:
+                raise ValueError(f"population_users: {err}") from None
+        if not (isinstance(self.population_loss, (int, float)) and 0 <= self.population_loss <= 1):
+            raise ValueError(f"population_loss: must be in [0, 1]; got {self.population_loss!r}")
         if self.targets is not None:
             try:
                 _check_int("targets", self.targets, 1)

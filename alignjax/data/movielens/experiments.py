@@ -5,7 +5,10 @@
   the uniform average;
 * B, :func:`games_experiment`: the user's equilibrium value in the competition games
   as K grows, each game solved through the project's table of game types
-  (:data:`alignjax.games.GAME_TYPES`), as the sweep solves it.
+  (:data:`alignjax.games.GAME_TYPES`), as the sweep solves it;
+* C, :func:`population_experiment`: many people at once as the users of the same K
+  agents (other people's tastes), personalized against anonymous simultaneous
+  persuasion (:mod:`alignjax.population`), per user and in distribution.
 
 Batches are solved in fixed-size chunks (:func:`_run_chunked`): one compilation per
 shape.
@@ -26,7 +29,15 @@ from alignjax.games import GAME_TYPES
 from alignjax.response import normalized_value
 from alignjax.status import Status, status_name
 
-__all__ = ["alignment_experiment", "summarize_alignment", "games_experiment", "summarize_games"]
+__all__ = [
+    "alignment_experiment",
+    "summarize_alignment",
+    "games_experiment",
+    "summarize_games",
+    "population_experiment",
+    "summarize_population",
+    "POPULATION_PLAYS",
+]
 
 _DEFAULTS = MovieLensConfig()
 
@@ -403,3 +414,269 @@ def summarize_games(per_game):
         out["eps_mean"] = g["eps"].mean()
         out["within_bound"] = g["within_bound"].mean()
     return out.reset_index()
+
+
+# ----------------------------------------------------------------------------------------
+# Experiment C: a population of real people, personalized against anonymous play
+# ----------------------------------------------------------------------------------------
+
+POPULATION_PLAYS = (
+    "personalized",
+    "personalized, worst",
+    "anonymous",
+    "anonymous, worst",
+    "anonymous, search",
+    "best agent, personalized",
+    "best agent, anonymous",
+)
+"""The rows of :func:`summarize_population`, in order (see :func:`population_experiment`)."""
+
+
+@functools.lru_cache(maxsize=None)
+def _single_agent_runner():
+    """Compiled batch ``games -> (B, K)`` user values with each agent alone (its optimal
+    scheme against the user: :func:`alignjax.persuasion.monopoly`)."""
+    import jax
+
+    from alignjax import persuasion
+
+    return jax.jit(jax.vmap(lambda game: persuasion.monopoly(game).user_value))
+
+
+def _population_people(slate: Slate, num_agents: int, users, seed: int):
+    """``(agents (K,), users (N,))`` userIds: K agents drawn among the slate's people
+    (seeded by (seed, K)), the users every other possible user of the variant (observed:
+    the people who rated the whole slate; completed: everyone), at most ``users`` of them
+    (a seeded subset)."""
+    rng = np.random.default_rng([seed, num_agents, 31])
+    agents = np.sort(rng.choice(slate.people, num_agents, replace=False))
+    pool = slate.targets if slate.variant == "observed" else slate.people
+    pool = np.setdiff1d(pool, agents)
+    if users is not None and users < len(pool):
+        pool = np.sort(np.random.default_rng([seed, 37]).choice(pool, users, replace=False))
+    return agents, pool
+
+
+def population_experiment(
+    slate: Slate,
+    *,
+    num_agents: int = _DEFAULTS.population_agents,
+    num_types: int = _DEFAULTS.population_types,
+    users: int | None = _DEFAULTS.population_users,
+    biases: Sequence[float] = (0.0,),
+    prior: str = "uniform",
+    actions: str = "binary",
+    levels: int = 5,
+    seed: int = 0,
+    loss: float = _DEFAULTS.population_loss,
+    solver=None,
+    anonymous_solver=None,
+    chunk: int = 16,
+    progress=None,
+):
+    """Experiment C: many people as the users of the same K agents (other people's
+    tastes), in simultaneous persuasion, personalized against anonymous.
+
+    The population (:func:`_population_people`): K agents drawn among the slate's
+    people, and as users every other person who rated the whole slate (``"observed"``)
+    or every other person of the data, their missing slate ratings predicted by the
+    completion model (``"completed"``: "many users", each row says how much of her
+    utility is her own ratings), with equal masses and the slate's prior. Utilities as
+    in :func:`utilities` (agents with engagement ``bias``). For each bias:
+
+    * **personalized**: every user's own game (:mod:`alignjax.simultaneous`, the game
+      table's defaults, ``signals = A``), solved in chunks as experiment B solves it;
+      per user the kept equilibrium (``personalized``) and the worst certified one found
+      (``personalized, worst``; the kept point, uncertified, where none is), certified
+      per user by the exploitability bracket;
+    * **anonymous**: one public scheme per agent (``signals = max(A, Y)``), exact only
+      for a few user types, so the users are clustered into ``num_types`` types
+      (:func:`alignjax.population.anonymous_simultaneous_by_types`): the types' game is
+      solved and certified exactly, its end points are played to every user (her value
+      exact) and bracketed for the whole population by the personalized relaxation
+      (:func:`alignjax.population.relaxed_deviation_bounds`, sound for any N); per user
+      the kept profile (``anonymous``), the worst candidate certified for the types
+      (``anonymous, worst``) and the end point of the gradient searches (random and
+      worst-case starts) with the smallest exploitability bound for the types
+      (``anonymous, search``; often not certified: an approximate equilibrium, its
+      bracket in ``info``);
+    * the best single agent (the agent of highest mean user value alone): personalized
+      (its optimal scheme per user) and anonymous (its optimal public scheme for the
+      types, played to every user).
+
+    Returns:
+        ``(per_user, info)``: a ``pandas.DataFrame`` with one row per (bias, user):
+        ``variant``, ``bias``, ``user`` (userId), ``type``, ``observed_fraction`` (share
+        of her slate ratings that are her own), ``fi``, ``ni``, ``weak_eps`` (her
+        sup-norm distance from the agents' hull, her own weights), and per play of
+        :data:`POPULATION_PLAYS` (names with ``_`` for ``", "`` and spaces) its value and
+        normalized value (``<play>_value``, ``<play>_normalized``) and, for the four
+        equilibria, ``<play>_certified``; ``info``: per bias a dict of the agents, the
+        population's statuses and certificates, the clustering radius, the types'
+        statuses, the strong-alignment bracket and the wall and CPU seconds of each
+        play (compilation included).
+
+    Raises:
+        ValueError: ``num_agents`` or ``num_types`` out of range (naming the option).
+    """
+    import time
+
+    import jax
+    import pandas as pd
+
+    from alignjax import population
+
+    num_agents = _check_int("population_agents", num_agents, 1)
+    num_types = _check_int("population_types", num_types, 1)
+    if num_agents > slate.num_people - 1:
+        raise ValueError(
+            f"population_agents: K = {num_agents} exceeds the {slate.num_people - 1} people of the {slate.variant} "
+            "slate besides a user"
+        )
+    agents, people = _population_people(slate, num_agents, users, seed)
+    if len(people) < 1:
+        raise ValueError(f"population_users: no user left in the {slate.variant} slate besides the {num_agents} agents")
+    num_types = min(num_types, len(people))
+    p = slate_prior(slate, prior)
+    kw = dict(actions=actions, levels=levels, rating_scale=slate.rating_scale)
+    ui = slate.index(people)
+    user_u = utilities(slate.ratings[ui], p, **kw)
+    observed = slate.observed[ui].mean(axis=1)
+    solver = solver or GAME_TYPES["simultaneous"].make_solver({})
+    anonymous_solver = anonymous_solver or population.AnonymousSolver()
+    steps = len(biases) * 4
+    track = _Track(progress, f"C: population ({slate.variant}, {len(people)} users)", steps)
+    frames, info = [], {}
+    for bias in biases:
+        agent_u = utilities(slate.ratings[slate.index(agents)], p, bias=float(bias), **kw)
+        game = population.PopulationGame(p, user_u, agent_u)
+        games = jax.tree.map(np.asarray, game.user_games())
+        times = {}
+
+        def clock(name, fn):
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = fn()
+            times[name] = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+            track()
+            return out
+
+        pers = clock("personalized", lambda: _run_chunked(_game_runner("simultaneous", solver), games, chunk))
+        key = jax.random.PRNGKey(seed)
+        anon, types = clock("anonymous", lambda: population.anonymous_simultaneous_by_types(
+            game, num_types, anonymous_solver, key=key, seed=seed))
+        anon = jax.device_get(anon)
+
+        def singles():
+            per = _run_chunked(_single_agent_runner(), games, chunk).T  # (K, N)
+            tg = types["types_game"]
+            public = np.stack([
+                np.asarray(population.public_user_values(game, population.anonymous_persuasion(tg, i).joint))
+                for i in range(num_agents)
+            ])
+            return per, public
+
+        single_p, single_a = clock("single agents", singles)
+
+        def fits():
+            eps = _run_chunked(_sup_fitter("simplex"), (games.user_utility, games.agent_utilities), chunk)
+            upper = jax.jit(lambda g: population.strong_alignment_upper(g)[0])(game)
+            return eps, float(upper)
+
+        weak, strong_upper = clock("alignment", fits)
+        fi, ni = pers["full_information_value"], pers["no_information_value"]
+        norm = lambda v: np.asarray(normalized_value(v, fi, ni), float)  # noqa: E731
+        d = anon.detail
+        mean_users = np.asarray(d["user_values_all"]) @ np.full(len(people), 1.0 / len(people))
+        tcert = np.asarray(d["types_certified_all"])
+        worst = int(np.argmin(np.where(tcert, mean_users, np.inf))) if tcert.any() else int(d["kept"])
+        searches = anonymous_solver.restarts + anonymous_solver.worst_searches  # the first candidates
+        type_gains = np.asarray(types["types"].detail["gains_all"]).sum(axis=1)[:searches]
+        search = int(np.argmin(type_gains))
+        best_p = int(np.argmax(single_p.mean(axis=1)))
+        best_a = int(np.argmax(single_a.mean(axis=1)))
+        anon_cert = bool(anon.certified)
+        values = {
+            "personalized": (pers["user_value"], np.asarray(pers["certified"], bool)),
+            # the worst certified equilibrium found; where none is certified, the kept point (uncertified)
+            "personalized, worst": (np.where(np.isfinite(pers["user_value_min"]), pers["user_value_min"],
+                                             pers["user_value"]), np.isfinite(pers["user_value_min"])),
+            "anonymous": (np.asarray(anon.user_values), np.full(len(people), anon_cert)),
+            "anonymous, worst": (np.asarray(d["user_values_all"])[worst],
+                                 np.full(len(people), bool(np.asarray(d["certified_all"])[worst]))),
+            "anonymous, search": (np.asarray(d["user_values_all"])[search],
+                                  np.full(len(people), bool(np.asarray(d["certified_all"])[search]))),
+            "best agent, personalized": (single_p[best_p], None),
+            "best agent, anonymous": (single_a[best_a], None),
+        }
+        frame = pd.DataFrame({
+            "variant": slate.variant, "bias": float(bias), "user": people, "type": np.asarray(types["assignment"]),
+            "observed_fraction": observed, "fi": fi, "ni": ni, "weak_eps": weak.epsilon,
+            "weak_eps_certified": np.asarray(weak.status) == Status.OPTIMAL,
+        })
+        for play, (v, cert) in values.items():
+            col = _play_column(play)
+            frame[f"{col}_value"] = np.asarray(v, float)
+            frame[f"{col}_normalized"] = norm(v)
+            if cert is not None:
+                frame[f"{col}_certified"] = cert
+        frames.append(frame)
+        info[f"{float(bias):g}"] = {
+            "agents": agents.tolist(),
+            "users": len(people),
+            "types": int(types["types_game"].num_users),
+            "clustering_radius": float(types["radius"]),
+            "types_status": str(status_name(int(types["types"].status))),
+            "types_certified": int(tcert.sum()),
+            "candidates": int(tcert.shape[0]),
+            "anonymous_status": str(status_name(int(anon.status))),
+            "anonymous_certified": anon_cert,
+            "anonymous_exploitability": [float(anon.exploitability_lower), float(anon.exploitability_upper)],
+            "anonymous_population_certified": int(np.asarray(d["certified_all"]).sum()),
+            "anonymous_worst_candidate": worst,
+            "anonymous_search_candidate": search,
+            "anonymous_search_exploitability_types": float(type_gains[search]),
+            "anonymous_search_exploitability": [float(np.asarray(d["gains_lower_all"])[search].sum()),
+                                                float(np.asarray(d["gains_all"])[search].sum())],
+            "personalized_certified": float(np.mean(pers["certified"])),
+            "single_agent_personalized": agents[best_p].item(),
+            "single_agent_anonymous": agents[best_a].item(),
+            "strong_eps": [float(np.max(weak.epsilon)), strong_upper],
+            "loss": float(loss),
+            "times": times,
+        }
+    return pd.concat(frames, ignore_index=True), info
+
+
+def _play_column(play: str) -> str:
+    return play.replace(", ", "_").replace(" ", "_")
+
+
+def summarize_population(per_user, info: dict, loss: float = _DEFAULTS.population_loss):
+    """Per (variant, bias, play of :data:`POPULATION_PLAYS`): ``users``, the mean and
+    the 10/25/50/75/90% quantiles of the users' normalized values, ``near`` (the share
+    within ``loss`` of full information: normalized value >= 1 - loss), ``certified``
+    (the share of users whose outcome is certified: per user for personalized play, the
+    population's bracket for anonymous play; NaN for the single agents, which solve
+    LPs), and the play's ``wall_s`` / ``cpu_s`` (compilation included; ``info`` of
+    :func:`population_experiment` per variant)."""
+    import pandas as pd
+
+    rows = []
+    timing = {"personalized": "personalized", "personalized, worst": "personalized", "anonymous": "anonymous",
+              "anonymous, worst": "anonymous", "anonymous, search": "anonymous", "best agent, personalized": "single agents",
+              "best agent, anonymous": "single agents"}
+    for (variant, bias), d in per_user.groupby(["variant", "bias"], sort=False):
+        times = info.get(variant, {}).get(f"{float(bias):g}", {}).get("times", {})
+        for play in POPULATION_PLAYS:
+            col = _play_column(play)
+            v = d[f"{col}_normalized"].to_numpy(float)
+            cert = d[f"{col}_certified"].to_numpy(float).mean() if f"{col}_certified" in d else float("nan")
+            t = times.get(timing[play], {})
+            rows.append({
+                "variant": variant, "bias": float(bias), "play": play, "users": len(v),
+                "mean": float(np.mean(v)),
+                **{f"q{q}": float(np.quantile(v, q / 100, method="inverted_cdf")) for q in (10, 25, 50, 75, 90)},
+                "near": float(np.mean(v >= 1 - loss)), "loss": float(loss), "certified": float(cert),
+                "wall_s": t.get("wall_s", float("nan")), "cpu_s": t.get("cpu_s", float("nan")),
+            })
+    return pd.DataFrame(rows)

@@ -1,14 +1,16 @@
 """The outputs of a MovieLens run besides its tables' rows: the tables as bytes (CSV,
-and Parquet with pyarrow), the figures of experiments A and B, and the key numbers
+and Parquet with pyarrow), the figures of experiments A, B and C, and the key numbers
 recorded in ``run.json``."""
 
 from __future__ import annotations
 
 import io
 
+import numpy as np
+
 from alignjax.data.movielens.games import _VARIANTS
 
-__all__ = ["plot_alignment", "plot_games"]
+__all__ = ["plot_alignment", "plot_games", "plot_population"]
 
 
 def _table_bytes(df) -> dict[str, bytes]:
@@ -110,10 +112,88 @@ def plot_games(summary) -> bytes:
     return buf.getvalue()
 
 
-def _key_numbers(a_summary, b_summary) -> dict:
+# experiment C: one colour per kind of play; solid the kept equilibrium, dotted the
+# worst certified one found, dash-dot the anonymous search's end, dashed the best single agent alone
+_PLAY_STYLES = {
+    "personalized": ("#2171b5", "-", 1.6),
+    "personalized, worst": ("#2171b5", ":", 1.3),
+    "best agent, personalized": ("#6baed6", "--", 1.1),
+    "anonymous": ("#d94801", "-", 1.6),
+    "anonymous, worst": ("#d94801", ":", 1.3),
+    "anonymous, search": ("#d94801", "-.", 1.0),
+    "best agent, anonymous": ("#fd8d3c", "--", 1.1),
+}
+
+
+def plot_population(per_user, summary) -> bytes:
+    """PNG: experiment C's distribution of the users' normalized values (v - NI) / (FI -
+    NI): the share of users at or below each value (ECDF), one panel per variant (rows)
+    and bias (columns), each titled with the two kinds of play's means and certified shares; personalized play in blue, anonymous in orange; solid the kept equilibrium,
+    dotted the worst certified one found, dash-dot the anonymous searches' best end
+    point (an approximate equilibrium), dashed the best single agent alone. The grey
+    line marks ``1 - loss``: the users right of it are near-aligned."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from alignjax.data.movielens.experiments import POPULATION_PLAYS, _play_column
+
+    variants = list(dict.fromkeys(per_user["variant"]))
+    biases = sorted(set(per_user["bias"]))
+    fig, axes = plt.subplots(len(variants), len(biases), figsize=(max(6.4, 4.2 * len(biases)), 0.9 + 3.2 * len(variants)),
+                             squeeze=False, sharex=True, sharey=True, layout="constrained")
+    handles = {}
+    loss = float(summary["loss"].iloc[0])
+    for i, variant in enumerate(variants):
+        for j, bias in enumerate(biases):
+            ax = axes[i, j]
+            d = per_user[(per_user["variant"] == variant) & (per_user["bias"] == bias)]
+            summ = summary[(summary["variant"] == variant) & (summary["bias"] == bias)].set_index("play")
+            for play in POPULATION_PLAYS:
+                colour, style, width_ = _PLAY_STYLES[play]
+                v = np.sort(d[f"{_play_column(play)}_normalized"].to_numpy(float))
+                y = np.arange(1, len(v) + 1) / len(v)
+                (line,) = ax.step(np.concatenate([[min(v[0], 0.0)], v]), np.concatenate([[0.0], y]), where="post",
+                                  color=colour, ls=style, lw=width_)
+                handles.setdefault(play, line)
+            ax.axvline(1 - loss, color="0.55", lw=0.8, ls="-", zorder=0)
+            ax.text(1 - loss - 0.01, 0.5, "1 − loss", ha="right", va="center", fontsize=7, color="0.4", rotation=90)
+            ax.set_xlim(-0.05, 1.05)
+            ax.set_ylim(0, 1.0)
+            if i == len(variants) - 1:
+                ax.set_xlabel("user's normalized value, (v − NI) / (FI − NI)")
+            if j == 0:
+                ax.set_ylabel("share of users at or below")
+            stats = "; ".join(
+                f"{_SHORT[p]} mean {summ.loc[p, 'mean']:.2f}, {summ.loc[p, 'certified']:.0%} cert."
+                for p in ("personalized", "anonymous")
+            )
+            ax.set_title(f"{variant}, bias {bias:g}: {len(d)} users\n{stats}", fontsize=8)
+            ax.grid(alpha=0.3)
+    labels = [{"anonymous, search": "anonymous, search end (approximate eq.)"}.get(p, p) for p in handles]
+    fig.legend(list(handles.values()), labels, loc="outside lower center", ncols=4, fontsize=7, frameon=False)
+    fig.suptitle("Experiment C: personalized against anonymous persuasion of a MovieLens population", fontsize=9.5)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+_SHORT = {"personalized": "pers.", "anonymous": "anon."}
+
+
+def _key_numbers(a_summary, b_summary, c_summary=None) -> dict:
     """The headline numbers: experiment A at K = 1, 10 and the largest K (first bias),
-    experiment B's normalized values by K."""
-    out = {"alignment": {}, "games": {}}
+    experiment B's normalized values by K, experiment C's distribution per play."""
+    out = {"alignment": {}, "games": {}, "population": {}}
+    if c_summary is not None:
+        for (variant, bias), d in c_summary.groupby(["variant", "bias"], sort=False):
+            out["population"][f"{variant}/bias={bias:g}"] = {
+                r.play: {k: float(getattr(r, k)) for k in ("mean", "q10", "q25", "q50", "q75", "q90", "near",
+                                                             "certified", "wall_s", "cpu_s")} | {"users": int(r.users)}
+                for r in d.itertuples()
+            }
     if len(a_summary):
         b0 = sorted(set(a_summary["bias"]))[0]
         for (variant, fit), d in a_summary[a_summary["bias"] == b0].groupby(["variant", "fit"]):

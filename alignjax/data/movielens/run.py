@@ -20,12 +20,14 @@ from alignjax.data.movielens.experiments import (
     _Track,
     alignment_experiment,
     games_experiment,
+    population_experiment,
     summarize_alignment,
     summarize_games,
+    summarize_population,
 )
 from alignjax.data.movielens.games import build_slate
 from alignjax.data.movielens.loading import load_movielens
-from alignjax.data.movielens.reports import _key_numbers, _table_bytes, plot_alignment, plot_games
+from alignjax.data.movielens.reports import _key_numbers, _table_bytes, plot_alignment, plot_games, plot_population
 
 __all__ = ["run_movielens"]
 
@@ -38,7 +40,7 @@ def run_movielens(
     progress=None,
     echo: Callable[[str], None] | None = None,
 ) -> dict:
-    """Run experiments A and B on a MovieLens release and write their outputs.
+    """Run experiments A, B and C on a MovieLens release and write their outputs.
 
     Everything that can fail on bad input (the options, the data, the slates) is
     checked before any output is written (``out_dir`` is created at the start to hold
@@ -47,8 +49,10 @@ def run_movielens(
 
     Outputs in ``out_dir``: ``alignment_per_target`` and ``alignment_summary`` (tables
     of :func:`alignment_experiment` and :func:`summarize_alignment`), ``games`` and
-    ``games_summary`` (:func:`games_experiment`, :func:`summarize_games`), each as
-    ``.csv`` and, with pyarrow, ``.parquet``; ``alignment.png`` and ``games.png``;
+    ``games_summary`` (:func:`games_experiment`, :func:`summarize_games`),
+    ``population_per_user`` and ``population_summary`` (:func:`population_experiment`,
+    :func:`summarize_population`), each as ``.csv`` and, with pyarrow, ``.parquet``;
+    ``alignment.png``, ``games.png`` and ``population.png``;
     ``run.json`` (settings, data counts, slates, the factorisation's held-out RMSE,
     versions, wall time, key numbers).
 
@@ -126,6 +130,20 @@ def _run_movielens(data_dir, out_dir, config: MovieLensConfig, *, progress, echo
                 f"simultaneous_agents: K = {max(config.simultaneous_agents)} exceeds the "
                 f"{sl.num_people - 1} people besides the user in the {v} slate"
             )
+    if config.population_agents:
+        from alignjax.population import anonymous_copies, check_anonymous_size
+
+        A = 2 if config.actions == "binary" else config.levels
+        for v, sl in slates.items():
+            if config.population_agents > sl.num_people - 1:
+                raise ValueError(
+                    f"population_agents: K = {config.population_agents} exceeds the {sl.num_people - 1} people "
+                    f"besides a user in the {v} slate"
+                )
+        copies = anonymous_copies("simultaneous", config.population_types, config.population_agents,
+                                  max(A, config.slate_size))
+        check_anonymous_size(config.population_types, A, config.slate_size, "population_types", copies=copies,
+                             advice="lower --population-types or --population-agents (or --slate-size)")
     say(
         f"slate: the {config.slate_size} most-rated movies; {len(targets)} target people "
         + ", ".join(f"{v}: {sl.num_people} people" for v, sl in slates.items())
@@ -148,6 +166,16 @@ def _run_movielens(data_dir, out_dir, config: MovieLensConfig, *, progress, echo
             sl, targets=targets, num_agents=config.selection_agents, biases=config.biases,
             simultaneous_agents=config.simultaneous_agents, progress=progress, **common,
         ))
+    c_rows, c_info = [], {}
+    for v, sl in slates.items():
+        if not config.population_agents:
+            break
+        rows, c_info[v] = population_experiment(
+            sl, num_agents=config.population_agents, num_types=config.population_types,
+            users=config.population_users, biases=config.biases, loss=config.population_loss, progress=progress,
+            **common,
+        )
+        c_rows.append(rows)
     a_per_target = pd.concat(a_rows, ignore_index=True)
     a_summary = summarize_alignment(a_per_target)
     tables = [("alignment_per_target", a_per_target), ("alignment_summary", a_summary)]
@@ -160,9 +188,18 @@ def _run_movielens(data_dir, out_dir, config: MovieLensConfig, *, progress, echo
     for name, df in tables:
         for ext, blob in _table_bytes(df).items():
             files[name + ext] = blob
+    c_summary = None
+    if c_rows:
+        c_per_user = pd.concat(c_rows, ignore_index=True)
+        c_summary = summarize_population(c_per_user, c_info, config.population_loss)
+        for name, df in (("population_per_user", c_per_user), ("population_summary", c_summary)):
+            for ext, blob in _table_bytes(df).items():
+                files[name + ext] = blob
     files["alignment.png"] = plot_alignment(a_summary)
     if b_summary is not None:
         files["games.png"] = plot_games(b_summary)
+    if c_summary is not None:
+        files["population.png"] = plot_population(c_per_user, c_summary)
     wall = time.perf_counter() - t_start
     run = {
         "command": "alignjax movielens",
@@ -183,8 +220,9 @@ def _run_movielens(data_dir, out_dir, config: MovieLensConfig, *, progress, echo
         "target_people": targets.tolist(),
         "matrix_factorisation": dataclasses.asdict(report) if report else None,
         "games_run": b_summary is not None,
+        "population": c_info or None,
         "versions": versions(),
-        "key_numbers": _key_numbers(a_summary, b_summary),
+        "key_numbers": _key_numbers(a_summary, b_summary, c_summary),
         "outputs": sorted(files) + ["run.json"],
         "wall_time_s": round(wall, 2),
     }
