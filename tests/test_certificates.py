@@ -92,6 +92,7 @@ def _quantal_value(p, user, agent, tau):
     return jnp.sum(q * (agent @ p))
 
 
+@pytest.mark.slow  # the bound itself stays in CI (test_quantal_envelope_bound_is_sound_against_a_grid_search)
 def test_quantal_derivative_constants_bound_autodiff():
     """|f'| <= L and |f''| <= H along unit-L1 zero-sum directions, at random points."""
     rng = np.random.default_rng(3)

@@ -43,8 +43,9 @@ CONFIGS = {
     "conversation": HEAD + 'game = "conversation"\nfamily = "random"\nK = 2\nY = 3\nA = 2\n' + SOLVER,
 }
 # selection is the game the issue saw move; the searches compile longer programs
+# all slow: tests/test_sweep.py runs the four-device case (persuasion) in CI
 GAMES = [
-    "selection",
+    pytest.param("selection", marks=pytest.mark.slow),
     pytest.param("simultaneous", marks=pytest.mark.slow),
     pytest.param("conversation", marks=pytest.mark.slow),
 ]

@@ -234,6 +234,7 @@ def test_smoothed_persuasion_is_differentiable_and_tends_to_the_lp():
     assert errs[2] < errs[1] < errs[0] and errs[2] <= 0.1 * errs[0]
 
 
+@pytest.mark.slow  # compiles every derivative path; tests/test_alignment.py and test_selection.py keep a LAPACK check in CI
 def test_no_lapack_custom_calls_in_derivative_paths():
     """LAPACK custom calls deadlock XLA's CPU pool on 2-core machines (alignjax/_linalg.py):
     the derivative paths (vertex system, smoothed Newton, alignment systems, quantal

@@ -31,7 +31,7 @@ def _check(sol, prior, user, sender, tol):
     assert np.all(np.maximum(-obedience, 0).max(axis=(1, 2)) <= 1e-4 * urange + 1e-15)
 
 
-@pytest.mark.parametrize("fallback", ["ipm64", "simplex32"])
+@pytest.mark.parametrize("fallback", [pytest.param("ipm64", marks=pytest.mark.slow), "simplex32"])
 def test_mixed_matches_highs(rng, fallback):
     prior, user, agents = random_games(rng, 48, 6, 5)
     sender = agents[:, 0]

@@ -11,10 +11,10 @@ from reference import persuasion_highs, persuasion_highs_sparse, random_games
 
 SIZES = [(2, 2), (8, 8), (16, 16), (32, 8)]  # (Y, A)
 N_GAMES = 1000
-# CI runs all 1,000 games at the small sizes and the first 250 at the two large ones
-# (the HiGHS loop and the compile dominate there); `make test-all` runs all 1,000.
+# CI runs all 1,000 games at the small sizes and the first 250 at 16 x 16 (the HiGHS
+# loop and the compile dominate there); `make test-all` runs all 1,000, and 32 x 8.
 CASES = [
-    pytest.param(Y, A, n, marks=[pytest.mark.slow] if n == N_GAMES and Y >= 16 else [])
+    pytest.param(Y, A, n, marks=[pytest.mark.slow] if (n == N_GAMES and Y >= 16) or Y == 32 else [])
     for Y, A in SIZES
     for n in ([250, N_GAMES] if Y >= 16 else [N_GAMES])
 ]
@@ -74,7 +74,7 @@ def _check_against_highs(sol, prior, ref, floor=None):
 # Y > A (A - 1); the test above runs the other one at these sizes). Its Schur complement
 # at 16 x 16 is 241-square, so CI runs fewer games there.
 PRIOR_FIRST_CASES = [
-    pytest.param(Y, A, n, marks=[pytest.mark.slow] if n == N_GAMES and Y >= 8 else [])
+    pytest.param(Y, A, n, marks=[pytest.mark.slow] if (n == N_GAMES and Y >= 8) or Y == 32 else [])
     for Y, A in SIZES
     for n in ([N_GAMES] if Y == 2 else [{16: 24}.get(Y, 100), N_GAMES])
 ]
@@ -221,6 +221,7 @@ def test_matches_highs_float32(Y, A, n):
     assert np.all(np.asarray(sol.dual_bound, np.float64) >= ref - 1e-5)
 
 
+@pytest.mark.slow  # float32 stays in CI through test_matches_highs_float32
 def test_float32_interior_point_flags_what_it_misses():
     """The interior-point method in float32 (method="ipm"), which the simplex method
     replaces there: the median game within 1e-5, no NaN, and the games it misses by
@@ -292,6 +293,7 @@ def test_unknown_method_is_a_value_error():
         persuasion.PersuasionSolver(method="Simplex")
 
 
+@pytest.mark.slow  # both orders stay in CI through the LP-level tests above
 def test_persuasion_solver_elimination_matches_highs():
     """PersuasionSolver(elimination=...) reaches the LP: both orders, forced through the
     solver on a game with Y > A (A - 1), give HiGHS's value; an unknown order is refused."""

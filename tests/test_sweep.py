@@ -148,6 +148,7 @@ def test_resume_and_determinism(reference, config_path, tmp_path):
     pd.testing.assert_frame_equal(a[cols], b[cols])
 
 
+@pytest.mark.slow  # resume stays in CI through test_resume_and_determinism
 def test_killed_run_loses_at_most_the_chunk_in_flight(config_path, reference, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "alignjax.cli", "sweep", str(config_path), "--out", str(out), "--quiet"]
@@ -193,6 +194,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # the device case stays in CI (test_four_host_devices_give_the_same_numbers)
 def test_two_processes_on_loopback_give_the_same_numbers(small_config_path, small_reference, tmp_path):
     out = tmp_path / "out"
     port = _free_port()
