@@ -170,7 +170,7 @@ class _Data(eqx.Module):
     f: Array  # () floor in the scaled units
 
 
-def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
+def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False, skip=None):
     """Mehrotra predictor-corrector on the standard form ``min c.v, A v = b, v >= 0``.
 
     Primal ``v = [x (A*Y), obedience slacks (A*R), floor slack (1)]``, duals
@@ -182,6 +182,10 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
     (Y+1) x (Y+1) Schur complement on the prior rows and the floor (``False``), or the
     diagonal prior-row block first and a dense (A R + 1) x (A R + 1) Schur complement
     on the obedience rows and the floor (``True``).
+
+    ``skip`` (a traced bool, or ``None``) ends the iteration before its first step: the
+    caller already holds a certified solution (under ``vmap`` the loop then runs only
+    as long as some game of the batch needs it).
     """
     p, V, D, h, f = data.p, data.V, data.D, data.h, data.f
     # Without a floor row (h None) its slack is fixed at -f and its terms vanish; only the
@@ -418,7 +422,8 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False):
         # short one once the barrier parameter is negligible.
         mu = v @ z / n
         stall = stalled(k, k_best, mu, tol, _STALL_STEPS)
-        return (best_merit >= tol) & (~failed) & (~stall) & (k < max_steps)
+        go = (best_merit >= tol) & (~failed) & (~stall) & (k < max_steps)
+        return go if skip is None else go & ~skip
 
     def body(carry):
         state, best, best_merit, k, k_best, _, short = carry
@@ -737,6 +742,11 @@ def _solve_persuasion_lp(
     beta_eff = jnp.where(
         infeasible | redundant | ~jnp.isfinite(beta), 2.0, jnp.clip(beta, margin, 2.0)
     )
+    cert_tol = CERT_FACTOR * tol
+    # A floor near FI: the knapsack relaxation (obedience dropped) is solved first; when
+    # it certifies, the interior-point method is skipped (_prefer_floor_relaxation).
+    relaxed = _floor_relaxation_checked(prior, objective, user_utility, floor, cert_tol) if has_floor else None
+    relaxed_ok = None if relaxed is None else relaxed["certified"]
     if use_simplex:
         # a vertex: nothing to purify; its certificate is checked below like the
         # interior point's
@@ -745,7 +755,7 @@ def _solve_persuasion_lp(
         first = prior_rows_first(num_states, num_actions, num_actions - 1, elimination)
         # without a floor the floor row (slack fixed at 2) is dropped on the prior-first path
         data = _Data(p=p, V=V, D=D, h=-regret if has_floor or not first else None, f=-beta_eff)
-        x_ipm, x_proj, lG, lh, steps, merit = _ipm(data, max_steps, tol, first)
+        x_ipm, x_proj, lG, lh, steps, merit = _ipm(data, max_steps, tol, first, skip=relaxed_ok)
         capped = jnp.isfinite(merit) & (steps >= max_steps)
 
     # --- back to the user's units --------------------------------------------------------
@@ -759,7 +769,6 @@ def _solve_persuasion_lp(
             violation = jnp.maximum(violation, jnp.where(infeasible, 0.0, floor - uval))
         return rows, x, violation
 
-    cert_tol = CERT_FACTOR * tol
     if use_simplex:
         scheme_rows, x, violation = to_user_units(x_raw)
     else:
@@ -793,52 +802,120 @@ def _solve_persuasion_lp(
         status=status,
     )
     if has_floor:
-        sol = _prefer_full_information(sol, prior, objective, user_utility, floor, cert_tol)
+        sol = _prefer_floor_relaxation(sol, relaxed, prior, skipped=not use_simplex)
     return sol
 
 
-def _prefer_full_information(sol: LPSolution, prior, objective, user_utility, floor, cert_tol):
-    """Floors at (or just below) the full-information value FI, where competition in the
-    best-AI selection game drives them, leave the LP almost no interior. There the
-    optimum is (close to) closed form: recommend in each state the agent's favourite
-    among the user's best actions. Its dual certificate is ``eta = 0`` and ``nu`` the
-    largest ratio of the agent's gain to the user's loss over the other actions, so its
-    gap is ``nu * (FI - floor)``. It replaces the interior-point solution when it is
-    certified and the latter is not (or is worse).
+_RELAXATION_STEPS = 100  # bisection steps on the floor's multiplier (ratio range / 2^100)
+
+
+def _floor_relaxation(prior, objective, user_utility, floor):
+    """The persuasion LP with its obedience rows dropped: a multiple-choice knapsack.
+
+    ``max sum x V`` over ``x >= 0`` with ``sum_a x[a, y] = P(y)`` and the floor in
+    regret form, ``sum x L <= beta`` (``L = max_a' u(a', y) - u(a, y)``,
+    ``beta = FI - floor``). Its Lagrangian dual in the floor's multiplier alone,
+    ``phi(nu) = sum_y P(y) max_a [V(a, y) - nu L(a, y)] + nu beta``, is convex and
+    piecewise linear; its minimiser ``nu*`` is where the cost of the maximisers,
+    ``C(nu) = sum_y P(y) L(a_nu(y), y)`` (non-increasing in ``nu``), crosses ``beta``.
+    The relaxation's optimum mixes the maximisers on either side of ``nu*`` so that
+    the floor holds with equality (Dantzig's greedy rule for the continuous knapsack;
+    Sinha and Zoltners, Operations Research 27(3), 1979, for the multiple-choice form).
+
+    ``nu*`` is bracketed by ``_RELAXATION_STEPS`` bisection steps on
+    ``[0, max gain / loss]``. Nothing here is trusted: the caller checks the point's
+    obedience and floor, and ``phi(nu)`` at the bracket's feasible end is an upper
+    bound on the LP's optimum for any ``nu >= 0`` (weak duality with ``eta = 0``).
+
+    Returns:
+        ``(x, nu, bound)``: x (A, Y) the relaxation's point, nu () the floor's
+        multiplier, bound () ``phi(nu)`` in the objective's units.
     """
     dtype = prior.dtype
     eps = jnp.finfo(dtype).eps
+    real = prior > 0
+    best_u = _across(user_utility, "max")
+    loss = jnp.maximum(best_u[None, :] - user_utility, 0.0)
+    beta = jnp.maximum(jnp.sum(prior * best_u) - floor, 0.0)
+    num_actions = objective.shape[0]
+
+    def pick(nu):
+        # the maximisers of V - nu L, ties broken toward the smaller loss
+        score = objective - nu * loss
+        top = _across(score, "max")
+        key = jnp.where(score >= top[None, :], -loss, -jnp.inf)
+        a = jnp.argmax(key, axis=0)
+        return a, jnp.sum(jnp.where(real, prior * jnp.take_along_axis(loss, a[None, :], axis=0)[0], 0.0))
+
+    # above the largest ratio of the agent's gain to the user's loss, every state picks
+    # a zero-loss action and C = 0 <= beta
+    zero_loss = loss <= 0
+    fav = _across(jnp.where(zero_loss, objective, -jnp.inf), "max")
+    ratio = jnp.where(~zero_loss & real[None, :], jnp.maximum(objective - fav[None, :], 0.0) / jnp.maximum(loss, eps), 0.0)
+    hi0 = 2.0 * jnp.max(ratio) + jnp.finfo(dtype).tiny
+
+    def step(_, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        over = pick(mid)[1] > beta
+        return jnp.where(over, mid, lo), jnp.where(over, hi, mid)
+
+    _, cost0 = pick(jnp.zeros((), dtype))
+    lo, hi = lax.fori_loop(0, _RELAXATION_STEPS, step, (jnp.zeros((), dtype), hi0))
+    hi = jnp.where(cost0 <= beta, 0.0, hi)  # the floor does not bind: nu* = 0
+    a_hi, c_hi = pick(hi)
+    a_lo, c_lo = pick(lo)
+    theta = jnp.where(c_lo > c_hi, jnp.clip((beta - c_hi) / jnp.where(c_lo > c_hi, c_lo - c_hi, 1.0), 0.0, 1.0), 0.0)
+    theta = jnp.where(cost0 <= beta, 0.0, theta)
+    onehot = lambda a: jax.nn.one_hot(a, num_actions, axis=0, dtype=dtype)  # noqa: E731
+    x = ((1.0 - theta) * onehot(a_hi) + theta * onehot(a_lo)) * prior[None, :]
+    bound = jnp.sum(prior * _across(objective - hi * loss, "max")) + hi * beta
+    return x, hi, bound
+
+
+def _floor_relaxation_checked(prior, objective, user_utility, floor, cert_tol) -> dict:
+    """:func:`_floor_relaxation`'s point with its value, violation and certificate.
+
+    Floors near the full-information value FI, where competition in the best-AI
+    selection game drives them, leave the LP almost no interior, and at large Y the
+    interior-point method can stall there (``docs/lp.md``, "Accuracy"). There the
+    obedience rows are usually slack: the optimum is that of the floor's knapsack
+    relaxation, whose point is checked here for obedience and the floor, and whose dual
+    bound (``eta = 0``) certifies it. At ``beta = 0`` it is full revelation of the
+    user's best action, the agent's favourite among ties.
+    """
+    eps = jnp.finfo(prior.dtype).eps
     urange = jnp.maximum(jnp.max(user_utility) - jnp.min(user_utility), eps)
     vrange = jnp.maximum(jnp.max(objective) - jnp.min(objective), eps)
-    best_u = _across(user_utility, "max")
-    optimal = user_utility >= best_u[None, :] - 1e3 * eps * urange  # (A, Y)
-    a_star = jnp.argmax(jnp.where(optimal, objective, -jnp.inf), axis=0)
-    x = jax.nn.one_hot(a_star, user_utility.shape[0], axis=0, dtype=dtype) * prior[None, :]
-    loss = best_u[None, :] - user_utility  # the user's loss from each action
-    gain = objective - jnp.take_along_axis(objective, a_star[None, :], axis=0)
-    ratio = jnp.where(~optimal & (prior[None, :] > 0), jnp.maximum(gain, 0.0) / jnp.maximum(loss, eps), 0.0)
-    nu = jnp.max(ratio)
+    x, nu, dual = _floor_relaxation(prior, objective, user_utility, jnp.where(jnp.isfinite(floor), floor, -jnp.inf))
     value = jnp.sum(x * objective)
     uval = jnp.sum(x * user_utility)
-    fi = jnp.sum(prior * best_u)
-    slack = jnp.where(jnp.isfinite(floor), jnp.maximum(fi - floor, 0.0), jnp.inf)
-    dual = value + jnp.where(nu > 0, nu * slack, 0.0)
     gains = x @ user_utility.T
     violation = jnp.maximum(jnp.max(-(jnp.diag(gains)[:, None] - gains)), 0.0)
     violation = jnp.maximum(violation, jnp.maximum(floor - uval, 0.0))
-    certified = (dual - value <= cert_tol * vrange) & (violation <= cert_tol * urange)
-    use = certified & ((sol.status != Status.OPTIMAL) | (value > sol.objective))
+    certified = (dual - value <= cert_tol * vrange) & (violation <= cert_tol * urange) & jnp.isfinite(dual)
+    return dict(x=x, nu=nu, dual=dual, value=value, uval=uval, violation=violation, certified=certified)
+
+
+def _prefer_floor_relaxation(sol: LPSolution, relaxed: dict, prior, skipped: bool) -> LPSolution:
+    """The relaxation's point (:func:`_floor_relaxation_checked`) in place of the
+    solver's when it is certified and the solver's is not, or when the solver was
+    skipped for it (``skipped``, static: the interior-point path)."""
+    # Two certified points differ within the tolerances, and this one may use its
+    # violation allowance to look better: the solver's certified point is kept.
+    use = relaxed["certified"] & ((sol.status != Status.OPTIMAL) | skipped)
+    x = relaxed["x"]
     scheme = jnp.where(prior[:, None] > 0, x.T / jnp.where(prior > 0, prior, 1.0)[:, None], sol.scheme)
     candidate = LPSolution(
         recommendation=x,
         scheme=scheme,
         eta=jnp.zeros_like(sol.eta),
-        nu=nu,
-        objective=value,
-        user_value=uval,
-        dual_bound=dual,
-        gap=dual - value,
-        max_violation=violation,
+        nu=relaxed["nu"],
+        objective=relaxed["value"],
+        user_value=relaxed["uval"],
+        dual_bound=relaxed["dual"],
+        gap=relaxed["dual"] - relaxed["value"],
+        max_violation=relaxed["violation"],
         steps=sol.steps,
         status=jnp.asarray(Status.OPTIMAL, jnp.int32),
     )
