@@ -806,7 +806,7 @@ def _solve_persuasion_lp(
     return sol
 
 
-_RELAXATION_STEPS = 100  # bisection steps on the floor's multiplier (ratio range / 2^100)
+_RELAXATION_STEPS = 64  # bisection steps on the floor's multiplier (alignjax.lp._floor_relaxation)
 
 
 def _floor_relaxation(prior, objective, user_utility, floor):
@@ -822,8 +822,8 @@ def _floor_relaxation(prior, objective, user_utility, floor):
     the floor holds with equality (Dantzig's greedy rule for the continuous knapsack;
     Sinha and Zoltners, Operations Research 27(3), 1979, for the multiple-choice form).
 
-    ``nu*`` is bracketed by ``_RELAXATION_STEPS`` bisection steps on
-    ``[0, max gain / loss]``. Nothing here is trusted: the caller checks the point's
+    ``nu*`` is bracketed by ``_RELAXATION_STEPS`` bisection steps on ``t = nu / (1 + nu)``
+    over ``[0, 2 max gain / loss]``. Nothing here is trusted: the caller checks the point's
     obedience and floor, and ``phi(nu)`` at the bracket's feasible end is an upper
     bound on the LP's optimum for any ``nu >= 0`` (weak duality with ``eta = 0``).
 
@@ -852,16 +852,18 @@ def _floor_relaxation(prior, objective, user_utility, floor):
     zero_loss = loss <= 0
     fav = _across(jnp.where(zero_loss, objective, -jnp.inf), "max")
     ratio = jnp.where(~zero_loss & real[None, :], jnp.maximum(objective - fav[None, :], 0.0) / jnp.maximum(loss, eps), 0.0)
-    hi0 = 2.0 * jnp.max(ratio) + jnp.finfo(dtype).tiny
+    nu_max = 2.0 * jnp.max(ratio) + jnp.finfo(dtype).tiny
 
+    # bisection on t = nu / (1 + nu) in [0, 1): resolution (1 + nu)^2 2^-steps in nu
     def step(_, bracket):
         lo, hi = bracket
         mid = 0.5 * (lo + hi)
-        over = pick(mid)[1] > beta
+        over = pick(mid / (1.0 - mid))[1] > beta
         return jnp.where(over, mid, lo), jnp.where(over, hi, mid)
 
     _, cost0 = pick(jnp.zeros((), dtype))
-    lo, hi = lax.fori_loop(0, _RELAXATION_STEPS, step, (jnp.zeros((), dtype), hi0))
+    t_lo, t_hi = lax.fori_loop(0, _RELAXATION_STEPS, step, (jnp.zeros((), dtype), nu_max / (1.0 + nu_max)))
+    lo, hi = t_lo / (1.0 - t_lo), t_hi / (1.0 - t_hi)
     hi = jnp.where(cost0 <= beta, 0.0, hi)  # the floor does not bind: nu* = 0
     a_hi, c_hi = pick(hi)
     a_lo, c_lo = pick(lo)
