@@ -603,7 +603,9 @@ def solve_persuasion_lp(
         An :class:`LPSolution`. ``status`` is ``INFEASIBLE`` when the floor exceeds
         the user's full-information value (the largest she can get); then the
         returned point is the solution without the floor. ``steps`` counts
-        interior-point iterations or simplex pivots.
+        interior-point iterations or simplex pivots; it is 0 where a floor's knapsack
+        relaxation (the LP without its obedience rows, ``docs/lp.md``) certified the
+        solution and the interior-point method did not run (its ``eta`` is then 0).
 
     Raises:
         ValueError: at trace time, for mismatched shapes or an unknown ``method``
