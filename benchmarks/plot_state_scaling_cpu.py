@@ -20,6 +20,8 @@ def main(argv=None) -> int:
     parser.add_argument("--round1", default="docs/state_scaling.csv")
     parser.add_argument("--actions", type=int, default=4)
     parser.add_argument("--fit-from", type=int, default=100)
+    parser.add_argument("--fit-from-also", type=int, default=1000,
+                        help="a second fit of the CPU time, from this Y up (0: none)")
     args = parser.parse_args(argv)
     import matplotlib
 
@@ -34,8 +36,13 @@ def main(argv=None) -> int:
     fit = Y >= args.fit_from
     s_cpu = np.polyfit(np.log(Y[fit]), np.log(cpu[fit]), 1)[0]
     s_wall = np.polyfit(np.log(Y[fit]), np.log(wall[fit]), 1)[0]
+    also = Y >= args.fit_from_also
+    s_also = np.polyfit(np.log(Y[also]), np.log(cpu[also]), 1)[0] if args.fit_from_also and also.sum() > 1 else None
+    slopes = f"slope {s_cpu:.2f} from Y = {args.fit_from:,}"
+    if s_also is not None:
+        slopes += f", {s_also:.2f} from Y = {args.fit_from_also:,}"
     fig, ax = plt.subplots(figsize=(7, 5))
-    ax.loglog(Y, cpu, "o-", label=f"alignjax, CPU time per game (slope {s_cpu:.2f})")
+    ax.loglog(Y, cpu, "o-", label=f"alignjax, CPU time per game ({slopes})")
     ax.loglog(Y, wall, "o:", alpha=0.6, label=f"alignjax, wall time per game (slope {s_wall:.2f}, other jobs on the 2 cores)")
     try:
         old = {int(r["Y"]): float(r["batch_ms"]) for r in csv.DictReader(open(args.round1))
@@ -56,7 +63,8 @@ def main(argv=None) -> int:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(args.png, dpi=120)
-    print(f"# slopes from Y = {args.fit_from}: {s_cpu:.3f} (CPU), {s_wall:.3f} (wall); wrote {args.png}")
+    also_txt = f"; CPU from Y = {args.fit_from_also}: {s_also:.3f}" if s_also is not None else ""
+    print(f"# slopes from Y = {args.fit_from}: {s_cpu:.3f} (CPU), {s_wall:.3f} (wall){also_txt}; wrote {args.png}")
     return 0
 
 
