@@ -639,22 +639,16 @@ def _personalized_jit(games, mode, solver, batch_size, options):
     return jax.lax.map(run_one, games, batch_size=batch_size)
 
 
-def _personalized_result(game, res, mode):
+def _population_result(game, v, fi, ni, agent_values, gains, gains_lower, *, user_status, certified, status,
+                       iterations, detail, mode, population):
+    """The :class:`PopulationResult` of per-user values ``v``, benchmarks ``fi``, ``ni``
+    (N,) and the agents' population ``gains`` / ``gains_lower`` (K,): the mass-weighted
+    means, normalized values and exploitability sums are computed here, once for both
+    kinds of play."""
     w = game.masses
-    if mode == "selection":
-        gains_nk = res.gains
-        gains_low = res.gains  # the selection gains are exact
-        certified_n = res.certified
-    else:
-        gains_nk = res.gains
-        gains_low = res.gains_lower
-        certified_n = res.certified
-    fi, ni, v = res.full_information_value, res.no_information_value, res.user_value
-    gains = w @ gains_nk
-    gains_lower = w @ gains_low
     return PopulationResult(
         user_values=v,
-        agent_values=w @ res.agent_values,
+        agent_values=agent_values,
         full_information_values=fi,
         no_information_values=ni,
         normalized_values=normalized_value(v, fi, ni),
@@ -665,12 +659,23 @@ def _personalized_result(game, res, mode):
         gains_lower=gains_lower,
         exploitability_upper=jnp.sum(gains),
         exploitability_lower=jnp.sum(gains_lower),
-        user_status=res.status,
-        certified=jnp.all(certified_n),
-        status=_first_bad(res.status),
-        iterations=jnp.max(res.iterations),
-        detail=res,
+        user_status=user_status,
+        certified=certified,
+        status=status,
+        iterations=iterations,
+        detail=detail,
         mode=mode,
+        population=population,
+    )
+
+
+def _personalized_result(game, res, mode):
+    w = game.masses
+    gains_low = res.gains if mode == "selection" else res.gains_lower  # the selection gains are exact
+    return _population_result(
+        game, res.user_value, res.full_information_value, res.no_information_value, w @ res.agent_values,
+        w @ res.gains, w @ gains_low, user_status=res.status, certified=jnp.all(res.certified),
+        status=_first_bad(res.status), iterations=jnp.max(res.iterations), detail=res, mode=mode,
         population="personalized",
     )
 
@@ -1239,26 +1244,10 @@ def _anon_result(game, candidates, brackets, tol, mode, iterations, use_sum, kep
         "normalized_value_min": jnp.where(any_cert, jnp.min(jnp.where(certified_all, mean_norm, jnp.inf)), jnp.nan),
         "normalized_value_max": jnp.where(any_cert, jnp.max(jnp.where(certified_all, mean_norm, -jnp.inf)), jnp.nan),
     }
-    return PopulationResult(
-        user_values=v,
-        agent_values=brackets["values"][pick],
-        full_information_values=fi,
-        no_information_values=ni,
-        normalized_values=normalized_value(v, fi, ni),
-        user_value=w @ v,
-        full_information_value=w @ fi,
-        no_information_value=w @ ni,
-        gains=gains,
-        gains_lower=gains_lower,
-        exploitability_upper=jnp.sum(gains),
-        exploitability_lower=jnp.sum(gains_lower),
-        user_status=jnp.full(v.shape, status, jnp.int32),
-        certified=certified,
-        status=status,
-        iterations=iterations,
-        detail=detail,
-        mode=mode,
-        population="anonymous",
+    return _population_result(
+        game, v, fi, ni, brackets["values"][pick], gains, gains_lower,
+        user_status=jnp.full(v.shape, status, jnp.int32), certified=certified, status=status,
+        iterations=iterations, detail=detail, mode=mode, population="anonymous",
     )
 
 
