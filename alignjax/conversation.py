@@ -934,11 +934,12 @@ def solve(
     temperature = None if is_best_response_user(temperature) else jnp.asarray(temperature, dtype)
     # Compiled once per shape, dtype, solver and static option (inlined under an outer
     # jax.jit or jax.vmap); a quantal temperature is traced.
-    return _solve_compiled(game, solver, temperature, key, R, L, M, bool(throw))
+    result = _solve_compiled(game, solver, temperature, key, R, L, M)
+    return raise_unless_optimal(result, "conversation.solve") if throw else result
 
 
 @eqx.filter_jit
-def _solve_compiled(game, solver, temperature, key, R, L, M, throw):
+def _solve_compiled(game, solver, temperature, key, R, L, M):
     dtype = game.information.dtype
     K = game.num_agents
     k_init, k_cert = jax.random.split(key)
@@ -1007,7 +1008,7 @@ def _solve_compiled(game, solver, temperature, key, R, L, M, throw):
         search=pick.astype(jnp.int32),
         status=status,
     )
-    return raise_unless_optimal(result, "conversation.solve") if throw else result
+    return result
 
 
 # ----------------------------------------------------------------------------------------

@@ -173,42 +173,55 @@ class Game(eqx.Module):
         return self.prior.shape[:-1]
 
 
-def _validate_values(prior, user_utility, agent_utilities):
-    total = jnp.sum(prior, axis=-1)
-    checks = [
-        ("prior", prior, ~jnp.all(jnp.isfinite(prior)), "field 'prior' has non-finite entries"),
-        ("prior", prior, jnp.any(prior < 0), "field 'prior' has negative entries"),
-        (
-            "prior",
-            prior,
-            jnp.any(jnp.abs(total - 1) > PRIOR_SUM_ATOL),
-            f"field 'prior' does not sum to 1 within {PRIOR_SUM_ATOL:g}",
-        ),
-        (
-            "user_utility",
-            user_utility,
-            ~jnp.all(jnp.isfinite(user_utility)),
-            "field 'user_utility' has non-finite entries",
-        ),
-        (
-            "agent_utilities",
-            agent_utilities,
-            ~jnp.all(jnp.isfinite(agent_utilities)),
-            "field 'agent_utilities' has non-finite entries",
-        ),
-    ]
-    if _is_concrete(prior, user_utility, agent_utilities):
-        for _, _, bad, msg in checks:
+def _check_values(where: str, distributions: dict, finite: dict) -> dict:
+    """The value checks of :class:`Game` and :class:`alignjax.PopulationGame`, in one place.
+
+    Args:
+        where: the class named at the head of every message.
+        distributions: field name -> array of probability vectors along its last axis
+            (finite, non-negative, summing to 1 within ``PRIOR_SUM_ATOL``).
+        finite: field name -> array whose entries must be finite.
+
+    Returns:
+        The arrays by field name: unchanged for concrete input; under tracing, each
+        wrapped by ``eqx.error_if`` on its own checks.
+
+    Raises:
+        ValueError: for concrete input, ``"{where}: field '{name}' ..."`` on the first
+            failing check (a sum's message gives how far it is off).
+    """
+    checks = []
+    for name, x in distributions.items():
+        checks += [
+            (name, ~jnp.all(jnp.isfinite(x)), f"field '{name}' has non-finite entries"),
+            (name, jnp.any(x < 0), f"field '{name}' has negative entries"),
+            (
+                name,
+                jnp.any(jnp.abs(jnp.sum(x, axis=-1) - 1) > PRIOR_SUM_ATOL),
+                f"field '{name}' does not sum to 1 within {PRIOR_SUM_ATOL:g}",
+            ),
+        ]
+    for name, x in finite.items():
+        checks.append((name, ~jnp.all(jnp.isfinite(x)), f"field '{name}' has non-finite entries"))
+    arrays = {**distributions, **finite}
+    if _is_concrete(*arrays.values()):
+        for name, bad, msg in checks:
             if bool(bad):
                 detail = ""
                 if "sum" in msg:
-                    worst = float(jnp.max(jnp.abs(total - 1)))
+                    worst = float(jnp.max(jnp.abs(jnp.sum(arrays[name], axis=-1) - 1)))
                     detail = f" (off by {worst:.3g})"
-                raise ValueError(f"Game: {msg}{detail}")
-        return prior, user_utility, agent_utilities
-    arrays = {"prior": prior, "user_utility": user_utility, "agent_utilities": agent_utilities}
-    for name, _, bad, msg in checks:
-        arrays[name] = eqx.error_if(arrays[name], bad, f"Game: {msg}")
+                raise ValueError(f"{where}: {msg}{detail}")
+        return arrays
+    for name, bad, msg in checks:
+        arrays[name] = eqx.error_if(arrays[name], bad, f"{where}: {msg}")
+    return arrays
+
+
+def _validate_values(prior, user_utility, agent_utilities):
+    arrays = _check_values(
+        "Game", {"prior": prior}, {"user_utility": user_utility, "agent_utilities": agent_utilities}
+    )
     return arrays["prior"], arrays["user_utility"], arrays["agent_utilities"]
 
 

@@ -167,11 +167,12 @@ def solve(
     # Compiled once per shape, dtype, solver and floor/no floor (inlined under an outer
     # jax.jit or jax.vmap); the agent index and the floor are traced.
     floor = None if floor is None else jnp.asarray(floor, game.prior.dtype)
-    return _solve_compiled(game, solver, jnp.asarray(agent, jnp.int32), floor, bool(throw))
+    result = _solve_compiled(game, solver, jnp.asarray(agent, jnp.int32), floor)
+    return raise_unless_optimal(result, "persuasion.solve") if throw else result
 
 
 @eqx.filter_jit
-def _solve_compiled(game, solver, agent, floor, throw):
+def _solve_compiled(game, solver, agent, floor):
     sender = game.agent_utilities[agent]
     prior, user = game.prior, game.user_utility
     stop = jax.lax.stop_gradient
@@ -222,7 +223,7 @@ def _solve_compiled(game, solver, agent, floor, throw):
         result,
         (jnp.where(valid, result.agent_value, jnp.nan), jnp.where(valid, result.status, Status.NUMERICAL)),
     )
-    return raise_unless_optimal(result, "persuasion.solve") if throw else result
+    return result
 
 
 def monopoly(game: Game, solver: PersuasionSolver = PersuasionSolver()) -> PersuasionResult:

@@ -51,7 +51,7 @@ from alignjax import _backend, selection, simultaneous
 from alignjax.alignment import alignment_error
 from alignjax.certificates import informed_deviator_bound, quantal_envelope_bound
 from alignjax.games import lp_bytes
-from alignjax.game import PRIOR_SUM_ATOL, Game, GameSpecError, _check_names, load_json
+from alignjax.game import PRIOR_SUM_ATOL, Game, GameSpecError, _check_names, _check_values, _field_names, load_json
 from alignjax.lp import solve_revelation_lp
 from alignjax.response import full_information_value, no_information_value, normalized_value
 from alignjax.results import AbstractBracketResult, metrics
@@ -259,24 +259,11 @@ class PopulationGame(eqx.Module):
 
 
 def _validate(prior, user, agents, masses):
-    checks = [
-        ("prior", ~jnp.all(jnp.isfinite(prior)), "field 'prior' has non-finite entries"),
-        ("prior", jnp.any(prior < 0), "field 'prior' has negative entries"),
-        ("prior", jnp.abs(jnp.sum(prior) - 1) > PRIOR_SUM_ATOL, f"field 'prior' does not sum to 1 within {PRIOR_SUM_ATOL:g}"),
-        ("masses", ~jnp.all(jnp.isfinite(masses)), "field 'masses' has non-finite entries"),
-        ("masses", jnp.any(masses < 0), "field 'masses' has negative entries"),
-        ("masses", jnp.abs(jnp.sum(masses) - 1) > MASS_SUM_ATOL, f"field 'masses' does not sum to 1 within {MASS_SUM_ATOL:g}"),
-        ("user_utilities", ~jnp.all(jnp.isfinite(user)), "field 'user_utilities' has non-finite entries"),
-        ("agent_utilities", ~jnp.all(jnp.isfinite(agents)), "field 'agent_utilities' has non-finite entries"),
-    ]
-    arrays = {"prior": prior, "user_utilities": user, "agent_utilities": agents, "masses": masses}
-    concrete = not any(isinstance(x, jax.core.Tracer) for x in arrays.values())
-    for name, bad, msg in checks:
-        if concrete:
-            if bool(bad):
-                raise ValueError(f"PopulationGame: {msg}")
-        else:
-            arrays[name] = eqx.error_if(arrays[name], bad, f"PopulationGame: {msg}")
+    arrays = _check_values(
+        "PopulationGame",
+        {"prior": prior, "masses": masses},
+        {"user_utilities": user, "agent_utilities": agents},
+    )
     return arrays["prior"], arrays["user_utilities"], arrays["agent_utilities"], arrays["masses"]
 
 
@@ -319,19 +306,6 @@ def _array(data, field, ndims, source):
     return arr
 
 
-def _name_list(data, field, size, source):
-    names = data.get(field)
-    if names is None:
-        return None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise GameSpecError(f"{source}: field '{field}' must be a list of strings")
-    if len(names) != size:
-        raise GameSpecError(f"{source}: field '{field}' has {len(names)} names, expected {size}")
-    if len(set(names)) != len(names):
-        raise GameSpecError(f"{source}: field '{field}' has repeated names")
-    return tuple(names)
-
-
 def population_from_dict(data: Any, *, source: str = "game", dtype=None) -> PopulationGame:
     """Build a :class:`PopulationGame` from a parsed GAME.json object.
 
@@ -371,10 +345,10 @@ def population_from_dict(data: Any, *, source: str = "game", dtype=None) -> Popu
                 f"{source}: field 'masses' must be non-negative and sum to 1 (sums to {masses.sum():.9g})"
             )
     names = {
-        "states": _name_list(data, "states", y, source),
-        "actions": _name_list(data, "actions", a, source),
-        "agents": _name_list(data, "agents", agents.shape[-3], source),
-        "users": _name_list(data, "users", n, source),
+        "states": _field_names(data, "states", y, source),
+        "actions": _field_names(data, "actions", a, source),
+        "agents": _field_names(data, "agents", agents.shape[-3], source),
+        "users": _field_names(data, "users", n, source),
     }
     dtype = dtype or jnp.result_type(float)
     return PopulationGame(
@@ -639,22 +613,16 @@ def _personalized_jit(games, mode, solver, batch_size, options):
     return jax.lax.map(run_one, games, batch_size=batch_size)
 
 
-def _personalized_result(game, res, mode):
+def _population_result(game, v, fi, ni, agent_values, gains, gains_lower, *, user_status, certified, status,
+                       iterations, detail, mode, population):
+    """The :class:`PopulationResult` of per-user values ``v``, benchmarks ``fi``, ``ni``
+    (N,) and the agents' population ``gains`` / ``gains_lower`` (K,): the mass-weighted
+    means, normalized values and exploitability sums are computed here, once for both
+    kinds of play."""
     w = game.masses
-    if mode == "selection":
-        gains_nk = res.gains
-        gains_low = res.gains  # the selection gains are exact
-        certified_n = res.certified
-    else:
-        gains_nk = res.gains
-        gains_low = res.gains_lower
-        certified_n = res.certified
-    fi, ni, v = res.full_information_value, res.no_information_value, res.user_value
-    gains = w @ gains_nk
-    gains_lower = w @ gains_low
     return PopulationResult(
         user_values=v,
-        agent_values=w @ res.agent_values,
+        agent_values=agent_values,
         full_information_values=fi,
         no_information_values=ni,
         normalized_values=normalized_value(v, fi, ni),
@@ -665,12 +633,23 @@ def _personalized_result(game, res, mode):
         gains_lower=gains_lower,
         exploitability_upper=jnp.sum(gains),
         exploitability_lower=jnp.sum(gains_lower),
-        user_status=res.status,
-        certified=jnp.all(certified_n),
-        status=_first_bad(res.status),
-        iterations=jnp.max(res.iterations),
-        detail=res,
+        user_status=user_status,
+        certified=certified,
+        status=status,
+        iterations=iterations,
+        detail=detail,
         mode=mode,
+        population=population,
+    )
+
+
+def _personalized_result(game, res, mode):
+    w = game.masses
+    gains_low = res.gains if mode == "selection" else res.gains_lower  # the selection gains are exact
+    return _population_result(
+        game, res.user_value, res.full_information_value, res.no_information_value, w @ res.agent_values,
+        w @ res.gains, w @ gains_low, user_status=res.status, certified=jnp.all(res.certified),
+        status=_first_bad(res.status), iterations=jnp.max(res.iterations), detail=res, mode=mode,
         population="personalized",
     )
 
@@ -1239,26 +1218,10 @@ def _anon_result(game, candidates, brackets, tol, mode, iterations, use_sum, kep
         "normalized_value_min": jnp.where(any_cert, jnp.min(jnp.where(certified_all, mean_norm, jnp.inf)), jnp.nan),
         "normalized_value_max": jnp.where(any_cert, jnp.max(jnp.where(certified_all, mean_norm, -jnp.inf)), jnp.nan),
     }
-    return PopulationResult(
-        user_values=v,
-        agent_values=brackets["values"][pick],
-        full_information_values=fi,
-        no_information_values=ni,
-        normalized_values=normalized_value(v, fi, ni),
-        user_value=w @ v,
-        full_information_value=w @ fi,
-        no_information_value=w @ ni,
-        gains=gains,
-        gains_lower=gains_lower,
-        exploitability_upper=jnp.sum(gains),
-        exploitability_lower=jnp.sum(gains_lower),
-        user_status=jnp.full(v.shape, status, jnp.int32),
-        certified=certified,
-        status=status,
-        iterations=iterations,
-        detail=detail,
-        mode=mode,
-        population="anonymous",
+    return _population_result(
+        game, v, fi, ni, brackets["values"][pick], gains, gains_lower,
+        user_status=jnp.full(v.shape, status, jnp.int32), certified=certified, status=status,
+        iterations=iterations, detail=detail, mode=mode, population="anonymous",
     )
 
 

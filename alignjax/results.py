@@ -117,14 +117,35 @@ class Solve(Protocol):
     def __call__(self, game: Any, solver: Any = ..., *, key: Any = None, throw: bool = True, **options: Any) -> AbstractResult: ...
 
 
+def _not_optimal_message(where: str, status: Status) -> str:
+    return (
+        f"{where}: not certified optimal (status {status.name.lower()}: {status.message}); pass throw=False "
+        "to read the status instead"
+    )
+
+
 def raise_unless_optimal(result: AbstractResult, where: str) -> AbstractResult:
-    """``result``, raising (at run time, under ``jax.jit`` too) when its status is not
-    ``OPTIMAL``; the message names ``where`` and the status (:attr:`Status.message`)."""
-    messages = [
-        f"{where}: not certified optimal (status {s.name.lower()}: {s.message}); pass throw=False to read "
-        "the status instead"
-        for s in Status
-    ]
+    """``result``, raising ``equinox.EquinoxRuntimeError`` when its status is not
+    ``OPTIMAL``; the message names ``where`` and the status (:attr:`Status.message`).
+
+    A concrete result (a solve called outside ``jax.jit``/``jax.vmap``) is checked here,
+    on the host. A traced one is checked at run time with ``eqx.branched_error_if``
+    (under ``vmap`` the error names the batch index). Call it *outside* a solve's
+    compiled body: a host callback in a program keeps XLA from storing it in the
+    persistent compilation cache, so the body is compiled without one and a direct
+    call's program is cached.
+    """
+    if not isinstance(result.status, jax.core.Tracer):
+        status = np.asarray(result.status)
+        bad = status != Status.OPTIMAL
+        if np.any(bad):
+            first = np.argwhere(bad)[0]
+            message = _not_optimal_message(where, Status(int(status[tuple(first)])))
+            if status.ndim:
+                message += f" (at batch index {tuple(int(i) for i in first)})"
+            raise eqx.EquinoxRuntimeError(message)
+        return result
+    messages = [_not_optimal_message(where, s) for s in Status]
     return eqx.branched_error_if(result, result.status != Status.OPTIMAL, result.status, messages)
 
 

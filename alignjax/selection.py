@@ -617,11 +617,12 @@ def solve(
     # Compiled once per shape, dtype and solver (inlined when called under jax.jit or
     # jax.vmap); delta and T are traced, so new values do not recompile.
     T = None if evaluation_period is None else jnp.asarray(evaluation_period, dtype)
-    return _solve_compiled(game, solver, jnp.asarray(delta, dtype), T, key, bool(throw))
+    result = _solve_compiled(game, solver, jnp.asarray(delta, dtype), T, key)
+    return raise_unless_optimal(result, "selection.solve") if throw else result
 
 
 @eqx.filter_jit
-def _solve_compiled(game, solver, delta, evaluation_period, key, throw):
+def _solve_compiled(game, solver, delta, evaluation_period, key):
     dtype = game.prior.dtype
     prior, user, agents = game.prior, game.user_utility, game.agent_utilities
     num_agents = game.num_agents
@@ -693,4 +694,4 @@ def _solve_compiled(game, solver, delta, evaluation_period, key, throw):
         iterations=st["rounds"],
         status=status,
     )
-    return raise_unless_optimal(result, "selection.solve") if throw else result
+    return result

@@ -379,7 +379,13 @@ def num_response_maps(num_agents: int, num_signals: int, num_actions: int) -> in
 # ----------------------------------------------------------------------------------------
 
 
-def _check_schemes(schemes, num_agents: int, num_states: int, where: str):
+def _check_schemes(schemes, num_agents: int, num_states: int, where: str, *, traced_checks: bool = True):
+    """Check the shape of ``schemes`` (ValueError) and its values: concrete values raise
+    ValueError here; traced ones are checked at run time with ``eqx.error_if`` when
+    ``traced_checks``. Returns ``(schemes, bad)``: ``bad`` a traced flag of invalid
+    values when they were not checked (``traced_checks=False``; a host callback keeps
+    XLA from storing the program in its persistent compilation cache, so a caller
+    with a status reports the flag there instead), else ``False``."""
     schemes = jnp.asarray(schemes)
     if schemes.ndim != 3 or schemes.shape[:2] != (num_agents, num_states):
         raise ValueError(
@@ -394,11 +400,30 @@ def _check_schemes(schemes, num_agents: int, num_states: int, where: str):
             raise ValueError(f"{where}: 'schemes' has negative or non-finite entries")
         if np.any(np.abs(arr.sum(-1) - 1) > _SCHEME_ATOL):
             raise ValueError(f"{where}: rows of 'schemes' must sum to 1 within {_SCHEME_ATOL:g}")
-        return schemes
+        return schemes, False
     bad_sum = jnp.any(jnp.abs(jnp.sum(schemes, axis=-1) - 1) > _SCHEME_ATOL)
     bad_neg = jnp.any(schemes < -_SCHEME_ATOL) | ~jnp.all(jnp.isfinite(schemes))
+    if not traced_checks:
+        return schemes, bad_neg | bad_sum
     schemes = eqx.error_if(schemes, bad_neg, f"{where}: 'schemes' has negative or non-finite entries")
-    return eqx.error_if(schemes, bad_sum, f"{where}: rows of 'schemes' must sum to 1 within {_SCHEME_ATOL:g}")
+    return eqx.error_if(schemes, bad_sum, f"{where}: rows of 'schemes' must sum to 1 within {_SCHEME_ATOL:g}"), False
+
+
+def _flag_invalid(tree, bad, status_fields):
+    """``tree`` with every floating leaf NaN, every boolean leaf False and the named
+    status fields ``NUMERICAL`` where the traced flag ``bad`` is set (``bad is False``:
+    unchanged)."""
+    if bad is False:
+        return tree
+
+    def withdraw(x):
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            return jnp.where(bad, jnp.nan, x)
+        return x & ~bad if x.dtype == jnp.bool_ else x
+
+    tree = jax.tree.map(withdraw, tree)
+    get = lambda t: tuple(getattr(t, f) for f in status_fields)  # noqa: E731
+    return eqx.tree_at(get, tree, tuple(jnp.where(bad, Status.NUMERICAL, x).astype(x.dtype) for x in get(tree)))
 
 
 def _check_game(game: Game, where: str):
@@ -496,7 +521,7 @@ def payoffs(
     _check_game(game, "payoffs")
     if tie_break not in ("uniform", "first"):
         raise ValueError(f"payoffs: tie_break must be 'uniform' or 'first'; got {tie_break!r}")
-    schemes = _check_schemes(schemes, game.num_agents, game.num_states, "payoffs")
+    schemes, _ = _check_schemes(schemes, game.num_agents, game.num_states, "payoffs")
     need = profile_memory_bytes(game.num_agents, schemes.shape[-1], game.num_states, game.num_actions, schemes.dtype)
     if need > memory_budget:
         raise _memory_error(
@@ -585,7 +610,7 @@ def pseudo_gradient(
         ValueError: as :func:`payoffs`.
     """
     _check_game(game, "pseudo_gradient")
-    schemes = _check_schemes(schemes, game.num_agents, game.num_states, "pseudo_gradient")
+    schemes, _ = _check_schemes(schemes, game.num_agents, game.num_states, "pseudo_gradient")
     need = profile_memory_bytes(game.num_agents, schemes.shape[-1], game.num_states, game.num_actions, schemes.dtype)
     if need > memory_budget:
         raise _memory_error(
@@ -657,7 +682,7 @@ def payoffs_monte_carlo(
         (K,), and the (K+1,) standard errors of all K+1 estimates (user first).
     """
     _check_game(game, "payoffs_monte_carlo")
-    schemes = _check_schemes(schemes, game.num_agents, game.num_states, "payoffs_monte_carlo")
+    schemes, _ = _check_schemes(schemes, game.num_agents, game.num_states, "payoffs_monte_carlo")
     profiles = _sample_profiles(key, game.prior, schemes, num_samples)
     g, _ = _mc_terms(game.prior, _utilities(game), schemes, profiles, temperature)
     est = jnp.mean(g, axis=0)
@@ -704,7 +729,7 @@ def surrogate_monte_carlo(
         (K+1,) the user's then each agent's surrogate value.
     """
     _check_game(game, "surrogate_monte_carlo")
-    schemes = _check_schemes(schemes, game.num_agents, game.num_states, "surrogate_monte_carlo")
+    schemes, _ = _check_schemes(schemes, game.num_agents, game.num_states, "surrogate_monte_carlo")
     profiles = _sample_profiles(key, game.prior, jax.lax.stop_gradient(schemes), num_samples)
     return _surrogate(game.prior, _utilities(game), schemes, profiles, temperature)
 
@@ -906,14 +931,18 @@ def best_response_lp(
 
     Returns:
         A :class:`alignjax.lp.RevelationLPSolution` over the S maps; ``dual_bound`` is
-        a certified upper bound on the best-response value.
+        a certified upper bound on the best-response value. Traced ``schemes`` that
+        are not conditional distributions give status ``NUMERICAL`` and NaN numbers
+        (no run-time error: the compiled program holds no host callback and can be
+        stored in XLA's persistent compilation cache).
 
     Raises:
-        ValueError: a batched game, mismatched shapes, an agent out of range, or
-            more than ``max_maps`` response maps.
+        ValueError: a batched game, mismatched shapes, an agent out of range,
+            more than ``max_maps`` response maps, or (concrete) ``schemes`` with
+            negative or non-finite entries or rows not summing to 1.
     """
     _check_game(game, "best_response_lp")
-    schemes = _check_schemes(schemes, game.num_agents, game.num_states, "best_response_lp")
+    schemes, bad = _check_schemes(schemes, game.num_agents, game.num_states, "best_response_lp", traced_checks=False)
     if not 0 <= agent < game.num_agents:
         raise ValueError(f"best_response_lp: agent must be in [0, {game.num_agents}); got {agent}")
     maps = num_response_maps(game.num_agents, schemes.shape[-1], game.num_actions)
@@ -924,7 +953,8 @@ def best_response_lp(
         )
     rivals = _rival_profiles(schemes)[agent]
     objective, rows = _map_lp_data(game.user_utility, game.agent_utilities[agent], rivals)
-    return solve_revelation_lp(game.prior, objective, rows, max_steps=max_steps, tol=tol)
+    sol = solve_revelation_lp(game.prior, objective, rows, max_steps=max_steps, tol=tol)
+    return _flag_invalid(sol, bad, ("status",))
 
 
 def _map_lp_bounds(game, rivals, max_steps):
@@ -1087,17 +1117,21 @@ def exploitability(
             is ``+inf``); None uses every bound available.
 
     Returns:
-        An :class:`Exploitability`.
+        An :class:`Exploitability`. Traced ``schemes`` that are not conditional
+        distributions give NaN numbers, ``exact`` False and ``lp_status``
+        ``NUMERICAL`` (no run-time error, so the compiled program holds no host
+        callback and can be stored in XLA's persistent compilation cache).
 
     Raises:
-        ValueError: a batched game, mismatched shapes, or ``exact=True`` where no map
-            LP fits (quantal user or too many maps).
+        ValueError: a batched game, mismatched shapes, ``exact=True`` where no map
+            LP fits (quantal user or too many maps), or (concrete) ``schemes`` with
+            negative or non-finite entries or rows not summing to 1.
     """
     _check_game(game, "exploitability")
     if temperature is not None and not isinstance(temperature, jax.core.Tracer):
         if float(np.min(np.asarray(temperature))) < 0:
             raise ValueError(f"exploitability: temperature must be >= 0; got {temperature}")
-    schemes = _check_schemes(schemes, game.num_agents, game.num_states, "exploitability")
+    schemes, bad = _check_schemes(schemes, game.num_agents, game.num_states, "exploitability", traced_checks=False)
     num_signals = schemes.shape[-1]
     logits = jnp.log(jnp.maximum(schemes, jnp.finfo(schemes.dtype).tiny))
     key = jax.random.PRNGKey(0) if key is None else key
@@ -1125,7 +1159,7 @@ def exploitability(
         status = jnp.full((game.num_agents,), Status.OPTIMAL, jnp.int32)
     else:
         upper, status = _upper_bounds(game, schemes, temperature, solver, can_map)
-    return _bracket(values, lower, upper, status)
+    return _flag_invalid(_bracket(values, lower, upper, status), bad, ("lp_status",))
 
 
 # ----------------------------------------------------------------------------------------
@@ -1357,9 +1391,13 @@ def solve(
 
     Raises:
         ValueError: a batched game, ``signals < 1``, a negative concrete temperature,
-            mismatched ``init_schemes``, an exact evaluation over the memory budget
-            (the message names the size and the parameters to lower), or
-            ``exact_certificate=True`` where no map LP fits.
+            mismatched ``init_schemes`` (or concrete ones that are not conditional
+            distributions), an exact evaluation over the memory budget (the message
+            names the size and the parameters to lower), or ``exact_certificate=True``
+            where no map LP fits.
+        equinox.EquinoxRuntimeError: with ``throw=True``, a status other than
+            ``OPTIMAL``, or traced ``init_schemes`` found invalid at run time. With
+            ``throw=False`` those give status ``NUMERICAL`` instead.
     """
     _check_game(game, "simultaneous.solve")
     num_agents, num_states, num_actions = game.num_agents, game.num_states, game.num_actions
@@ -1384,7 +1422,9 @@ def solve(
     key = jax.random.PRNGKey(0) if key is None else key
     init = None
     if init_schemes is not None:
-        init = _check_schemes(init_schemes, num_agents, num_states, "simultaneous.solve")
+        init, bad_init = _check_schemes(
+            init_schemes, num_agents, num_states, "simultaneous.solve", traced_checks=bool(throw)
+        )
         if init.shape[-1] != num_signals:
             raise ValueError(
                 f"simultaneous.solve: 'init_schemes' has {init.shape[-1]} signals, expected {num_signals}"
@@ -1394,13 +1434,18 @@ def solve(
     temperature = None if br_user else jnp.asarray(temperature, dtype)
     # Compiled once per shape, dtype, solver, kind of user and static option (inlined
     # under an outer jax.jit or jax.vmap); a quantal temperature is traced.
-    return _solve_compiled(
-        game, solver, temperature, key, init, num_signals, mode, value_mode, use_map, kind, bool(throw)
-    )
+    result = _solve_compiled(game, solver, temperature, key, init, num_signals, mode, value_mode, use_map, kind)
+    if init is not None and bad_init is not False:  # traced invalid warm start, throw=False
+        result = eqx.tree_at(
+            lambda r: (r.status, r.certified),
+            result,
+            (jnp.where(bad_init, Status.NUMERICAL, result.status).astype(jnp.int32), result.certified & ~bad_init),
+        )
+    return raise_unless_optimal(result, "simultaneous.solve") if throw else result
 
 
 @eqx.filter_jit
-def _solve_compiled(game, solver, temperature, key, init, num_signals, mode, value_mode, use_map, kind, throw):
+def _solve_compiled(game, solver, temperature, key, init, num_signals, mode, value_mode, use_map, kind):
     num_agents, num_states = game.num_agents, game.num_states
     dtype = game.prior.dtype
     br_user = temperature is None
@@ -1527,4 +1572,4 @@ def _solve_compiled(game, solver, temperature, key, init, num_signals, mode, val
         lp_status=lp_status,
         status=status,
     )
-    return raise_unless_optimal(result, "simultaneous.solve") if throw else result
+    return result

@@ -5,6 +5,7 @@ meanings, and the generic readers agree with the game-specific fields."""
 import json
 
 import chex
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,6 +87,22 @@ def test_throw_raises_with_the_status_message():
         persuasion.solve(game, floor=fi + 0.1)
     res = persuasion.solve(game, floor=fi + 0.1, throw=False)
     assert int(res.status) == Status.INFEASIBLE and not bool(res.certified)
+
+
+def test_a_direct_solve_compiles_no_host_callback():
+    """throw=True on a direct call checks the status on the host, after the compiled
+    body: that body holds no host callback (XLA never stores a program holding one in
+    its persistent compilation cache). A traced call keeps the run-time check."""
+    game = _game()
+    body = eqx.filter_make_jaxpr(persuasion._solve_compiled)(game, persuasion.PersuasionSolver(), jnp.int32(0), None)[0]
+    assert "callback" not in str(body)
+    traced = eqx.filter_make_jaxpr(lambda g: persuasion.solve(g))(game)[0]
+    assert "callback" in str(traced)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="status infeasible"):  # a batch: raised at run time
+        fi, _ = _benchmarks(game)
+        jax.block_until_ready(
+            jax.vmap(lambda f: persuasion.solve(game, floor=f))(jnp.array([0.0, fi + 0.1]))
+        )
 
 
 def test_normalized_value_is_one_when_full_and_no_information_agree():

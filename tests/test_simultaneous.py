@@ -353,10 +353,42 @@ def test_best_response_lp_matches_highs(K, Y, A, M):
     np.testing.assert_allclose(ex.exploitability, np.maximum(ex.best_response_values - ex.values, 0).sum(-1))
 
 
+def test_exploitability_flags_traced_invalid_schemes():
+    """Under jit/vmap, schemes that are not conditional distributions give NaN, ``exact``
+    False and ``lp_status`` NUMERICAL for their game (no host callback in the program,
+    which XLA can then cache on disk); the other games' brackets are unchanged. The
+    shapes are those of test_best_response_lp_matches_highs (one compile)."""
+    rng = np.random.default_rng(1)
+    n, K, Y, A, M = 4, 2, 3, 3, 3
+    games = aj.Game(rng.dirichlet(np.ones(Y), size=n), rng.uniform(size=(n, A, Y)),
+                    rng.uniform(size=(n, K, A, Y)))
+    schemes = jax.nn.softmax(jnp.asarray(rng.normal(size=(n, K, Y, M))), -1)
+    bad = schemes.at[1].multiply(2.0).at[2, 0, 0].set(jnp.array([1.5, -0.5, 0.0]))
+    good, flagged = _exact_exploitability(games, schemes), _exact_exploitability(games, bad)
+    ok = np.array([0, 3])
+    assert np.all(np.asarray(good.exact)) and np.all(np.asarray(good.lp_status) == Status.OPTIMAL)
+    for field in ("exploitability_upper", "exploitability_lower", "best_response_values", "values"):
+        got, ref = np.asarray(getattr(flagged, field)), np.asarray(getattr(good, field))
+        np.testing.assert_allclose(got[ok], ref[ok], rtol=0, atol=1e-12)
+        assert np.all(np.isnan(got[1:3]))
+    assert not np.any(np.asarray(flagged.exact)[1:3]) and np.all(np.asarray(flagged.exact)[ok])
+    assert np.all(np.asarray(flagged.lp_status)[1:3] == Status.NUMERICAL)
+    with pytest.raises(ValueError, match="exploitability: 'schemes' has negative"):  # a direct call raises
+        sim.exploitability(jax.tree.map(lambda x: x[2], games), bad[2])
+
+
 def test_best_response_lp_k1_is_persuasion_and_checks_size():
     game = aj.load_game(PROSECUTOR)
-    sol = jax.jit(lambda g, s: sim.best_response_lp(g, s, 0))(game, jnp.ones((1, 2, 2)) / 2)
+    run = jax.jit(lambda g, s: sim.best_response_lp(g, s, 0))
+    sol = run(game, jnp.ones((1, 2, 2)) / 2)
     np.testing.assert_allclose(sol.objective, 0.6, atol=1e-9)
+    assert int(sol.status) == Status.OPTIMAL
+    # traced schemes that are not distributions: status NUMERICAL and NaN, no error
+    flagged = run(game, jnp.ones((1, 2, 2)))
+    assert int(flagged.status) == Status.NUMERICAL
+    assert np.isnan(float(flagged.dual_bound)) and np.isnan(float(flagged.objective))
+    with pytest.raises(ValueError, match="rows of 'schemes' must sum to 1"):  # a direct call raises
+        sim.best_response_lp(game, jnp.ones((1, 2, 2)), 0)
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="27 response maps exceed max_maps = 10"):
         sim.best_response_lp(random_game(rng, 2, 3, 3), random_schemes(rng, 2, 3, 3), 0, max_maps=10)
