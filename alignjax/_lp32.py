@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from alignjax import _backend
-from alignjax.lp import LPSolution, _solve_persuasion_lp, persuasion_dual_bound
+from alignjax.lp import LPSolution, _solve_persuasion_lp, _obedience_violation, persuasion_dual_bound
 from alignjax.status import Status
 
 FALLBACKS = ("ipm64", "simplex32")
@@ -54,8 +54,7 @@ def _lift(sol: LPSolution, prior, objective, user_utility, float32_steps) -> LPS
     value = jnp.sum(x * objective)
     uval = jnp.sum(x * user_utility)
     dual = persuasion_dual_bound(prior, objective, user_utility, eta, jnp.zeros((), dtype), -jnp.inf)
-    gains = x @ user_utility.T
-    violation = jnp.maximum(jnp.max(-(jnp.diag(gains)[:, None] - gains)), 0.0)
+    violation = _obedience_violation(x, user_utility)
     vrange = jnp.maximum(jnp.max(objective) - jnp.min(objective), jnp.finfo(dtype).eps)
     urange = jnp.maximum(jnp.max(user_utility) - jnp.min(user_utility), jnp.finfo(dtype).eps)
     ok = (dual - value <= _CERT * vrange) & (violation <= _CERT * urange)

@@ -118,22 +118,38 @@ class LPSolution(eqx.Module):
     status: Int[Array, ""]
 
 
+def _unrolled(m, op):
+    """``op`` ("sum" or "max") over the leading axis of ``m`` as S - 1 elementwise
+    operations when S <= 16 (XLA fuses them into the neighbouring kernels), else the
+    plain reduction."""
+    if m.shape[0] > 16:
+        return jnp.sum(m, axis=0) if op == "sum" else jnp.max(m, axis=0)
+    f = jnp.add if op == "sum" else jnp.maximum
+    out = m[0]
+    for i in range(1, m.shape[0]):
+        out = f(out, m[i])
+    return out
+
+
 def _across(m, op):
     """``op`` ("sum" or "max") over the leading axis of an (S, Y) array.
 
-    Unrolled into elementwise operations when S is small and Y large (the shapes the
+    Unrolled (:func:`_unrolled`) when S is small and Y large (the shapes the
     prior-first order serves): on CPU, XLA's reductions over a non-minor axis ran
     several times slower (issue 14, round 3). Elsewhere the plain reduction, so the
     small problems' programs are unchanged.
     """
     S, Y = m.shape
-    if 1 < S <= 16 and Y + 1 > S * (S - 1) + 1:
-        f = jnp.add if op == "sum" else jnp.maximum
-        out = m[0]
-        for i in range(1, S):
-            out = f(out, m[i])
-        return out
+    if 1 < S and Y + 1 > S * (S - 1) + 1:
+        return _unrolled(m, op)
     return jnp.sum(m, axis=0) if op == "sum" else jnp.max(m, axis=0)
+
+
+def _obedience_violation(x, user_utility):
+    """() the largest violation of an obedience row, ``max(0, max_{a, b} sum_y x[a, y]
+    (u[b, y] - u[a, y]))``, for a joint recommendation (A, Y) ``x`` and (A, Y) ``u``."""
+    gains = x @ user_utility.T  # gains[a, b] = sum_y x[a, y] u[b, y]
+    return jnp.maximum(jnp.max(gains - jnp.diag(gains)[:, None]), 0.0)
 
 
 def persuasion_dual_bound(prior, objective, user_utility, eta, nu, floor):
@@ -206,12 +222,7 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False, ski
         # ran several times slower than the fused adds (issue 14, round 3: 1.4x less
         # CPU time per game at Y = 10^4 and 1.6x at 10^5, A = 4).
         def colsum(m):
-            if m.shape[0] > 16:
-                return jnp.sum(m, axis=0)
-            out = m[0]
-            for i in range(1, m.shape[0]):
-                out = out + m[i]
-            return out
+            return _unrolled(m, "sum")
 
         def others_sum(m):  # (A, Y): sum over b != a of m[b], no subtraction
             if m.shape[0] > 16:
@@ -763,9 +774,7 @@ def _solve_persuasion_lp(
     # --- back to the user's units --------------------------------------------------------
     def to_user_units(x_raw):
         rows, x = _on_prior(x_raw, prior)
-        gains = x @ user_utility.T  # gains[a, b] = sum_y x[a, y] u[b, y]
-        obedience = jnp.diag(gains)[:, None] - gains  # sum_y x[a, y] (u[a, y] - u[b, y])
-        violation = jnp.maximum(jnp.max(-obedience), 0.0)
+        violation = _obedience_violation(x, user_utility)
         if has_floor:
             uval = jnp.sum(x * user_utility)
             violation = jnp.maximum(violation, jnp.where(infeasible, 0.0, floor - uval))
@@ -891,12 +900,10 @@ def _floor_relaxation_checked(prior, objective, user_utility, floor, cert_tol) -
     eps = jnp.finfo(prior.dtype).eps
     urange = jnp.maximum(jnp.max(user_utility) - jnp.min(user_utility), eps)
     vrange = jnp.maximum(jnp.max(objective) - jnp.min(objective), eps)
-    x, nu, dual = _floor_relaxation(prior, objective, user_utility, jnp.where(jnp.isfinite(floor), floor, -jnp.inf))
+    x, nu, dual = _floor_relaxation(prior, objective, user_utility, floor)
     value = jnp.sum(x * objective)
     uval = jnp.sum(x * user_utility)
-    gains = x @ user_utility.T
-    violation = jnp.maximum(jnp.max(-(jnp.diag(gains)[:, None] - gains)), 0.0)
-    violation = jnp.maximum(violation, jnp.maximum(floor - uval, 0.0))
+    violation = jnp.maximum(_obedience_violation(x, user_utility), jnp.maximum(floor - uval, 0.0))
     certified = (dual - value <= cert_tol * vrange) & (violation <= cert_tol * urange) & jnp.isfinite(dual)
     return dict(x=x, nu=nu, dual=dual, value=value, uval=uval, violation=violation, certified=certified)
 
