@@ -103,7 +103,7 @@ def plot_games(summary) -> bytes:
         ax.set_ylabel("user's value, (v - NI) / (FI - NI)")
         ax.set_title(f"{variant}", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, loc="lower right")
+    axes[0, -1].legend(fontsize=7, loc="center right")  # clear of FI (1), NI (0) and the monopoly lines
     fig.suptitle("Experiment B: the user's equilibrium value in the competition games")
     fig.tight_layout()
     buf = io.BytesIO()
@@ -157,8 +157,7 @@ def plot_population(per_user, summary) -> bytes:
                 (line,) = ax.step(np.concatenate([[min(v[0], 0.0)], v]), np.concatenate([[0.0], y]), where="post",
                                   color=colour, ls=style, lw=width_)
                 handles.setdefault(play, line)
-            ax.axvline(1 - loss, color="0.55", lw=0.8, ls="-", zorder=0)
-            ax.text(1 - loss - 0.01, 0.5, "1 − loss", ha="right", va="center", fontsize=7, color="0.4", rotation=90)
+            handles.setdefault("loss", ax.axvline(1 - loss, color="0.55", lw=0.8, ls="-", zorder=0))
             ax.set_xlim(-0.05, 1.05)
             ax.set_ylim(0, 1.0)
             if i == len(variants) - 1:
@@ -171,7 +170,9 @@ def plot_population(per_user, summary) -> bytes:
             )
             ax.set_title(f"{variant}, bias {bias:g}: {len(d)} users\n{stats}", fontsize=8)
             ax.grid(alpha=0.3)
-    labels = [{"anonymous, search": "anonymous, search end (approximate eq.)"}.get(p, p) for p in handles]
+    names = {"anonymous, search": "anonymous, search end (approximate eq.)",
+             "loss": f"1 − loss = {1 - loss:g} (near-aligned users to its right)"}
+    labels = [names.get(p, p) for p in handles]
     fig.legend(list(handles.values()), labels, loc="outside lower center", ncols=4, fontsize=7, frameon=False)
     fig.suptitle("Experiment C: personalized against anonymous persuasion of a MovieLens population", fontsize=9.5)
     buf = io.BytesIO()
