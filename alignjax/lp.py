@@ -76,6 +76,11 @@ _STALL_STEPS = 10  # stop after this many steps without a 10% better merit (alig
 _SHORT_STEP = 0.1  # a step shorter than this triggers a centring step next
 _RECENTER_SIGMA = 0.5
 _SCHUR_TILE = 2048  # states per tile of the prior-first Schur complement (Y >= 2 tiles)
+# From this size of the obedience rows (A (A-1) Y entries) the prior-first interior
+# point keeps its vectors as tuples of their parts instead of flat vectors
+# (alignjax.lp._ipm; measured crossover: Y of about 2,000 at A = 4, 1,000 at A = 8 and
+# above 4,096 at A = 2; docs/lp.md, issue 14 round 5)
+_TUPLE_LAYOUT_ENTRIES = 24576
 _FLOOR_MARGIN = lambda dtype: 1e3 * jnp.finfo(dtype).eps  # noqa: E731
 
 
@@ -128,6 +133,21 @@ def _unrolled(m, op):
     out = m[0]
     for i in range(1, m.shape[0]):
         out = f(out, m[i])
+    return out
+
+
+def _tuple_layout(prior_first: bool, num_rows: int, num_states: int) -> bool:
+    """Whether the interior point keeps its vectors as tuples of parts (static rule):
+    prior-first order with at least ``_TUPLE_LAYOUT_ENTRIES`` obedience entries
+    (``num_rows`` obedience rows times Y states)."""
+    return prior_first and num_rows * num_states >= _TUPLE_LAYOUT_ENTRIES
+
+
+def _fold(f, items):
+    """``f(f(items[0], items[1]), ...)`` for a binary ``f`` (a Python-level reduction)."""
+    out = items[0]
+    for item in items[1:]:
+        out = f(out, item)
     return out
 
 
@@ -189,9 +209,14 @@ class _Data(eqx.Module):
 def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False, skip=None):
     """Mehrotra predictor-corrector on the standard form ``min c.v, A v = b, v >= 0``.
 
-    Primal ``v = [x (A*Y), obedience slacks (A*R), floor slack (1)]``, duals
-    ``lam = [prior rows (Y), obedience rows (A*R), floor row (1)]`` and ``z >= 0``,
-    all kept as flat vectors so that elementwise work fuses into few kernels.
+    Primal ``v = (x (A, Y), obedience slacks (A, R), floor slack ())``, duals
+    ``lam = (prior rows (Y,), obedience rows (A, R), floor row ())`` and ``z >= 0``
+    shaped like ``v``. While the obedience rows have fewer than
+    ``_TUPLE_LAYOUT_ENTRIES`` entries each is one flat vector, so that elementwise
+    work fuses into few kernels; from there (prior-first order only) a tuple of its
+    parts, because the flat vector's concatenations and slices
+    are whole-array copies, the largest kernels of an iteration at large Y (issue 14,
+    round 5).
 
     ``prior_first`` (static) picks the elimination order of the normal equations
     (:func:`_eliminate_prior_first`): the obedience blocks first and a dense
@@ -215,6 +240,30 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False, ski
     dtype = V.dtype
     tiny = jnp.finfo(dtype).tiny
     reg = 1e2 * jnp.finfo(dtype).eps
+    tmap = jax.tree.map
+    # Layout of primal- and dual-sized vectors (static): one flat vector each (few,
+    # larger kernels: faster while per-kernel overhead dominates) or a tuple of the
+    # parts (no whole-array concatenations and slices: faster once memory traffic
+    # dominates, at large Y; issue 14, round 5). The algorithm is the same.
+    flat = not _tuple_layout(prior_first, AR, num_states)
+
+    def split_primal(v):  # -> (x (A, Y), obedience slacks (A, R), floor slack ())
+        if not flat:
+            return v
+        return v[:AY].reshape(num_actions, num_states), v[AY : AY + AR].reshape(num_actions, R), v[-1]
+
+    def split_dual(lam):  # -> (prior rows (Y,), obedience rows (A, R), floor row ())
+        if not flat:
+            return lam
+        return lam[:num_states], lam[num_states : num_states + AR].reshape(num_actions, R), lam[-1]
+
+    def join(first, mid, last):
+        if not flat:
+            return first, mid, last
+        return jnp.concatenate([first.ravel(), mid.ravel(), last[None]])
+
+    def pdot(a, b):  # inner product of two primal- or dual-sized vectors
+        return sum(jnp.sum(ai * bi) for ai, bi in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
     if prior_first:
         # Sums over the actions (the leading axis of (A, Y) arrays), written as
@@ -249,25 +298,17 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False, ski
     def DT_dot(l):  # (A, R) -> (A, Y): sum_r D[a, r, y] l[a, r]
         return jnp.einsum("ary,ar->ay", D, l)
 
-    def split_primal(v):
-        return v[:AY].reshape(num_actions, num_states), v[AY : AY + AR].reshape(num_actions, R), v[-1]
-
-    def split_dual(lam):
-        return lam[:num_states], lam[num_states : num_states + AR].reshape(num_actions, R), lam[-1]
-
     def A_op(v):
         x, sg, sh = split_primal(v)
-        gx = D_dot(x) - sg
-        prior_rows, obedience_rows = colsum(x), gx.ravel()
-        floor_rows = (jnp.sum(h * x) if floor_row else 0.0) - sh
-        return jnp.concatenate([prior_rows, obedience_rows, floor_rows[None]])
+        floor_rows = (jnp.sum(h * x) if floor_row else jnp.zeros((), dtype)) - sh
+        return join(colsum(x), D_dot(x) - sg, floor_rows)
 
     def AT_op(lam):
         lE, lG, lh = split_dual(lam)
         ax = lE[None, :] + DT_dot(lG)
         if floor_row:
             ax = ax + lh * h
-        return jnp.concatenate([ax.ravel(), -lG.ravel(), -lh[None]])
+        return join(ax, -lG, -lh)
 
     def factor_obedience_first(theta):
         tx, tg, th = split_primal(theta)
@@ -295,7 +336,7 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False, ski
         rR = jnp.concatenate([rE, rh[None]])
         lam_R = Sinv @ (rR - jnp.einsum("ayr,ar->y", C, t))
         lG = t - jnp.einsum("ary,y->ar", W, lam_R)
-        return jnp.concatenate([lam_R[:num_states], lG.ravel(), lam_R[num_states:]])
+        return join(lam_R[:num_states], lG, lam_R[num_states])
 
     off = jnp.asarray(1.0 - np.eye(num_actions), dtype)  # sums over the other actions
     # tiles of the prior-first Schur complement's products over the states (static)
@@ -345,7 +386,7 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False, ski
         if not floor_row:
             S = jnp.zeros((AR + 1, AR + 1), dtype).at[:AR, :AR].set(S_GG).at[AR, AR].set(th)
             S = S + jnp.diag(reg * jnp.abs(jnp.diag(S)) + tiny)
-            return inv_s, tx, jnp.zeros_like(inv_s), _linalg.spd_inverse_scaled(S)
+            return inv_s, tx, _linalg.spd_inverse_scaled(S)
         # floor row: with g[a, y] = sum_{b != a} t_b (h_a - h_b), the coupling is
         # sum_y D[a, r, y] t_a g_a / s and the diagonal sum_y sum_a t_a q_a / (2 s),
         # q_a = sum_b t_b (h_a - h_b)^2 >= 0
@@ -358,21 +399,33 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False, ski
             [jnp.concatenate([S_GG, S_GH[:, None]], axis=1), jnp.concatenate([S_GH, S_HH[None]])[None, :]]
         )
         S = S + jnp.diag(reg * jnp.abs(jnp.diag(S)) + tiny)
-        return inv_s, tx, colsum(tx * h), _linalg.spd_inverse_scaled(S)
+        return inv_s, tx, _linalg.spd_inverse_scaled(S)
+
+    def reduced_prior_first(fac, rE, r_G, r_H):
+        # the (A R + 1) system and the prior rows' back-substitution; r_G and r_H
+        # already carry the prior rows' elimination. Returns (lE, lG, lH) and
+        # DT_dot(lG) + lH h, which the caller may reuse.
+        inv_s, tx, Sinv = fac
+        lam_R = Sinv @ jnp.concatenate([r_G.ravel(), r_H[None]])
+        lG, lH = lam_R[:AR].reshape(num_actions, R), lam_R[AR]
+        t = DT_dot(lG)
+        if floor_row:
+            t = t + lH * h
+        lE = (rE - colsum(tx * t)) * inv_s
+        return join(lE, lG, lH), t
+
+    def eliminated_prior_first(fac, rE, qx):
+        # D (qx - tx w) and its floor term with w = rE / s: the right-hand side's
+        # obedience and floor parts after the prior rows' elimination (one pass over D)
+        inv_s, tx, _ = fac
+        m = qx - tx * (rE * inv_s)[None, :]
+        return D_dot(m), (jnp.sum(h * m) if floor_row else jnp.zeros((), dtype))
 
     def normal_solve_prior_first(fac, rhs):
-        inv_s, tx, th_sum, Sinv = fac
+        inv_s, tx, _ = fac
         rE, rG, rh = split_dual(rhs)
-        w = rE * inv_s
-        r_G = rG - D_dot(tx * w[None, :])
-        r_H = rh - th_sum @ w if floor_row else rh
-        lam_R = Sinv @ jnp.concatenate([r_G.ravel(), r_H[None]])
-        lG = lam_R[:AR].reshape(num_actions, R)
-        lE = rE - colsum(tx * DT_dot(lG))
-        if floor_row:
-            lE = lE - th_sum * lam_R[AR]
-        lE = lE * inv_s
-        return jnp.concatenate([lE, lam_R])
+        dG, dH = eliminated_prior_first(fac, rE, jnp.zeros_like(tx))
+        return reduced_prior_first(fac, rE, rG + dG, rh + dH)[0]
 
     if prior_first:
         factor, normal_solve = factor_prior_first, normal_solve_prior_first
@@ -383,45 +436,67 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False, ski
         dlam = normal_solve(fac, rhs)
         # One step of iterative refinement against the unregularised normal matrix
         # keeps the primal residual falling once Theta is badly conditioned.
-        return dlam + normal_solve(fac, rhs - A_op(theta * AT_op(dlam)))
+        res = tmap(lambda r, a: r - a, rhs, A_op(tmap(jnp.multiply, theta, AT_op(dlam))))
+        return tmap(jnp.add, dlam, normal_solve(fac, res))
 
     def newton(v, z, fac, theta, rp, rd, rc):
+        q = tmap(lambda t, d, c, zz: t * d - c / zz, theta, rd, rc, z)
         if prior_first:
             # no refinement: the prior-first Schur complement is assembled without
             # cancellation, and the purification's solve is still refined (measured:
-            # 12% less time, the same accuracy against HiGHS)
-            dlam = normal_solve(fac, rp + A_op(theta * rd - rc / z))
+            # 12% less time, the same accuracy against HiGHS). The right-hand side
+            # rp + A q and the prior rows' elimination share one pass over D, and the
+            # back-substitution's D^T lG serves dz too.
+            qx, qg, qs = split_primal(q)
+            pE, pG, pH = split_dual(rp)
+            rE = pE + colsum(qx)
+            dG, dH = eliminated_prior_first(fac, rE, qx)
+            dlam, t = reduced_prior_first(fac, rE, pG - qg + dG, pH - qs + dH)
+            lE, lG, lH = split_dual(dlam)
+            dX, dG_, dS = split_primal(rd)
+            dz = join(dX - lE[None, :] - t, dG_ + lG, dS + lH)
         else:
-            dlam = solve_refined(fac, theta, rp + A_op(theta * rd - rc / z))
-        dz = rd - AT_op(dlam)
-        dv = rc / z - theta * dz
+            rhs = tmap(jnp.add, rp, A_op(q))
+            dlam = solve_refined(fac, theta, rhs)
+            dz = tmap(jnp.subtract, rd, AT_op(dlam))
+        dv = tmap(lambda c, zz, t, d: c / zz - t * d, rc, z, theta, dz)
         return dv, dlam, dz
 
-    b = jnp.concatenate([p, jnp.zeros(AR, dtype), f[None]])
-    c = jnp.concatenate([-V.ravel(), jnp.zeros(AR + 1, dtype)])
-    b_norm = 1 + jnp.max(jnp.abs(b))
-    c_norm = 1 + jnp.max(jnp.abs(c))
+    b = join(p, jnp.zeros((num_actions, R), dtype), f)
+    c = join(-V, jnp.zeros((num_actions, R), dtype), jnp.zeros((), dtype))
+    b_norm = 1 + jnp.maximum(jnp.max(jnp.abs(p)), jnp.abs(f))
+    c_norm = 1 + jnp.max(jnp.abs(V))
+
+    def max_abs(t):
+        return _fold(jnp.maximum, [jnp.max(jnp.abs(a)) for a in jax.tree.leaves(t)])
+
+    def tmin(t):
+        return _fold(jnp.minimum, [jnp.min(a) for a in jax.tree.leaves(t)])
+
+    def step(v, dv):
+        return _fold(jnp.minimum, [max_step(a, d) for a, d in zip(jax.tree.leaves(v), jax.tree.leaves(dv))])
 
     def measure(v, lam, z):
-        rp = b - A_op(v)
-        rd = c - AT_op(lam) - z
-        pobj = c @ v
-        gap = jnp.abs(pobj - b @ lam) / (1 + jnp.abs(pobj))
-        merit = jnp.maximum(jnp.maximum(jnp.max(jnp.abs(rp)) / b_norm, jnp.max(jnp.abs(rd)) / c_norm), gap)
+        rp = tmap(jnp.subtract, b, A_op(v))
+        rd = tmap(lambda cc, a, zz: cc - a - zz, c, AT_op(lam), z)
+        pobj = pdot(c, v)
+        gap = jnp.abs(pobj - pdot(b, lam)) / (1 + jnp.abs(pobj))
+        merit = jnp.maximum(jnp.maximum(max_abs(rp) / b_norm, max_abs(rd) / c_norm), gap)
         return rp, rd, merit
 
     # Mehrotra's starting point (Wright 1997, Section 10.2): least-squares solutions of
     # the primal and dual equations, shifted into the interior.
-    fac0 = factor(jnp.ones(n, dtype))
+    ones = join(jnp.ones((num_actions, num_states), dtype), jnp.ones((num_actions, R), dtype), jnp.ones((), dtype))
+    fac0 = factor(ones)
     v_ls = AT_op(normal_solve(fac0, b))
     lam0 = normal_solve(fac0, A_op(c))
-    z_ls = c - AT_op(lam0)
-    v_hat = v_ls + jnp.maximum(-1.5 * jnp.min(v_ls), 0.0)
-    z_hat = z_ls + jnp.maximum(-1.5 * jnp.min(z_ls), 0.0)
-    vz = v_hat @ z_hat
+    z_ls = tmap(jnp.subtract, c, AT_op(lam0))
+    v_hat = tmap(lambda a: a + jnp.maximum(-1.5 * tmin(v_ls), 0.0), v_ls)
+    z_hat = tmap(lambda a: a + jnp.maximum(-1.5 * tmin(z_ls), 0.0), z_ls)
+    vz = pdot(v_hat, z_hat)
     # (the floors keep a zero objective, where z_hat = 0, from starting on the boundary)
-    v0 = v_hat + jnp.maximum(0.5 * vz / jnp.maximum(jnp.sum(z_hat), tiny), 1.0 / n)
-    z0 = z_hat + jnp.maximum(0.5 * vz / jnp.maximum(jnp.sum(v_hat), tiny), 1.0 / n)
+    v0 = tmap(lambda a: a + jnp.maximum(0.5 * vz / jnp.maximum(pdot(z_hat, ones), tiny), 1.0 / n), v_hat)
+    z0 = tmap(lambda a: a + jnp.maximum(0.5 * vz / jnp.maximum(pdot(v_hat, ones), tiny), 1.0 / n), z_hat)
     rp0, rd0, merit0 = measure(v0, lam0, z0)
     state0 = (v0, lam0, z0, rp0, rd0)
 
@@ -431,7 +506,7 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False, ski
         # Mehrotra's method can lose ground for a few steps on problems without a
         # strict interior and then recover; give up only after a long stall, or a
         # short one once the barrier parameter is negligible.
-        mu = v @ z / n
+        mu = pdot(v, z) / n
         stall = stalled(k, k_best, mu, tol, _STALL_STEPS)
         go = (best_merit >= tol) & (~failed) & (~stall) & (k < max_steps)
         return go if skip is None else go & ~skip
@@ -439,31 +514,34 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False, ski
     def body(carry):
         state, best, best_merit, k, k_best, _, short = carry
         v, lam, z, rp, rd = state
-        mu = v @ z / n
-        theta = v / z
+        mu = pdot(v, z) / n
+        theta = tmap(jnp.divide, v, z)
         fac = factor(theta)
         # predictor (affine-scaling) direction
-        dv_a, _, dz_a = newton(v, z, fac, theta, rp, rd, -v * z)
-        ap = max_step(v, dv_a)
-        ad = max_step(z, dz_a)
-        mu_aff = (v + ap * dv_a) @ (z + ad * dz_a) / n
+        dv_a, _, dz_a = newton(v, z, fac, theta, rp, rd, tmap(lambda a, b_: -a * b_, v, z))
+        ap = step(v, dv_a)
+        ad = step(z, dz_a)
+        mu_aff = pdot(tmap(lambda a, d: a + ap * d, v, dv_a), tmap(lambda a, d: a + ad * d, z, dz_a)) / n
         sigma = jnp.clip((mu_aff / jnp.maximum(mu, tiny)) ** 3, 0.0, 1.0)
         # centring-corrector direction; after a short step, centre harder and drop the
         # second-order term, which otherwise keeps pushing a badly centred iterate into
         # the boundary (Wright 1997, Section 10.5 discusses such safeguards).
         sigma = jnp.where(short, jnp.maximum(sigma, _RECENTER_SIGMA), sigma)
-        second = jnp.where(short, 0.0, 1.0) * dv_a * dz_a
-        dv, dlam, dz = newton(v, z, fac, theta, rp, rd, sigma * mu - v * z - second)
-        ap = STEP_FRACTION * max_step(v, dv)
-        ad = STEP_FRACTION * max_step(z, dz)
-        v_new, lam_new, z_new = v + ap * dv, lam + ad * dlam, z + ad * dz
+        keep = jnp.where(short, 0.0, 1.0)
+        rc = tmap(lambda a, zz, da, dza: sigma * mu - a * zz - keep * da * dza, v, z, dv_a, dz_a)
+        dv, dlam, dz = newton(v, z, fac, theta, rp, rd, rc)
+        ap = STEP_FRACTION * step(v, dv)
+        ad = STEP_FRACTION * step(z, dz)
+        v_new = tmap(lambda a, d: a + ap * d, v, dv)
+        lam_new = tmap(lambda a, d: a + ad * d, lam, dlam)
+        z_new = tmap(lambda a, d: a + ad * d, z, dz)
         rp_new, rd_new, m = measure(v_new, lam_new, z_new)
         new = (v_new, lam_new, z_new, rp_new, rd_new)
         finite = jnp.isfinite(m)
-        new = jax.tree.map(lambda a, o: jnp.where(finite, a, o), new, state)
+        new = tmap(lambda a, o: jnp.where(finite, a, o), new, state)
         m = jnp.where(finite, m, jnp.inf)
         better = m < best_merit
-        best = jax.tree.map(lambda a, o: jnp.where(better, a, o), new[:3], best)
+        best = tmap(lambda a, o: jnp.where(better, a, o), new[:3], best)
         k_best = jnp.where(m < IMPROVE * best_merit, k + 1, k_best)
         short = jnp.minimum(ap, ad) < _SHORT_STEP
         return new, best, jnp.minimum(m, best_merit), k + 1, k_best, ~finite, short
@@ -480,20 +558,16 @@ def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False, ski
     # metric diag(x). The projection is a single well-conditioned normal solve; it
     # removes the residual infeasibility an interior iterate always keeps. The caller
     # keeps whichever point is less infeasible.
-    positive = v > z
-    x_pos, g_pos, h_pos = split_primal(positive)
-    v0 = jnp.where(positive, v, 0.0)
-    x0, _, _ = split_primal(v0)
+    x_pos, g_pos, h_pos = split_primal(tmap(jnp.greater, v, z))
+    v0 = tmap(lambda a, zz: jnp.where(a > zz, a, 0.0), v, z)
+    x0 = split_primal(v0)[0]
     big = 1.0 / jnp.finfo(dtype).eps
-    theta = jnp.concatenate(
-        [jnp.where(x_pos, x0, 0.0).ravel(), jnp.where(g_pos, big, 0.0).ravel(), jnp.where(h_pos, big, 0.0)[None]]
-    )
+    theta = join(jnp.where(x_pos, x0, 0.0), jnp.where(g_pos, big, 0.0), jnp.where(h_pos, big, 0.0))
     fac = factor(theta)
-    dlam = solve_refined(fac, theta, b - A_op(v0))
-    x_proj, _, _ = split_primal(v0 + theta * AT_op(dlam))
-    x, _, _ = split_primal(v)
+    dlam = solve_refined(fac, theta, tmap(jnp.subtract, b, A_op(v0)))
+    x_proj = x0 + split_primal(theta)[0] * split_primal(AT_op(dlam))[0]
     _, lG, lh = split_dual(lam)
-    return x, x_proj, lG, lh, steps, best_merit
+    return split_primal(v)[0], x_proj, lG, lh, steps, best_merit
 
 
 # ----------------------------------------------------------------------------------------

@@ -111,7 +111,8 @@ def test_both_orders_with_floors_match_highs(elimination):
 @pytest.mark.parametrize(
     "Y, A, with_floor, n",
     [
-        (2000, 4, False, 4),
+        (2000, 4, False, 4),  # vectors kept flat (alignjax.lp._tuple_layout)
+        (2100, 4, 0.05, 2),  # kept as tuples of parts, a floor, the interior point runs
         (1500, 3, 0.5, 4),  # obedience slack: the floor's knapsack relaxation certifies
         (1500, 3, 0.05, 4),  # obedience binds: the interior-point method runs
         # Y >= 2 tiles: the Schur complement's products summed over tiles of states,
@@ -126,10 +127,11 @@ def test_large_state_space_matches_highs(Y, A, with_floor, n):
     is the floor's fraction of the way from NI to FI; at 0.05 the obedience rows bind in
     some games (the relaxation's point is not obedient), so the interior-point method's
     floor row is checked there."""
-    assert prior_rows_first(Y, A, A - 1)
-    if Y > 4000:
-        from alignjax import lp
+    from alignjax import lp
 
+    assert prior_rows_first(Y, A, A - 1)
+    assert lp._tuple_layout(True, A * (A - 1), Y) == (Y > 2000)
+    if Y > 4000:
         assert Y >= 2 * lp._SCHUR_TILE and Y % lp._SCHUR_TILE
     rng = np.random.default_rng(Y + A)
     prior, user, agents = random_games(rng, n, Y, A)
