@@ -561,7 +561,6 @@ def sup_fit_with_derivatives(u, U, w, c, eps, simplex: bool, offset: bool):
     )
     degenerate = ~(count_ok & finite & mult_ok & positive)
     M_inv = jnp.where(degenerate, 0.0, M_inv)
-    z = jnp.concatenate([sw, jnp.atleast_1d(sc), jnp.atleast_1d(seps)])
 
     def residual(V, uf):
         # b - M z for the selected equations, with live data: s_j (u_j) - (s_j (V_j w + c) - eps)
