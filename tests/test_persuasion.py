@@ -212,15 +212,12 @@ def test_sweep_memory_estimate_bounds_the_plan_at_large_y():
 
 def _revelation_highs(prior, V, rows):
     """The block revelation LP written out for HiGHS: (value, x)."""
+    from scipy import sparse
     from scipy.optimize import linprog
 
     S, R, Y = rows.shape
-    A_eq = np.zeros((Y, S * Y))
-    for y in range(Y):
-        A_eq[y, y::Y] = 1.0
-    A_ub = np.zeros((S * R, S * Y))
-    for s in range(S):
-        A_ub[s * R:(s + 1) * R, s * Y:(s + 1) * Y] = -rows[s]
+    A_eq = sparse.csr_matrix((np.ones(S * Y), (np.tile(np.arange(Y), S), np.arange(S * Y))), shape=(Y, S * Y))
+    A_ub = sparse.block_diag([-rows[s] for s in range(S)], format="csr")
     res = linprog(-V.ravel(), A_ub=A_ub, b_ub=np.zeros(S * R), A_eq=A_eq, b_eq=prior, method="highs")
     assert res.status == 0, res.message
     return -res.fun
@@ -239,6 +236,30 @@ def test_revelation_lp_orders_match_highs(elimination):
     lhs = np.einsum("nry,ny->nr", rows[:, 0], prior)
     rows[:, 0] += np.maximum(-lhs, 0.0)[:, :, None] + 0.01
     sol = jax.jit(jax.vmap(lambda p, v, r: solve_revelation_lp(p, v, r, elimination=elimination)))(prior, V, rows)
+    ref = np.array([_revelation_highs(prior[i], V[i], rows[i]) for i in range(n)])
+    err = np.abs(np.asarray(sol.objective) - ref)
+    assert err.max() < 1e-7, f"worst |ours - HiGHS| = {err.max():.2e}"
+    assert np.all(np.asarray(sol.status) == Status.OPTIMAL)
+    assert np.asarray(sol.max_violation).max() < 1e-7 * np.abs(rows).max()
+    assert np.all(np.asarray(sol.dual_bound) >= ref - 1e-9)
+
+
+@pytest.mark.slow  # the tuple layout stays in CI through test_large_state_space_matches_highs
+def test_revelation_lp_tuple_layout_matches_highs():
+    """The block revelation LP at Y = 1,700 (S = 3, R = 5), where the prior-first
+    interior point keeps its vectors as tuples of parts (alignjax.lp._tuple_layout),
+    against HiGHS."""
+    from alignjax import lp
+
+    rng = np.random.default_rng(78)
+    n, S, R, Y = 2, 3, 5, 1700
+    assert prior_rows_first(Y, S, R) and lp._tuple_layout(True, S * R, Y)
+    prior = rng.dirichlet(np.ones(Y), size=n)
+    V = rng.uniform(size=(n, S, Y))
+    rows = rng.normal(size=(n, S, R, Y))
+    lhs = np.einsum("nry,ny->nr", rows[:, 0], prior)
+    rows[:, 0] += np.maximum(-lhs, 0.0)[:, :, None] + 0.01
+    sol = jax.jit(jax.vmap(solve_revelation_lp))(prior, V, rows)
     ref = np.array([_revelation_highs(prior[i], V[i], rows[i]) for i in range(n)])
     err = np.abs(np.asarray(sol.objective) - ref)
     assert err.max() < 1e-7, f"worst |ours - HiGHS| = {err.max():.2e}"
