@@ -60,9 +60,10 @@ def main(argv=None) -> int:
     ax.set_ylabel("ms per game (compile excluded)")
     ax.set_title(f"Persuasion LP vs number of states, A = {args.actions} (float64, 2-core CPU)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    # below the axes: inside, it covered a curve at some A wherever it was put
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     fig.tight_layout()
-    fig.savefig(args.png, dpi=120)
+    fig.savefig(args.png, dpi=120, bbox_inches="tight")
     also_txt = f"; CPU from Y = {args.fit_from_also}: {s_also:.3f}" if s_also is not None else ""
     print(f"# slopes from Y = {args.fit_from}: {s_cpu:.3f} (CPU), {s_wall:.3f} (wall){also_txt}; wrote {args.png}")
     return 0
