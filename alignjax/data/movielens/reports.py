@@ -155,7 +155,9 @@ def plot_population(per_user, summary) -> bytes:
                 v = np.sort(d[f"{_play_column(play)}_normalized"].to_numpy(float))
                 y = np.arange(1, len(v) + 1) / len(v)
                 (line,) = ax.step(np.concatenate([[min(v[0], 0.0)], v]), np.concatenate([[0.0], y]), where="post",
-                                  color=colour, ls=style, lw=width_)
+                                  color=colour, ls=style, lw=width_,
+                                  # the worst equilibrium over the kept one where they coincide
+                                  zorder=3 if "worst" in play else 2)
                 handles.setdefault(play, line)
             handles.setdefault("loss", ax.axvline(1 - loss, color="0.55", lw=0.8, ls="-", zorder=0))
             ax.set_xlim(-0.05, 1.05)
