@@ -160,14 +160,18 @@ def test_conversation_bound_matches_simultaneous_on_one_silent_round():
     the user's bound is her value (she has nothing to choose)."""
     rng = np.random.default_rng(11)
     K, Y, A, M = 2, 3, 3, 3
+
+    @jax.jit  # one program for the five games
+    def bounds(game, schemes):
+        conv = cv.from_game(game)
+        rules = cv.ConversationRules(user=(jnp.ones((1, 1, 1)),), agents=(schemes[:, :, None, :],))
+        return cv.upper_bounds(conv, rules), _informed(game, schemes), cv.values(conv, rules)[0]
+
     for _ in range(5):
         game = aj.Game(rng.dirichlet(np.ones(Y)), rng.uniform(size=(A, Y)), rng.uniform(size=(K, A, Y)))
         schemes = jax.nn.softmax(jnp.asarray(2 * rng.normal(size=(K, Y, M))), -1)
-        conv = cv.from_game(game)
-        rules = cv.ConversationRules(user=(jnp.ones((1, 1, 1)),), agents=(schemes[:, :, None, :],))
-        ub = np.asarray(cv.upper_bounds(conv, rules))
-        np.testing.assert_allclose(ub[1:], np.asarray(_informed(game, schemes)), rtol=1e-9, atol=1e-12)
-        user_value, _ = cv.values(conv, rules)
+        ub, informed, user_value = (np.asarray(x) for x in bounds(game, schemes))
+        np.testing.assert_allclose(ub[1:], informed, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(ub[0], user_value, atol=1e-12)
         for i in range(K):
             ref = best_response_highs(game.prior, game.user_utility, game.agent_utilities[i], [schemes[1 - i]])
