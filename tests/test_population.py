@@ -524,9 +524,11 @@ def test_population_family_diversity_knob():
     centred = same.user_utilities - same.user_utilities.mean(axis=(2, 3), keepdims=True)
     np.testing.assert_allclose(centred, jnp.broadcast_to(centred[:, :1], centred.shape), atol=1e-12)
     spread = generate("population", key, np.arange(3), 3, 4, 2, {"diversity": 1.0, "eps": 0.1}, users=5)
-    # the same game whatever batch it is drawn in, and every user within eps of the hull
-    again = generate("population", key, np.array([2]), 3, 4, 2, {"diversity": 1.0, "eps": 0.1}, users=5)
+    # the same game whatever batch (or place in it) it is drawn in, and every user within
+    # eps of the hull (a batch of the same size: the eager ops compiled above serve it)
+    again = generate("population", key, np.array([2, 0, 5]), 3, 4, 2, {"diversity": 1.0, "eps": 0.1}, users=5)
     np.testing.assert_array_equal(again.user_utilities[0], spread.user_utilities[2])
+    np.testing.assert_array_equal(again.user_utilities[1], spread.user_utilities[0])
     game = jax.tree.map(lambda x: x[0], spread)
     PopulationGame(game.prior, game.user_utilities, game.agent_utilities, game.masses)  # valid
     # (the distances from the hull, weak and strong, are checked on the sweep's rows below)
