@@ -69,6 +69,9 @@ def test_hull_equilibria_meet_the_bound(K, n):
     bound = np.maximum(deltas, (w * gains).sum(1)) + 1e-9
     assert np.all(loss[certified] <= bound[certified]), (loss - bound)[certified].max()
     assert np.all(np.asarray(res.nash_gap)[certified] <= TOL)
+    # the result protocol's bracket (alignjax.results) is the Nash gap at both ends
+    np.testing.assert_array_equal(np.asarray(res.certificate_lower), np.asarray(res.nash_gap))
+    np.testing.assert_array_equal(np.asarray(res.certificate_upper), np.asarray(res.nash_gap))
     # competition beats the best monopoly on average
     assert np.mean(np.asarray(res.user_value)) > np.mean(np.asarray(res.monopoly_best))
 
