@@ -15,7 +15,7 @@ jax.config.update("jax_enable_x64", True)
 # makes the split less even.
 FILE_CPU_SECONDS = {
     "test_persuasion.py": 225,
-    "test_population.py": 155,
+    "test_population.py": 140,
     "test_simultaneous.py": 130,
     "test_certificates.py": 115,
     "test_alignment.py": 105,

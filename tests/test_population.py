@@ -680,6 +680,12 @@ def test_population_sweep_example_config_anonymous(tmp_path):
     assert (sim["normalized_value_min"] <= sim["normalized_value_max"] + 1e-9).all()
 
 
+# Slow: personalized play is each user's own single-user game (checked in CI against the
+# single-user solves by test_population_sweep_rows_equal_the_single_user_solves), and the
+# bound on each single-user game, FI - v <= max(delta, sum_i w_i g_i) at eps = 0 and
+# max(delta, 2 eps + Nash gap) near the hull, is checked in CI on 128-game batches by
+# tests/test_selection.py::test_hull_equilibria_meet_the_bound and test_near_hull_bound_with_eps.
+@pytest.mark.slow
 def test_weak_alignment_bound_on_every_certified_personalized_equilibrium(rng):
     """docs/theory.md, "Many users": at every certified personalized selection
     equilibrium, FI_n - v_n <= max(delta, 2 eps_n + sum_i w^n_i g_{i,n}) user by user,
