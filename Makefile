@@ -19,13 +19,14 @@ run: $(BIN)/alignjax
 # command-line runs the tests start (XLA compilation dominates the suite's time).
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
-## test: the test suite CI runs (slow cases excluded), on two worker processes
+## test: the test suite CI runs (slow cases excluded), on two worker processes, whole
+## files heaviest first (tests/conftest.py orders them; --no-loadscope-reorder keeps it)
 test: $(BIN)/alignjax
-	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 ## test-all: every test, slow ones included
 test-all: $(BIN)/alignjax
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 ## bench: the side-by-side benchmarks
 bench: $(BIN)/alignjax

@@ -343,13 +343,15 @@ def test_throw_on_uncertified():
 
 
 def test_no_lapack_custom_calls():
-    """LAPACK custom calls deadlock XLA's CPU pool on 2-core machines (see _linalg.py)."""
-    from alignjax.alignment import _fit
-
-    u, U = jnp.ones((2, 2)), jnp.ones((3, 2, 2))
+    """LAPACK custom calls deadlock XLA's CPU pool on 2-core machines (see _linalg.py).
+    Checked on the batched programs the tests above run (the general shape, sup norm and
+    MSE with entry weights), so the compilation is shared with them."""
     for norm in ("sup", "mse"):
-        f = jax.jit(jax.vmap(lambda a, b: _fit(a, b, None, aj.AlignmentSolver(), norm, "simplex", True)))
-        hlo = f.lower(u[None], U[None]).compile().as_text()
+        u, U, p, _ = make_cases(seed_of("general", "simplex", True, norm), "general", "simplex", True,
+                                entry_weights=norm == "mse")
+        fit_batch(u, U, p, norm=norm)  # builds (or reuses) the jitted batch function
+        args = (u, U) if p is None else (u, U, p)
+        hlo = _BATCHED[(norm, "simplex", True, p is None)].lower(*(jnp.asarray(a) for a in args)).compile().as_text()
         assert 'custom_call_target="lapack' not in hlo
 
 

@@ -123,6 +123,13 @@ def test_simplex_grid_counts_and_sums():
     assert len({tuple(r) for r in (g * 4).round().astype(int)}) == 15
 
 
+@jax.jit
+def _deviation_values(game, rival, devs, tau):
+    """Agent 0's quantal value for each deviation ``devs`` (G, Y, M) against ``rival``:
+    the game and tau are arguments, so every trial shares one compiled program."""
+    return jax.vmap(lambda dev: sim.payoffs(game, jnp.stack([dev, rival]), tau)[1][0])(devs)
+
+
 @pytest.mark.parametrize("tau", [0.1, 0.3])
 def test_quantal_envelope_bound_is_sound_against_a_grid_search(tau):
     """K = 2, Y = 2, A = 2, M = 2: the bound on agent 0's value is never below the best
@@ -137,11 +144,7 @@ def test_quantal_envelope_bound_is_sound_against_a_grid_search(tau):
         rival = jax.nn.softmax(jnp.asarray(2 * rng.normal(size=(Y, M))), -1)
         blocks = game.prior[:, None] * rival
         ub = float(quantal_envelope_bound(blocks, game.user_utility, game.agent_utilities[0], tau))
-
-        def value(dev):
-            return sim.payoffs(game, jnp.stack([dev, rival]), tau)[1][0]
-
-        best = float(jnp.max(jax.jit(jax.vmap(value))(devs)))
+        best = float(jnp.max(_deviation_values(game, rival, devs, tau)))
         assert ub >= best - 1e-9, (trial, ub, best)
         print(f"tau={tau}: bound {ub:.5f}, grid-search deviation {best:.5f}")
 
@@ -157,14 +160,18 @@ def test_conversation_bound_matches_simultaneous_on_one_silent_round():
     the user's bound is her value (she has nothing to choose)."""
     rng = np.random.default_rng(11)
     K, Y, A, M = 2, 3, 3, 3
+
+    @jax.jit  # one program for the five games
+    def bounds(game, schemes):
+        conv = cv.from_game(game)
+        rules = cv.ConversationRules(user=(jnp.ones((1, 1, 1)),), agents=(schemes[:, :, None, :],))
+        return cv.upper_bounds(conv, rules), _informed(game, schemes), cv.values(conv, rules)[0]
+
     for _ in range(5):
         game = aj.Game(rng.dirichlet(np.ones(Y)), rng.uniform(size=(A, Y)), rng.uniform(size=(K, A, Y)))
         schemes = jax.nn.softmax(jnp.asarray(2 * rng.normal(size=(K, Y, M))), -1)
-        conv = cv.from_game(game)
-        rules = cv.ConversationRules(user=(jnp.ones((1, 1, 1)),), agents=(schemes[:, :, None, :],))
-        ub = np.asarray(cv.upper_bounds(conv, rules))
-        np.testing.assert_allclose(ub[1:], np.asarray(_informed(game, schemes)), rtol=1e-9, atol=1e-12)
-        user_value, _ = cv.values(conv, rules)
+        ub, informed, user_value = (np.asarray(x) for x in bounds(game, schemes))
+        np.testing.assert_allclose(ub[1:], informed, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(ub[0], user_value, atol=1e-12)
         for i in range(K):
             ref = best_response_highs(game.prior, game.user_utility, game.agent_utilities[i], [schemes[1 - i]])

@@ -131,6 +131,12 @@ def _value_grads(p, u, U):
     return ga, gu, _grad_fn(p, u, U).degenerate
 
 
+# Slow: its concepts run in CI through test_persuasion_derivatives_match_highs_finite_differences
+# (jax.grad and jax.jvp of persuasion.solve under jit(vmap), each game checked against HiGHS
+# finite differences), test_degenerate_game_is_flagged_... (jax.grad of one unbatched game)
+# and tests/test_results.py::test_persuasion_bracket_is_the_duality_gap_and_vmap_matches_one_game
+# (the batched and one-game programs agree); this one compiles both gradient programs again.
+@pytest.mark.slow
 def test_grad_composes_with_jit_and_vmap():
     rng = np.random.default_rng(3)
     n = 6

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alignjax import Game, Status, games, persuasion, results, selection
+from alignjax import Game, Status, games, persuasion, results
 from alignjax.cli import main
 
 TINY_SEARCH = dict(stages=1, steps_per_stage=5, br_starts=1, br_steps=5, restarts=1)
@@ -76,8 +76,8 @@ def test_persuasion_bracket_is_the_duality_gap_and_vmap_matches_one_game():
     chex.assert_trees_all_close(many, jax.tree.map(lambda *x: jnp.stack(x), *ones), rtol=0, atol=1e-8)
     np.testing.assert_array_equal(np.asarray(many.certificate_upper), np.asarray(many.duality_gap))
     np.testing.assert_array_equal(np.asarray(many.certificate_lower), 0.0)
-    sel = selection.solve(batch[0], throw=False)
-    assert float(sel.certificate_lower) == float(sel.certificate_upper) == float(sel.nash_gap)
+    # selection's bracket is its Nash gap at both ends: checked on the compiled K = 3 batch
+    # of tests/test_selection.py::test_hull_equilibria_meet_the_bound (no compile here)
 
 
 def test_throw_raises_with_the_status_message():

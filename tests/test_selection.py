@@ -69,6 +69,9 @@ def test_hull_equilibria_meet_the_bound(K, n):
     bound = np.maximum(deltas, (w * gains).sum(1)) + 1e-9
     assert np.all(loss[certified] <= bound[certified]), (loss - bound)[certified].max()
     assert np.all(np.asarray(res.nash_gap)[certified] <= TOL)
+    # the result protocol's bracket (alignjax.results) is the Nash gap at both ends
+    np.testing.assert_array_equal(np.asarray(res.certificate_lower), np.asarray(res.nash_gap))
+    np.testing.assert_array_equal(np.asarray(res.certificate_upper), np.asarray(res.nash_gap))
     # competition beats the best monopoly on average
     assert np.mean(np.asarray(res.user_value)) > np.mean(np.asarray(res.monopoly_best))
 
@@ -100,7 +103,7 @@ def test_agents_preferring_one_action_leave_the_user_far_from_full_information()
     hull condition fails badly and competition does little for the user, in contrast
     with the hull games above (the exact monopoly case is the next test)."""
     rng = np.random.default_rng(23)
-    n, K, Y, A = 96, 2, 6, 4  # the K = 2 shape of test_hull_equilibria_meet_the_bound
+    n, K, Y, A = N3, 3, 6, 4  # the K = 3 shape of test_hull_equilibria_meet_the_bound (one compile)
     prior, user, _ = random_games(rng, n, Y, A)
     agents = np.zeros((n, K, A, Y))
     agents[:, :, 0, :] = 1.0
@@ -113,16 +116,30 @@ def test_agents_preferring_one_action_leave_the_user_far_from_full_information()
 
 
 def test_prosecutors_judge_monopoly_value():
-    """Two identical prosecutors who both want conviction: the judge stays at the
-    monopoly value 0.7 (= her no-information value), checked against HiGHS."""
+    """Identical prosecutors who all want conviction: the judge stays at the monopoly
+    value 0.7 (= her no-information value), checked against HiGHS. Solved in the K = 3
+    batch shape of test_hull_equilibria_meet_the_bound (one compile): three prosecutors,
+    the game padded with four states of prior zero and two actions the judge never takes
+    (the same LP, checked with HiGHS on both)."""
     prior = np.array([0.3, 0.7])
     judge = np.array([[1.0, 0.0], [0.0, 1.0]])
     prosecutor = np.array([[1.0, 1.0], [0.0, 0.0]])
     value, x = persuasion_highs(prior, judge, prosecutor)
-    res = selection.solve(Game(prior, judge, np.stack([prosecutor, prosecutor])), SOLVER, throw=False)
-    assert int(res.status) == Status.OPTIMAL
+    Y, A = 6, 4
+    prior_p = np.zeros(Y)
+    prior_p[:2] = prior
+    judge_p = np.full((A, Y), -1.0)
+    judge_p[:2] = 0.0
+    judge_p[:2, :2] = judge
+    prosecutor_p = np.zeros((A, Y))
+    prosecutor_p[:2, :2] = prosecutor
+    value_p, _ = persuasion_highs(prior_p, judge_p, prosecutor_p)
+    assert value_p == pytest.approx(value, abs=1e-9)
+    tile = lambda a: np.broadcast_to(a, (N3, *a.shape)).copy()  # noqa: E731
+    res = run_batch(tile(prior_p), tile(judge_p), tile(np.stack([prosecutor_p] * 3)), np.zeros(N3))
+    assert np.all(np.asarray(res.status) == Status.OPTIMAL)
     np.testing.assert_allclose(res.user_value, (x * judge).sum(), atol=1e-8)
-    np.testing.assert_allclose(res.agent_values, [value, value], atol=1e-8)
+    np.testing.assert_allclose(res.agent_values, np.full((N3, 3), value), atol=1e-8)
 
 
 def test_single_agent_is_persuasion_and_no_lapack():
