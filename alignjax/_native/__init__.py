@@ -1,0 +1,173 @@
+"""Native CPU kernels of the solvers, compiled on first use (issue 14).
+
+``prior_ipm.cc`` is the interior-point loop of :func:`alignjax.lp._ipm` on the
+prior-rows-first order without a floor row (the persuasion LP at large Y, and the
+revelation LP of the simultaneous certificates there), as one XLA FFI custom call:
+the XLA program of an iteration is about 136 small kernels bound by memory traffic
+(``docs/lp.md``, round 3), the fused loop a few passes over cache-resident arrays.
+The starting point, the purification and the certificate stay in JAX, so a status of
+``optimal`` is still the float64 duality gap checked there, whatever the kernel did.
+
+The source is compiled with the system's C++ compiler (``$CXX``, else ``c++``/``g++``)
+against the XLA FFI headers that ship with jaxlib, once per source, jaxlib, compiler
+and CPU, into ``$ALIGNJAX_CACHE_DIR`` (default ``~/.cache/alignjax``), written under a
+temporary name and renamed into place. Where that fails (no compiler, no ``jax.ffi``)
+the solvers use the XLA loop, with one warning that says why; the answers agree to
+round-off (``tests/test_native.py``). ``ALIGNJAX_NATIVE=0`` switches the kernel off;
+``ALIGNJAX_NATIVE_THREADS`` sets the threads over a vmapped batch (default: 1).
+
+The kernel runs only on the CPU backend (``jax.lax.platform_dependent``); on GPU and
+TPU the XLA loop runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+_SOURCE = Path(__file__).with_name("prior_ipm.cc")
+_TARGET = "alignjax_prior_ipm"
+_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w"]
+
+
+def enabled() -> bool:
+    """``False`` when ``ALIGNJAX_NATIVE`` is ``0``, ``false`` or ``off``."""
+    return os.environ.get("ALIGNJAX_NATIVE", "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def threads() -> int:
+    """Threads over the games of one vmapped call (``ALIGNJAX_NATIVE_THREADS``, default 1)."""
+    try:
+        return max(1, int(os.environ.get("ALIGNJAX_NATIVE_THREADS", "1")))
+    except ValueError:
+        return 1
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("ALIGNJAX_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "alignjax"
+    )
+    return Path(root)
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+@functools.lru_cache(maxsize=None)
+def _build() -> tuple[Path | None, str]:
+    """The compiled library's path (built if needed), or ``None`` and why not."""
+    try:
+        import jax
+        import jax.ffi  # noqa: F401
+        import jaxlib
+    except Exception as exc:  # noqa: BLE001 (an older jax without jax.ffi)
+        return None, f"jax.ffi is not available ({exc})"
+    cxx = _compiler()
+    if cxx is None:
+        return None, "no C++ compiler found (set $CXX)"
+    include = jax.ffi.include_dir()
+    try:
+        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"{cxx} --version failed ({exc})"
+    key = hashlib.sha256(
+        "\0".join([_SOURCE.read_text(), jaxlib.__version__, version, " ".join(_FLAGS), _cpu_model()]).encode()
+    ).hexdigest()[:16]
+    out = _cache_dir() / f"prior_ipm-{key}.so"
+    if out.exists():
+        return out, ""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".prior_ipm-", suffix=".so", dir=out.parent)
+        os.close(fd)
+        proc = subprocess.run(
+            [cxx, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", tmp], capture_output=True, text=True, timeout=600
+        )
+        if proc.returncode != 0:
+            os.unlink(tmp)
+            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            return None, f"compiling {_SOURCE.name} with {cxx} failed:\n{tail}"
+        os.replace(tmp, out)  # atomic: a concurrent build renames an identical file
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"compiling {_SOURCE.name} into {out.parent} failed ({exc})"
+    return out, ""
+
+
+def available() -> bool:
+    """Whether the prior-first interior-point kernel is switched on (read at trace
+    time), compiled and registered (once per process; warns once with the reason
+    when it cannot be built)."""
+    return enabled() and _register()
+
+
+@functools.lru_cache(maxsize=None)
+def _register() -> bool:
+    path, why = _build()
+    if path is None:
+        warnings.warn(f"alignjax: the native CPU kernel is off, the XLA loop runs instead: {why}", stacklevel=2)
+        return False
+    import jax
+
+    lib = ctypes.cdll.LoadLibrary(str(path))
+    jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.AlignjaxPriorIpm), platform="cpu")
+    return True
+
+
+def prior_ipm_loop(p, V, D, f, v0, lam0, z0, skip, tol: float, max_steps: int):
+    """Run the interior-point loop of :func:`alignjax.lp._ipm` (prior-first, no floor
+    row) from ``(v0, lam0, z0)`` on the CPU kernel.
+
+    Args (one game; batch with ``jax.vmap``; float64):
+        p: (Y,) prior; V: (A, Y) objective; D: (A, R, Y) obedience rows; f: () the
+        floor slack's row value. v0 = (x (A, Y), g (A, R), s ()), lam0 = (lE (Y,),
+        lG (A, R), ls ()), z0 shaped like v0: the starting point. skip: () bool, return
+        the start at once. tol, max_steps: as in ``_ipm`` (static).
+
+    Returns:
+        ``(v, lam, z)`` of the best iterate (lowest merit) as tuples shaped like the
+        inputs, the iteration count (int32) and the best merit.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    dt = jnp.float64
+    shapes = [a.shape for a in (*v0, *lam0, *z0)]
+    out_types = [jax.ShapeDtypeStruct(s, dt) for s in shapes] + [
+        jax.ShapeDtypeStruct((), jnp.int32),
+        jax.ShapeDtypeStruct((), dt),
+    ]
+    call = jax.ffi.ffi_call(_TARGET, out_types, vmap_method="broadcast_all")
+    args = [jnp.asarray(a, dt) for a in (p, V, D, f, *v0, *lam0, *z0)]
+    out = call(
+        *args,
+        jnp.asarray(skip, dt),
+        tol=np.float64(tol),
+        max_steps=np.int64(max_steps),
+        threads=np.int64(threads()),
+    )
+    v, lam, z = tuple(out[0:3]), tuple(out[3:6]), tuple(out[6:9])
+    return v, lam, z, out[9], out[10]
