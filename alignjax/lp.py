@@ -54,7 +54,7 @@ from jax import lax
 from jaxtyping import Array, Float, Int
 
 from alignjax._ipm import CERT_FACTOR, IMPROVE, STEP_FRACTION, max_step, stalled
-from alignjax import _linalg
+from alignjax import _linalg, _native
 from alignjax._simplex import simplex
 from alignjax.status import Status
 
@@ -207,6 +207,31 @@ class _Data(eqx.Module):
 
 
 def _ipm(data: _Data, max_steps: int, tol: float, prior_first: bool = False, skip=None):
+    """:func:`_ipm_xla`, or on the CPU backend its fused native kernel where it applies.
+
+    The kernel (``alignjax/_native/prior_ipm.cc``, issue 14, round 6) runs the same
+    algorithm (starting point, iterations, purification) for the prior-rows-first order
+    without a floor row in float64: the persuasion LP without a floor once Y exceeds
+    A (A-1), and the revelation LP of the simultaneous certificates there. The answers
+    agree with the XLA program to round-off (``tests/test_native.py``); the certificate
+    is computed from them in JAX either way. ``ALIGNJAX_NATIVE=0`` (read at trace time)
+    keeps the XLA program; so does a machine without a C++ compiler (one warning).
+    """
+    if (
+        prior_first
+        and data.h is None
+        and skip is None
+        and data.V.dtype == jnp.float64
+        and _native.available()
+    ):
+        return lax.platform_dependent(
+            cpu=lambda: _native.prior_ipm(data.p, data.V, data.D, data.f, tol, max_steps),
+            default=lambda: _ipm_xla(data, max_steps, tol, prior_first, skip),
+        )
+    return _ipm_xla(data, max_steps, tol, prior_first, skip)
+
+
+def _ipm_xla(data: _Data, max_steps: int, tol: float, prior_first: bool = False, skip=None):
     """Mehrotra predictor-corrector on the standard form ``min c.v, A v = b, v >= 0``.
 
     Primal ``v = (x (A, Y), obedience slacks (A, R), floor slack ())``, duals

@@ -37,7 +37,7 @@ import numpy as np
 
 _SOURCE = Path(__file__).with_name("prior_ipm.cc")
 _TARGET = "alignjax_prior_ipm"
-_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w"]
+_FLAGS = ["-O3", "-march=native", "-funroll-loops", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w"]
 
 
 def enabled() -> bool:
@@ -137,37 +137,41 @@ def _register() -> bool:
     return True
 
 
-def prior_ipm_loop(p, V, D, f, v0, lam0, z0, skip, tol: float, max_steps: int):
-    """Run the interior-point loop of :func:`alignjax.lp._ipm` (prior-first, no floor
-    row) from ``(v0, lam0, z0)`` on the CPU kernel.
+def prior_ipm(p, V, D, f, tol: float, max_steps: int):
+    """The interior-point method of :func:`alignjax.lp._ipm_xla` (prior rows first, no
+    floor row) on the CPU kernel: starting point, iterations and purification.
 
-    Args (one game; batch with ``jax.vmap``; float64):
-        p: (Y,) prior; V: (A, Y) objective; D: (A, R, Y) obedience rows; f: () the
-        floor slack's row value. v0 = (x (A, Y), g (A, R), s ()), lam0 = (lE (Y,),
-        lG (A, R), ls ()), z0 shaped like v0: the starting point. skip: () bool, return
-        the start at once. tol, max_steps: as in ``_ipm`` (static).
+    Args (one game; batch with ``jax.vmap``, which hands the kernel the whole batch;
+    float64):
+        p: (Y,) prior; V: (A, Y) objective; D: (A, R, Y) obedience rows (the scaled
+        problem of :func:`alignjax.lp._solve_persuasion_lp`); f: () the floor slack's
+        row value. tol, max_steps: as in ``_ipm_xla`` (static).
 
     Returns:
-        ``(v, lam, z)`` of the best iterate (lowest merit) as tuples shaped like the
-        inputs, the iteration count (int32) and the best merit.
+        ``(x, x_proj, lG, ls, steps, merit)``: the best iterate's x (A, Y), its
+        purification (A, Y), its obedience duals (A, R) and floor-slack dual (), the
+        iteration count (int32) and the best merit, as ``_ipm_xla`` returns them.
     """
     import jax
     import jax.numpy as jnp
 
     dt = jnp.float64
-    shapes = [a.shape for a in (*v0, *lam0, *z0)]
-    out_types = [jax.ShapeDtypeStruct(s, dt) for s in shapes] + [
+    num_actions, num_states = V.shape[-2:]
+    num_rows = D.shape[-2]
+    out_types = [
+        jax.ShapeDtypeStruct((num_actions, num_states), dt),
+        jax.ShapeDtypeStruct((num_actions, num_states), dt),
+        jax.ShapeDtypeStruct((num_actions, num_rows), dt),
+        jax.ShapeDtypeStruct((), dt),
         jax.ShapeDtypeStruct((), jnp.int32),
         jax.ShapeDtypeStruct((), dt),
     ]
     call = jax.ffi.ffi_call(_TARGET, out_types, vmap_method="broadcast_all")
-    args = [jnp.asarray(a, dt) for a in (p, V, D, f, *v0, *lam0, *z0)]
-    out = call(
-        *args,
-        jnp.asarray(skip, dt),
-        tol=np.float64(tol),
-        max_steps=np.int64(max_steps),
-        threads=np.int64(threads()),
+    return tuple(
+        call(
+            *(jnp.asarray(a, dt) for a in (p, V, D, f)),
+            tol=np.float64(tol),
+            max_steps=np.int64(max_steps),
+            threads=np.int64(threads()),
+        )
     )
-    v, lam, z = tuple(out[0:3]), tuple(out[3:6]), tuple(out[6:9])
-    return v, lam, z, out[9], out[10]

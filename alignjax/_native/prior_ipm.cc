@@ -30,7 +30,7 @@ constexpr double kImprove = 0.9;        // alignjax._ipm.IMPROVE
 constexpr int kStallSteps = 10;         // alignjax.lp._STALL_STEPS
 constexpr double kShortStep = 0.1;      // alignjax.lp._SHORT_STEP
 constexpr double kRecenterSigma = 0.5;  // alignjax.lp._RECENTER_SIGMA
-constexpr long kTile = 256;            // states per tile of the Schur complement's products
+constexpr long kTile = 128;            // states per tile of the Schur complement's products
 
 struct Game {
   long A, R, Y, AY, AR, n, m, K;
@@ -93,27 +93,15 @@ struct Factor {
   std::vector<double> rest, Gt, Ht, Kt;
 };
 
-void factor(const Game& G, const double* theta, Factor& F) {
+// S_GG = sum_y Phi_y W_y Phi_y^T with W_y = diag(t) - t t^T / s, entries written
+// without cancellation: off the diagonal blocks -sum_y D_i t_a D_j t_b / s, on them
+// sum_y D_i D_j t_a rest_a / s with rest_a = sum_{b != a} t_b summed without a
+// subtraction (i = (a, r), j = (b, q)), accumulated into S (upper triangle, then
+// mirrored). Any R: as dot products of H_i = D_i t_a / s with G_j = D_j t_b (off) or
+// K_j = D_j rest_a (on), over tiles of kTile states kept in the L1 cache.
+void schur_general(const Game& G, Factor& F, const double* tx, double* S) {
   const long A = G.A, Y = G.Y, R = G.R, K = G.K;
-  F.tx = theta;
-  const double* tx = theta;
-  double* inv_s = F.inv_s.data();
-  for (long y = 0; y < Y; ++y) inv_s[y] = 0.0;
-  for (long a = 0; a < A; ++a) {
-    const double* ta = tx + a * Y;
-#pragma omp simd
-    for (long y = 0; y < Y; ++y) inv_s[y] += ta[y];
-  }
-#pragma omp simd
-  for (long y = 0; y < Y; ++y) inv_s[y] = inv_s[y] > 0 ? 1.0 / inv_s[y] : 0.0;
-  // S_GG = sum_y Phi_y W_y Phi_y^T with W_y = diag(t) - t t^T / s, entries written
-  // without cancellation: off the diagonal blocks -sum_y D_i t_a D_j t_b / s, on them
-  // sum_y D_i D_j t_a rest_a / s with rest_a = sum_{b != a} t_b summed without a
-  // subtraction (i = (a, r), j = (b, q)). As dot products of H_i = D_i t_a / s with
-  // G_j = D_j t_b (off) or K_j = D_j rest_a (on), over tiles of kTile states so that
-  // a tile's H, G and K stay in the L1 cache.
-  double* S = F.S.data();
-  for (long i = 0; i < K * K; ++i) S[i] = 0.0;
+  const double* inv_s = F.inv_s.data();
   double* rest = F.rest.data();
   const long AR = G.AR;
   for (long y0 = 0; y0 < Y; y0 += kTile) {
@@ -172,6 +160,138 @@ void factor(const Game& G, const double* theta, Factor& F) {
   }
   for (long i = 0; i < G.AR; ++i)
     for (long j = 0; j < i; ++j) S[i * K + j] = S[j * K + i];
+}
+
+// acc[r][q] = sum_y Da[r][y] w[y] Db[q][y], R = 1..3 with named accumulators (so that
+// the compiler vectorises over y with R^2 independent chains)
+template <int RR>
+inline void pair_dots(const double* const* Da, const double* const* Db, const double* w, long T,
+                      double (*acc)[RR]);
+
+template <>
+inline void pair_dots<1>(const double* const* Da, const double* const* Db, const double* w, long T,
+                         double (*acc)[1]) {
+  double a00 = 0;
+  const double *d0 = Da[0], *e0 = Db[0];
+#pragma omp simd reduction(+ : a00)
+  for (long y = 0; y < T; ++y) a00 += d0[y] * w[y] * e0[y];
+  acc[0][0] = a00;
+}
+
+template <>
+inline void pair_dots<2>(const double* const* Da, const double* const* Db, const double* w, long T,
+                         double (*acc)[2]) {
+  double a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+  const double *d0 = Da[0], *d1 = Da[1], *e0 = Db[0], *e1 = Db[1];
+#pragma omp simd reduction(+ : a00, a01, a10, a11)
+  for (long y = 0; y < T; ++y) {
+    const double x0 = d0[y] * w[y], x1 = d1[y] * w[y];
+    a00 += x0 * e0[y]; a01 += x0 * e1[y];
+    a10 += x1 * e0[y]; a11 += x1 * e1[y];
+  }
+  acc[0][0] = a00; acc[0][1] = a01; acc[1][0] = a10; acc[1][1] = a11;
+}
+
+template <>
+inline void pair_dots<3>(const double* const* Da, const double* const* Db, const double* w, long T,
+                         double (*acc)[3]) {
+  double a00 = 0, a01 = 0, a02 = 0, a10 = 0, a11 = 0, a12 = 0, a20 = 0, a21 = 0, a22 = 0;
+  const double *d0 = Da[0], *d1 = Da[1], *d2 = Da[2], *e0 = Db[0], *e1 = Db[1], *e2 = Db[2];
+#pragma omp simd reduction(+ : a00, a01, a02, a10, a11, a12, a20, a21, a22)
+  for (long y = 0; y < T; ++y) {
+    const double x0 = d0[y] * w[y], x1 = d1[y] * w[y], x2 = d2[y] * w[y];
+    const double f0 = e0[y], f1 = e1[y], f2 = e2[y];
+    a00 += x0 * f0; a01 += x0 * f1; a02 += x0 * f2;
+    a10 += x1 * f0; a11 += x1 * f1; a12 += x1 * f2;
+    a20 += x2 * f0; a21 += x2 * f1; a22 += x2 * f2;
+  }
+  acc[0][0] = a00; acc[0][1] = a01; acc[0][2] = a02;
+  acc[1][0] = a10; acc[1][1] = a11; acc[1][2] = a12;
+  acc[2][0] = a20; acc[2][1] = a21; acc[2][2] = a22;
+}
+
+// The same for small R (the persuasion LP up to A = 4): per pair of actions a <= b one
+// weight per state, t_a rest_a / s (a = b) or t_a t_b / s, and R x R accumulators, so
+// that nothing of size (A R, Y) is written.
+template <int RR>
+void schur_pairs(const Game& G, Factor& F, const double* tx, double* S) {
+  const long A = G.A, Y = G.Y, K = G.K;
+  const double* inv_s = F.inv_s.data();
+  double* w = F.rest.data();    // kTile
+  double* rest = F.Gt.data();   // kTile
+  for (long y0 = 0; y0 < Y; y0 += kTile) {
+    const long T = std::min(kTile, Y - y0);
+    const double* is = inv_s + y0;
+    for (long a = 0; a < A; ++a) {
+      const double* ta = tx + a * Y + y0;
+      for (long b = a; b < A; ++b) {
+        if (b == a) {
+          for (long y = 0; y < T; ++y) rest[y] = 0.0;
+          for (long c = 0; c < A; ++c) {
+            if (c == a) continue;
+            const double* tc = tx + c * Y + y0;
+#pragma omp simd
+            for (long y = 0; y < T; ++y) rest[y] += tc[y];
+          }
+#pragma omp simd
+          for (long y = 0; y < T; ++y) w[y] = ta[y] * rest[y] * is[y];
+        } else {
+          const double* tb = tx + b * Y + y0;
+#pragma omp simd
+          for (long y = 0; y < T; ++y) w[y] = ta[y] * tb[y] * is[y];
+        }
+        const double* Da[RR];
+        const double* Db[RR];
+        for (int r = 0; r < RR; ++r) {
+          Da[r] = G.D + (a * RR + r) * Y + y0;
+          Db[r] = G.D + (b * RR + r) * Y + y0;
+        }
+        double acc[RR][RR];
+        pair_dots<RR>(Da, Db, w, T, acc);
+        const double sign = (a == b) ? 1.0 : -1.0;
+        for (int r = 0; r < RR; ++r)
+          for (int q = 0; q < RR; ++q) {
+            const long i = a * RR + r, j = b * RR + q;
+            if (a == b && q < r) continue;
+            S[i * K + j] += sign * acc[r][q];
+          }
+      }
+    }
+  }
+  for (long i = 0; i < G.AR; ++i)
+    for (long j = 0; j < i; ++j) S[i * K + j] = S[j * K + i];
+}
+
+void factor(const Game& G, const double* theta, Factor& F) {
+  const long A = G.A, Y = G.Y, R = G.R, K = G.K;
+  F.tx = theta;
+  const double* tx = theta;
+  double* inv_s = F.inv_s.data();
+  for (long y = 0; y < Y; ++y) inv_s[y] = 0.0;
+  for (long a = 0; a < A; ++a) {
+    const double* ta = tx + a * Y;
+#pragma omp simd
+    for (long y = 0; y < Y; ++y) inv_s[y] += ta[y];
+  }
+#pragma omp simd
+  for (long y = 0; y < Y; ++y) inv_s[y] = inv_s[y] > 0 ? 1.0 / inv_s[y] : 0.0;
+  // S_GG = sum_y Phi_y W_y Phi_y^T with W_y = diag(t) - t t^T / s, entries written
+  // without cancellation: off the diagonal blocks -sum_y D_i t_a D_j t_b / s, on them
+  // sum_y D_i D_j t_a rest_a / s with rest_a = sum_{b != a} t_b summed without a
+  // subtraction (i = (a, r), j = (b, q)). As dot products of H_i = D_i t_a / s with
+  // G_j = D_j t_b (off) or K_j = D_j rest_a (on), over tiles of kTile states so that
+  // a tile's H, G and K stay in the L1 cache.
+  double* S = F.S.data();
+  for (long i = 0; i < K * K; ++i) S[i] = 0.0;
+  if (R == 3) {
+    schur_pairs<3>(G, F, tx, S);
+  } else if (R == 2) {
+    schur_pairs<2>(G, F, tx, S);
+  } else if (R == 1) {
+    schur_pairs<1>(G, F, tx, S);
+  } else {
+    schur_general(G, F, tx, S);
+  }
   for (long i = 0; i < G.AR; ++i) S[i * K + i] += theta[G.AY + i];
   S[(K - 1) * K + (K - 1)] = theta[G.n - 1];
   for (long i = 0; i < K; ++i) S[i * K + i] += G.reg * std::fabs(S[i * K + i]) + G.tiny;
@@ -191,30 +311,9 @@ void factor(const Game& G, const double* theta, Factor& F) {
     }
 }
 
-// dlam (m) for the normal equations A Theta A^T dlam = rhs; t (A Y) = D^T dlam_G
-void normal_solve(const Game& G, const Factor& F, const double* rhs, double* dlam, double* t,
-                  std::vector<double>& w, std::vector<double>& z) {
-  const long A = G.A, Y = G.Y, R = G.R, K = G.K;
-  const double* rE = rhs;
-  const double* inv_s = F.inv_s.data();
-  // r_G = rG - D (tx w), w = rE / s
-  for (long a = 0; a < A; ++a) {
-    const double* txa = F.tx + a * Y;
-    double* wa = &w[a * Y];
-#pragma omp simd
-    for (long y = 0; y < Y; ++y) wa[y] = txa[y] * rE[y] * inv_s[y];
-  }
-  for (long a = 0; a < A; ++a)
-    for (long r = 0; r < R; ++r) {
-      const double* Dr = G.D + (a * R + r) * Y;
-      const double* wa = &w[a * Y];
-      double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-      for (long y = 0; y < Y; ++y) acc += Dr[y] * wa[y];
-      z[a * R + r] = rhs[Y + a * R + r] - acc;
-    }
-  z[K - 1] = rhs[G.m - 1];
-  // scaled Cholesky solve
+// z (K) <- S^-1 z with the Jacobi-scaled Cholesky factor of F
+void schur_solve(const Game& G, const Factor& F, double* z) {
+  const long K = G.K;
   for (long i = 0; i < K; ++i) z[i] /= F.d[i];
   for (long i = 0; i < K; ++i) {
     double acc = z[i];
@@ -227,16 +326,33 @@ void normal_solve(const Game& G, const Factor& F, const double* rhs, double* dla
     z[i] = acc / F.L[i * K + i];
   }
   for (long i = 0; i < K; ++i) z[i] /= F.d[i];
-  for (long i = 0; i < G.AR; ++i) dlam[Y + i] = z[i];
-  dlam[G.m - 1] = z[K - 1];
-  dt_op(G, dlam + Y, t);
-#pragma omp simd
-  for (long y = 0; y < Y; ++y) dlam[y] = rE[y];
+}
+
+// dlam (m) = (A Theta A^T)^-1 rhs with F factored at Theta (prior rows eliminated
+// first; alignjax.lp._ipm, normal_solve_prior_first). zK (K) and t (A Y) are scratch.
+void normal_solve(const Game& G, const Factor& F, const double* rhs, double* dlam, double* zK, double* t) {
+  const long A = G.A, Y = G.Y, R = G.R, K = G.K;
+  const double* inv_s = F.inv_s.data();
+  for (long a = 0; a < A; ++a)
+    for (long r = 0; r < R; ++r) {
+      const double* Dr = G.D + (a * R + r) * Y;
+      const double* ta = F.tx + a * Y;
+      double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+      for (long y = 0; y < Y; ++y) acc += Dr[y] * (ta[y] * (rhs[y] * inv_s[y]));
+      zK[a * R + r] = rhs[Y + a * R + r] - acc;
+    }
+  zK[K - 1] = rhs[G.m - 1];
+  schur_solve(G, F, zK);
+  for (long i = 0; i < G.AR; ++i) dlam[Y + i] = zK[i];
+  dlam[G.m - 1] = zK[K - 1];
+  dt_op(G, zK, t);
+  for (long y = 0; y < Y; ++y) dlam[y] = rhs[y];
   for (long a = 0; a < A; ++a) {
-    const double* txa = F.tx + a * Y;
-    const double* ta = t + a * Y;
+    const double* ta = F.tx + a * Y;
+    const double* da = t + a * Y;
 #pragma omp simd
-    for (long y = 0; y < Y; ++y) dlam[y] -= txa[y] * ta[y];
+    for (long y = 0; y < Y; ++y) dlam[y] -= ta[y] * da[y];
   }
 #pragma omp simd
   for (long y = 0; y < Y; ++y) dlam[y] *= inv_s[y];
@@ -255,17 +371,20 @@ double max_step(const double* iv, const double* dv, long n) {
 }
 
 struct Work {
-  std::vector<double> theta, inv_z, inv_v, q, rhs, tmp, t, w, z;
-  std::vector<double> rp, rd, dv_a, dz_a, dlam_a, dv, dz, dlam, rc, nv, nl, nz, nrp, nrd, bv, bl, bz;
+  std::vector<double> theta, inv_z, inv_v, z, acc, qt, t, u1, u2, l1, l2;
+  std::vector<double> rp, rd, dv_a, dz_a, dlam_a, dv, dz, dlam, rc, nv, nl, nz, nrp, nrd, bv, bl, bz, cv, cl, cz;
   Factor F;
   // sized for G; grows only, so a thread's workspace is allocated once (page faults of
   // fresh allocations cost more than an iteration at Y = 1,000)
   void fit(const Game& G) {
-    for (auto* v : {&theta, &inv_z, &inv_v, &q, &tmp, &rd, &dv_a, &dz_a, &dv, &dz, &rc, &nv, &nz, &nrd, &bv, &bz})
+    for (auto* v : {&theta, &inv_z, &inv_v, &rd, &dv_a, &dz_a, &dv, &dz, &rc, &nv, &nz, &nrd, &bv, &bz, &cv, &cz})
       if ((long)v->size() < G.n) v->resize(G.n);
-    for (auto* v : {&rhs, &tmp, &rp, &dlam_a, &dlam, &nl, &nrp, &bl})
+    for (auto* v : {&rp, &dlam_a, &dlam, &nl, &nrp, &bl, &cl})
       if ((long)v->size() < G.m) v->resize(G.m);
-    for (auto* v : {&t, &w}) if ((long)v->size() < G.AY) v->resize(G.AY);
+    if ((long)acc.size() < G.AR) acc.resize(G.AR);
+    for (auto* v : {&t, &u1, &u2}) if ((long)v->size() < G.n) v->resize(G.n);
+    for (auto* v : {&l1, &l2}) if ((long)v->size() < G.m) v->resize(G.m);
+    if ((long)qt.size() < G.A * kTile) qt.resize(G.A * kTile);
     if ((long)F.inv_s.size() < G.Y) F.inv_s.resize(G.Y);
     if ((long)F.rest.size() < kTile) F.rest.resize(kTile);
     for (auto* v : {&F.Gt, &F.Ht, &F.Kt}) if ((long)v->size() < G.AR * kTile) v->resize(G.AR * kTile);
@@ -274,55 +393,185 @@ struct Work {
   }
 };
 
-// Newton direction for complementarity target rc
-void newton(const Game& G, Work& W, const double* z, const double* rp, const double* rd, const double* rc,
-            double* dv, double* dlam, double* dz) {
-  const long n = G.n, m = G.m, Y = G.Y, A = G.A;
-  double* q = W.q.data();
+// The Newton direction (dv, dlam, dz) for the complementarity target rc:
+//   A Theta A^T dlam = rp + A q,  q = Theta rd - rc / z,  dz = rd - A^T dlam,
+//   dv = rc / z - Theta dz,
+// with the prior rows eliminated first. Two passes over tiles of the states: the first
+// forms q, the prior rows' right-hand side rE = rp_E + sum_a q and the reduced right-hand
+// side D (q - tx rE / s) of the obedience rows in one sweep over D; the second, after
+// the small solve, D^T dlam_G, dlam_E, dz and dv. Returns the largest steps in [0, 1]
+// that keep v + alpha dv and z + alpha dz non-negative.
+void newton(const Game& G, Work& W, const double* rp, const double* rd, const double* rc, double* dv,
+            double* dlam, double* dz, double* ap, double* ad) {
+  const long A = G.A, Y = G.Y, R = G.R, AY = G.AY, AR = G.AR, n = G.n, m = G.m, K = G.K;
   const double* th = W.theta.data();
   const double* iz = W.inv_z.data();
+  const double* iv = W.inv_v.data();
+  const double* inv_s = W.F.inv_s.data();
+  double* zK = W.z.data();
+  double* acc = W.acc.data();
+  for (long i = 0; i < AR; ++i) acc[i] = 0.0;
+  double* qt = W.qt.data();  // (A, kTile)
+  for (long y0 = 0; y0 < Y; y0 += kTile) {
+    const long T = std::min(kTile, Y - y0);
+    double* rE = dlam + y0;  // rE kept in dlam_E until the second pass
 #pragma omp simd
-  for (long i = 0; i < n; ++i) q[i] = th[i] * rd[i] - rc[i] * iz[i];
-  a_op(G, q, W.tmp.data());
-  for (long i = 0; i < m; ++i) W.rhs[i] = rp[i] + W.tmp[i];
-  normal_solve(G, W.F, W.rhs.data(), dlam, W.t.data(), W.w, W.z);
-  for (long a = 0; a < A; ++a)
-    for (long y = 0; y < Y; ++y) dz[a * Y + y] = rd[a * Y + y] - (dlam[y] + W.t[a * Y + y]);
-  for (long i = 0; i < G.AR; ++i) dz[G.AY + i] = rd[G.AY + i] + dlam[Y + i];
-  dz[n - 1] = rd[n - 1] + dlam[m - 1];
+    for (long y = 0; y < T; ++y) rE[y] = rp[y0 + y];
+    for (long a = 0; a < A; ++a) {
+      const long o = a * Y + y0;
+      double* qa = qt + a * kTile;
 #pragma omp simd
-  for (long i = 0; i < n; ++i) dv[i] = rc[i] * iz[i] - th[i] * dz[i];
+      for (long y = 0; y < T; ++y) {
+        qa[y] = th[o + y] * rd[o + y] - rc[o + y] * iz[o + y];
+        rE[y] += qa[y];
+      }
+    }
+    for (long a = 0; a < A; ++a) {
+      const long o = a * Y + y0;
+      double* qa = qt + a * kTile;
+#pragma omp simd
+      for (long y = 0; y < T; ++y) qa[y] -= th[o + y] * (rE[y] * inv_s[y0 + y]);
+      for (long r = 0; r < R; ++r) {
+        const double* Dr = G.D + (a * R + r) * Y + y0;
+        double s = 0.0;
+#pragma omp simd reduction(+ : s)
+        for (long y = 0; y < T; ++y) s += Dr[y] * qa[y];
+        acc[a * R + r] += s;
+      }
+    }
+  }
+  for (long i = 0; i < AR; ++i) {
+    const long k = AY + i;
+    zK[i] = rp[Y + i] - (th[k] * rd[k] - rc[k] * iz[k]) + acc[i];
+  }
+  zK[K - 1] = rp[m - 1] - (th[n - 1] * rd[n - 1] - rc[n - 1] * iz[n - 1]);
+  schur_solve(G, W.F, zK);
+  for (long i = 0; i < AR; ++i) dlam[Y + i] = zK[i];
+  dlam[m - 1] = zK[K - 1];
+  double wv = 0.0, wz = 0.0;  // max of -dv / v and -dz / z
+  double* tt = W.qt.data();
+  for (long y0 = 0; y0 < Y; y0 += kTile) {
+    const long T = std::min(kTile, Y - y0);
+    double* lE = dlam + y0;
+    for (long a = 0; a < A; ++a) {
+      double* ta = tt + a * kTile;
+      for (long y = 0; y < T; ++y) ta[y] = 0.0;
+      for (long r = 0; r < R; ++r) {
+        const double* Dr = G.D + (a * R + r) * Y + y0;
+        const double l = zK[a * R + r];
+#pragma omp simd
+        for (long y = 0; y < T; ++y) ta[y] += Dr[y] * l;
+      }
+#pragma omp simd
+      for (long y = 0; y < T; ++y) lE[y] -= th[a * Y + y0 + y] * ta[y];
+    }
+#pragma omp simd
+    for (long y = 0; y < T; ++y) lE[y] *= inv_s[y0 + y];
+    for (long a = 0; a < A; ++a) {
+      const long o = a * Y + y0;
+      const double* ta = tt + a * kTile;
+#pragma omp simd reduction(max : wv, wz)
+      for (long y = 0; y < T; ++y) {
+        const double dzi = rd[o + y] - (lE[y] + ta[y]);
+        const double dvi = rc[o + y] * iz[o + y] - th[o + y] * dzi;
+        dz[o + y] = dzi;
+        dv[o + y] = dvi;
+        const double rv = -dvi * iv[o + y], rz = -dzi * iz[o + y];
+        wv = wv > rv ? wv : rv;
+        wz = wz > rz ? wz : rz;
+      }
+    }
+  }
+  for (long i = 0; i < AR; ++i) dz[AY + i] = rd[AY + i] + zK[i];
+  dz[n - 1] = rd[n - 1] + zK[K - 1];
+  for (long k = AY; k < n; ++k) {
+    dv[k] = rc[k] * iz[k] - th[k] * dz[k];
+    wv = std::max(wv, -dv[k] * iv[k]);
+    wz = std::max(wz, -dz[k] * iz[k]);
+  }
+  *ap = wv > 1.0 ? 1.0 / wv : 1.0;
+  *ad = wz > 1.0 ? 1.0 / wz : 1.0;
 }
 
-double measure(const Game& G, Work& W, const double* v, const double* lam, const double* z, double* rp,
-               double* rd, double b_norm, double c_norm) {
-  const long n = G.n, m = G.m, Y = G.Y;
-  a_op(G, v, rp);
-  double rp_max = 0.0;
-  for (long y = 0; y < Y; ++y) {
-    rp[y] = G.p[y] - rp[y];
-    rp_max = std::max(rp_max, std::fabs(rp[y]));
+// The new point (nv, nl, nz) = (v + ap dv, lam + ad dlam, z + ad dz), its residuals
+// rp = b - A nv and rd = c - A^T nl - nz, and its merit (alignjax.lp._ipm, measure), in one
+// pass over tiles of the states. *vz receives nv . nz.
+double step_measure(const Game& G, Work& W, const double* v, const double* dv, double ap, const double* lam,
+                    const double* dlam, const double* z, const double* dz, double ad, double* nv, double* nl,
+                    double* nz, double* rp, double* rd, double b_norm, double c_norm, double* vz) {
+  const long A = G.A, Y = G.Y, R = G.R, AY = G.AY, AR = G.AR, n = G.n, m = G.m;
+  for (long i = 0; i < m; ++i) nl[i] = lam[i] + ad * dlam[i];
+  double* acc = W.acc.data();
+  for (long i = 0; i < AR; ++i) acc[i] = 0.0;
+  double* tt = W.qt.data();
+  double rp_max = 0.0, rd_max = 0.0, pobj = 0.0, dobj = 0.0, s_vz = 0.0;
+  for (long y0 = 0; y0 < Y; y0 += kTile) {
+    const long T = std::min(kTile, Y - y0);
+    double* col = rp + y0;
+    for (long y = 0; y < T; ++y) col[y] = 0.0;
+    for (long a = 0; a < A; ++a) {
+      const long o = a * Y + y0;
+      double* ta = tt + a * kTile;
+      for (long y = 0; y < T; ++y) ta[y] = 0.0;
+      for (long r = 0; r < R; ++r) {
+        const double* Dr = G.D + (a * R + r) * Y + y0;
+        const double l = nl[Y + a * R + r];
+#pragma omp simd
+        for (long y = 0; y < T; ++y) ta[y] += Dr[y] * l;
+      }
+#pragma omp simd reduction(max : rd_max) reduction(+ : pobj, s_vz)
+      for (long y = 0; y < T; ++y) {
+        const double x = v[o + y] + ap * dv[o + y];
+        const double zz = z[o + y] + ad * dz[o + y];
+        nv[o + y] = x;
+        nz[o + y] = zz;
+        col[y] += x;
+        const double r_ = -G.V[o + y] - (nl[y0 + y] + ta[y]) - zz;
+        rd[o + y] = r_;
+        const double ar = std::fabs(r_);
+        rd_max = rd_max > ar ? rd_max : ar;
+        pobj -= G.V[o + y] * x;
+        s_vz += x * zz;
+      }
+      for (long r = 0; r < R; ++r) {
+        const double* Dr = G.D + (a * R + r) * Y + y0;
+        const double* xa = nv + o;
+        double s = 0.0;
+#pragma omp simd reduction(+ : s)
+        for (long y = 0; y < T; ++y) s += Dr[y] * xa[y];
+        acc[a * R + r] += s;
+      }
+    }
+#pragma omp simd reduction(max : rp_max) reduction(+ : dobj)
+    for (long y = 0; y < T; ++y) {
+      const double r_ = G.p[y0 + y] - col[y];
+      col[y] = r_;
+      const double ar = std::fabs(r_);
+      rp_max = rp_max > ar ? rp_max : ar;
+      dobj += G.p[y0 + y] * nl[y0 + y];
+    }
   }
-  for (long i = Y; i < m - 1; ++i) {
-    rp[i] = -rp[i];
-    rp_max = std::max(rp_max, std::fabs(rp[i]));
+  for (long k = AY; k < n; ++k) {
+    nv[k] = v[k] + ap * dv[k];
+    nz[k] = z[k] + ad * dz[k];
+    s_vz += nv[k] * nz[k];
   }
-  rp[m - 1] = G.f - rp[m - 1];
+  for (long i = 0; i < AR; ++i) {
+    rp[Y + i] = nv[AY + i] - acc[i];  // b_G - (D x - g)
+    rp_max = std::max(rp_max, std::fabs(rp[Y + i]));
+    rd[AY + i] = nl[Y + i] - nz[AY + i];  // 0 - (-lG) - z_g
+    rd_max = std::max(rd_max, std::fabs(rd[AY + i]));
+  }
+  rp[m - 1] = G.f + nv[n - 1];
   rp_max = std::max(rp_max, std::fabs(rp[m - 1]));
-  at_op(G, lam, rd);
-  double rd_max = 0.0, pobj = 0.0;
-  for (long i = 0; i < n; ++i) {
-    const double c = i < G.AY ? -G.V[i] : 0.0;
-    rd[i] = c - rd[i] - z[i];
-    rd_max = std::max(rd_max, std::fabs(rd[i]));
-    pobj += c * v[i];
-  }
-  double dobj = 0.0;
-  for (long y = 0; y < Y; ++y) dobj += G.p[y] * lam[y];
-  dobj += G.f * lam[m - 1];
+  rd[n - 1] = nl[m - 1] - nz[n - 1];
+  rd_max = std::max(rd_max, std::fabs(rd[n - 1]));
+  dobj += G.f * nl[m - 1];
+  *vz = s_vz;
   const double gap = std::fabs(pobj - dobj) / (1.0 + std::fabs(pobj));
   double merit = std::max(std::max(rp_max / b_norm, rd_max / c_norm), gap);
-  if (std::isnan(rp_max) || std::isnan(rd_max) || std::isnan(gap)) merit = std::numeric_limits<double>::quiet_NaN();
+  if (std::isnan(rp_max) || std::isnan(rd_max) || std::isnan(gap) || std::isnan(s_vz))
+    merit = std::numeric_limits<double>::quiet_NaN();
   return merit;
 }
 
@@ -332,9 +581,77 @@ double dot(const double* a, const double* b, long n) {
   return acc;
 }
 
+// Mehrotra's starting point (Wright 1997, Section 10.2; alignjax.lp._ipm): least-squares
+// solutions of the primal and dual equations at Theta = 1, shifted into the interior.
+void start_point(const Game& G, Work& W, double* v, double* lam, double* z) {
+  const long n = G.n, m = G.m, Y = G.Y, AY = G.AY;
+  double* th = W.theta.data();
+  for (long i = 0; i < n; ++i) th[i] = 1.0;
+  factor(G, th, W.F);
+  double *b = W.l1.data(), *tmp = W.l2.data();
+  for (long y = 0; y < Y; ++y) b[y] = G.p[y];
+  for (long i = Y; i < m - 1; ++i) b[i] = 0.0;
+  b[m - 1] = G.f;
+  normal_solve(G, W.F, b, tmp, W.z.data(), W.t.data());
+  at_op(G, tmp, v);  // v_ls
+  double* c = W.u1.data();
+  for (long i = 0; i < n; ++i) c[i] = i < AY ? -G.V[i] : 0.0;
+  a_op(G, c, tmp);
+  normal_solve(G, W.F, tmp, lam, W.z.data(), W.t.data());  // lam0
+  at_op(G, lam, z);
+  for (long i = 0; i < n; ++i) z[i] = c[i] - z[i];  // z_ls
+  double vmin = v[0], zmin = z[0];
+  for (long i = 0; i < n; ++i) { vmin = std::min(vmin, v[i]); zmin = std::min(zmin, z[i]); }
+  const double sv = std::max(-1.5 * vmin, 0.0), sz = std::max(-1.5 * zmin, 0.0);
+  double vz = 0.0, vsum = 0.0, zsum = 0.0;
+  for (long i = 0; i < n; ++i) {
+    v[i] += sv;
+    z[i] += sz;
+    vz += v[i] * z[i];
+    vsum += v[i];
+    zsum += z[i];
+  }
+  const double dv = std::max(0.5 * vz / std::max(zsum, G.tiny), 1.0 / n);
+  const double dz = std::max(0.5 * vz / std::max(vsum, G.tiny), 1.0 / n);
+  for (long i = 0; i < n; ++i) { v[i] += dv; z[i] += dz; }
+}
+
+// Purification (alignjax.lp._ipm): zero the entries with v <= z, and project the rest
+// onto the equations of that face in the metric diag(x) (tight slacks weighted by
+// 1 / eps), with one step of iterative refinement. x_proj (A Y) receives the point.
+void purify(const Game& G, Work& W, const double* v, const double* z, double* x_proj) {
+  const long n = G.n, m = G.m, AY = G.AY;
+  const double big = 1.0 / std::numeric_limits<double>::epsilon();
+  double *v0 = W.u1.data(), *th = W.theta.data(), *w = W.u2.data();
+  for (long i = 0; i < n; ++i) {
+    const bool pos = v[i] > z[i];
+    v0[i] = pos ? v[i] : 0.0;
+    th[i] = i < AY ? v0[i] : (pos ? big : 0.0);
+  }
+  factor(G, th, W.F);
+  double *rhs = W.l1.data(), *dlam = W.l2.data(), *corr = W.acc.data();
+  a_op(G, v0, rhs);
+  for (long y = 0; y < G.Y; ++y) rhs[y] = G.p[y] - rhs[y];
+  for (long i = G.Y; i < m - 1; ++i) rhs[i] = -rhs[i];
+  rhs[m - 1] = G.f - rhs[m - 1];
+  normal_solve(G, W.F, rhs, dlam, W.z.data(), W.t.data());
+  // refinement: res = rhs - A Theta A^T dlam, dlam += solve(res)
+  at_op(G, dlam, w);
+  for (long i = 0; i < n; ++i) w[i] *= th[i];
+  double* res = W.nl.data();
+  a_op(G, w, res);
+  for (long i = 0; i < m; ++i) res[i] = rhs[i] - res[i];
+  double* d2 = W.nrp.data();
+  normal_solve(G, W.F, res, d2, W.z.data(), W.t.data());
+  for (long i = 0; i < m; ++i) dlam[i] += d2[i];
+  at_op(G, dlam, w);
+  for (long i = 0; i < AY; ++i) x_proj[i] = v0[i] + th[i] * w[i];
+  (void)corr;
+}
+
 // One game: the loop of alignjax.lp._ipm from (v, lam, z); v, lam, z are overwritten by
-// the best iterate. Returns the iteration count and the best merit.
-void run_game(const Game& G, double* v, double* lam, double* z, bool skip, double tol, long max_steps,
+// the best iterate (lowest merit). Writes the iteration count and the best merit.
+void run_game(const Game& G, double* v_io, double* lam_io, double* z_io, bool skip, double tol, long max_steps,
               int32_t* steps_out, double* merit_out) {
   const long n = G.n, m = G.m;
   double b_norm = std::fabs(G.f), v_max = 0.0;
@@ -344,55 +661,65 @@ void run_game(const Game& G, double* v, double* lam, double* z, bool skip, doubl
   const double c_norm = 1.0 + v_max;
   static thread_local Work W;
   W.fit(G);
-  auto &rp = W.rp, &rd = W.rd, &dv_a = W.dv_a, &dz_a = W.dz_a, &dlam_a = W.dlam_a, &dv = W.dv, &dz = W.dz,
-       &dlam = W.dlam, &rc = W.rc, &nv = W.nv, &nl = W.nl, &nz = W.nz, &nrp = W.nrp, &nrd = W.nrd, &bv = W.bv,
-       &bl = W.bl, &bz = W.bz;
-  std::copy(v, v + n, bv.begin()); std::copy(lam, lam + m, bl.begin()); std::copy(z, z + n, bz.begin());
-  double best_merit = measure(G, W, v, lam, z, rp.data(), rd.data(), b_norm, c_norm);
+  // current iterate (cv, cl, cz) with residuals (rp, rd); the next in (nv, nl, nz, nrp,
+  // nrd); buffers swapped on acceptance. The best is copied out only when the current
+  // iterate is about to be replaced by a worse one.
+  auto &cv = W.cv, &cl = W.cl, &cz = W.cz, &rp = W.rp, &rd = W.rd, &nv = W.nv, &nl = W.nl, &nz = W.nz,
+       &nrp = W.nrp, &nrd = W.nrd, &bv = W.bv, &bl = W.bl, &bz = W.bz;
+  auto &dv_a = W.dv_a, &dz_a = W.dz_a, &dlam_a = W.dlam_a, &dv = W.dv, &dz = W.dz, &dlam = W.dlam, &rc = W.rc;
+  double vz = 0.0;
+  double best_merit = step_measure(G, W, v_io, v_io, 0.0, lam_io, lam_io, z_io, z_io, 0.0, cv.data(), cl.data(),
+                                   cz.data(), rp.data(), rd.data(), b_norm, c_norm, &vz);
+  bool best_is_current = true;
   long k = 0, k_best = 0;
   bool failed = false, shrt = false;
+  double* th = W.theta.data();
+  double* iz = W.inv_z.data();
+  double* iv = W.inv_v.data();
   while (true) {
-    const double mu = dot(v, z, n) / n;
+    const double mu = vz / n;
     const bool stall = (k - k_best > kStallSteps) || ((mu < 1e-4 * tol) && (k - k_best > 1));
     // (best_merit >= tol) is false for NaN, as in the XLA loop
     if (!(best_merit >= tol) || failed || stall || k >= max_steps || skip) break;
-    double* th = W.theta.data();
-    double* iz = W.inv_z.data();
-    double* iv = W.inv_v.data();
+    const double *v = cv.data(), *z = cz.data();
 #pragma omp simd
     for (long i = 0; i < n; ++i) {
       iz[i] = 1.0 / z[i];
       iv[i] = 1.0 / v[i];
       th[i] = v[i] * iz[i];
+      rc[i] = -v[i] * z[i];
     }
     factor(G, th, W.F);
-    for (long i = 0; i < n; ++i) rc[i] = -v[i] * z[i];
-    newton(G, W, z, rp.data(), rd.data(), rc.data(), dv_a.data(), dlam_a.data(), dz_a.data());
-    double ap = max_step(iv, dv_a.data(), n), ad = max_step(iz, dz_a.data(), n);
+    double ap, ad;
+    newton(G, W, rp.data(), rd.data(), rc.data(), dv_a.data(), dlam_a.data(), dz_a.data(), &ap, &ad);
     double mu_aff = 0.0;
+#pragma omp simd reduction(+ : mu_aff)
     for (long i = 0; i < n; ++i) mu_aff += (v[i] + ap * dv_a[i]) * (z[i] + ad * dz_a[i]);
     mu_aff /= n;
-    double sigma = std::pow(mu_aff / std::max(mu, G.tiny), 3.0);
-    sigma = std::min(std::max(sigma, 0.0), 1.0);
-    if (std::isnan(mu_aff / std::max(mu, G.tiny))) sigma = std::numeric_limits<double>::quiet_NaN();
+    const double ratio = mu_aff / std::max(mu, G.tiny);
+    double sigma = std::isnan(ratio) ? ratio : std::min(std::max(ratio * ratio * ratio, 0.0), 1.0);
     if (shrt) sigma = std::max(sigma, kRecenterSigma);
-    const double keep = shrt ? 0.0 : 1.0;
-    for (long i = 0; i < n; ++i) rc[i] = sigma * mu - v[i] * z[i] - keep * dv_a[i] * dz_a[i];
-    newton(G, W, z, rp.data(), rd.data(), rc.data(), dv.data(), dlam.data(), dz.data());
-    ap = kStepFraction * max_step(iv, dv.data(), n);
-    ad = kStepFraction * max_step(iz, dz.data(), n);
-    for (long i = 0; i < n; ++i) { nv[i] = v[i] + ap * dv[i]; nz[i] = z[i] + ad * dz[i]; }
-    for (long i = 0; i < m; ++i) nl[i] = lam[i] + ad * dlam[i];
-    double mm = measure(G, W, nv.data(), nl.data(), nz.data(), nrp.data(), nrd.data(), b_norm, c_norm);
+    const double keep = shrt ? 0.0 : 1.0, smu = sigma * mu;
+#pragma omp simd
+    for (long i = 0; i < n; ++i) rc[i] = smu - v[i] * z[i] - keep * dv_a[i] * dz_a[i];
+    newton(G, W, rp.data(), rd.data(), rc.data(), dv.data(), dlam.data(), dz.data(), &ap, &ad);
+    ap *= kStepFraction;
+    ad *= kStepFraction;
+    double nvz = 0.0;
+    double mm = step_measure(G, W, v, dv.data(), ap, cl.data(), dlam.data(), z, dz.data(), ad, nv.data(),
+                             nl.data(), nz.data(), nrp.data(), nrd.data(), b_norm, c_norm, &nvz);
     const bool finite = std::isfinite(mm);
+    if (!finite) mm = std::numeric_limits<double>::infinity();
+    const bool better = mm < best_merit;
     if (finite) {
-      std::copy(nv.begin(), nv.end(), v); std::copy(nl.begin(), nl.end(), lam); std::copy(nz.begin(), nz.end(), z);
-      std::copy(nrp.begin(), nrp.begin() + m, rp.begin()); std::copy(nrd.begin(), nrd.begin() + n, rd.begin());
-    } else {
-      mm = std::numeric_limits<double>::infinity();
-    }
-    if (mm < best_merit) {
-      std::copy(v, v + n, bv.begin()); std::copy(lam, lam + m, bl.begin()); std::copy(z, z + n, bz.begin());
+      if (!better && best_is_current) {  // keep the current (best) iterate before it goes
+        std::copy(cv.begin(), cv.begin() + n, bv.begin());
+        std::copy(cl.begin(), cl.begin() + m, bl.begin());
+        std::copy(cz.begin(), cz.begin() + n, bz.begin());
+      }
+      cv.swap(nv); cl.swap(nl); cz.swap(nz); rp.swap(nrp); rd.swap(nrd);
+      vz = nvz;
+      best_is_current = better;
     }
     if (mm < kImprove * best_merit) k_best = k + 1;
     best_merit = std::min(mm, best_merit);
@@ -400,8 +727,10 @@ void run_game(const Game& G, double* v, double* lam, double* z, bool skip, doubl
     failed = !finite;
     shrt = std::min(ap, ad) < kShortStep;
   }
-  std::copy(bv.begin(), bv.begin() + n, v); std::copy(bl.begin(), bl.begin() + m, lam);
-  std::copy(bz.begin(), bz.begin() + n, z);
+  const auto &ov = best_is_current ? cv : bv, &ol = best_is_current ? cl : bl, &oz = best_is_current ? cz : bz;
+  std::copy(ov.begin(), ov.begin() + n, v_io);
+  std::copy(ol.begin(), ol.begin() + m, lam_io);
+  std::copy(oz.begin(), oz.begin() + n, z_io);
   *steps_out = static_cast<int32_t>(k);
   *merit_out = best_merit;
 }
@@ -409,13 +738,15 @@ void run_game(const Game& G, double* v, double* lam, double* z, bool skip, doubl
 using B64 = ffi::Buffer<ffi::F64>;
 using R64 = ffi::ResultBuffer<ffi::F64>;
 
-ffi::Error PriorIpmImpl(B64 p, B64 V, B64 D, B64 f, B64 vx, B64 vg, B64 vs, B64 lE, B64 lG, B64 ls, B64 zx,
-                        B64 zg, B64 zs, B64 skip, double tol, int64_t max_steps, int64_t threads, R64 ovx,
-                        R64 ovg, R64 ovs, R64 olE, R64 olG, R64 ols, R64 ozx, R64 ozg, R64 ozs,
-                        ffi::ResultBuffer<ffi::S32> osteps, R64 omerit) {
+// Inputs (leading batch dimensions allowed, the same on all): p (Y), V (A, Y),
+// D (A, R, Y), f (); outputs: x (A, Y) the best iterate, x_proj (A, Y) its purification,
+// lG (A, R) and ls () its obedience and floor-slack duals, steps, merit.
+ffi::Error PriorIpmImpl(B64 p, B64 V, B64 D, B64 f, double tol, int64_t max_steps, int64_t threads, R64 ox,
+                        R64 oxp, R64 olG, R64 ols, ffi::ResultBuffer<ffi::S32> osteps, R64 omerit) {
   auto vd = V.dimensions(), dd = D.dimensions();
-  if (vd.size() < 2 || dd.size() < 3) return ffi::Error::InvalidArgument("prior_ipm: bad ranks");
+  if (vd.size() < 2 || dd.size() < 3) return ffi::Error::InvalidArgument("alignjax_prior_ipm: bad ranks");
   const long A = vd[vd.size() - 2], Y = vd[vd.size() - 1], R = dd[dd.size() - 2];
+  if (Y == 0 || A == 0 || R == 0) return ffi::Error::InvalidArgument("alignjax_prior_ipm: empty game");
   const long batch = static_cast<long>(p.element_count()) / Y;
   const long AY = A * Y, AR = A * R, n = AY + AR + 1, m = Y + AR + 1;
   auto one = [&](long b) {
@@ -423,27 +754,16 @@ ffi::Error PriorIpmImpl(B64 p, B64 V, B64 D, B64 f, B64 vx, B64 vg, B64 vs, B64 
            D.typed_data() + b * AR * Y, f.typed_data()[b], 1e2 * std::numeric_limits<double>::epsilon(),
            std::numeric_limits<double>::min()};
     static thread_local std::vector<double> v, lam, z;
+    static thread_local Work S;
     v.resize(n); lam.resize(m); z.resize(n);
-    std::copy(vx.typed_data() + b * AY, vx.typed_data() + (b + 1) * AY, v.begin());
-    std::copy(vg.typed_data() + b * AR, vg.typed_data() + (b + 1) * AR, v.begin() + AY);
-    v[n - 1] = vs.typed_data()[b];
-    std::copy(lE.typed_data() + b * Y, lE.typed_data() + (b + 1) * Y, lam.begin());
-    std::copy(lG.typed_data() + b * AR, lG.typed_data() + (b + 1) * AR, lam.begin() + Y);
-    lam[m - 1] = ls.typed_data()[b];
-    std::copy(zx.typed_data() + b * AY, zx.typed_data() + (b + 1) * AY, z.begin());
-    std::copy(zg.typed_data() + b * AR, zg.typed_data() + (b + 1) * AR, z.begin() + AY);
-    z[n - 1] = zs.typed_data()[b];
-    run_game(G, v.data(), lam.data(), z.data(), skip.typed_data()[b] != 0.0, tol, max_steps,
-             osteps->typed_data() + b, omerit->typed_data() + b);
-    std::copy(v.begin(), v.begin() + AY, ovx->typed_data() + b * AY);
-    std::copy(v.begin() + AY, v.begin() + AY + AR, ovg->typed_data() + b * AR);
-    ovs->typed_data()[b] = v[n - 1];
-    std::copy(lam.begin(), lam.begin() + Y, olE->typed_data() + b * Y);
+    S.fit(G);
+    start_point(G, S, v.data(), lam.data(), z.data());
+    run_game(G, v.data(), lam.data(), z.data(), false, tol, max_steps, osteps->typed_data() + b,
+             omerit->typed_data() + b);
+    std::copy(v.begin(), v.begin() + AY, ox->typed_data() + b * AY);
     std::copy(lam.begin() + Y, lam.begin() + Y + AR, olG->typed_data() + b * AR);
     ols->typed_data()[b] = lam[m - 1];
-    std::copy(z.begin(), z.begin() + AY, ozx->typed_data() + b * AY);
-    std::copy(z.begin() + AY, z.begin() + AY + AR, ozg->typed_data() + b * AR);
-    ozs->typed_data()[b] = z[n - 1];
+    purify(G, S, v.data(), z.data(), oxp->typed_data() + b * AY);
   };
   const long nt = std::max<long>(1, std::min<long>(threads, batch));
   if (nt == 1) {
@@ -461,16 +781,16 @@ ffi::Error PriorIpmImpl(B64 p, B64 V, B64 D, B64 f, B64 vx, B64 vg, B64 vs, B64 
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AlignjaxPriorIpm, PriorIpmImpl,
                               ffi::Ffi::Bind()
-                                  .Arg<B64>().Arg<B64>().Arg<B64>().Arg<B64>()
-                                  .Arg<B64>().Arg<B64>().Arg<B64>()
-                                  .Arg<B64>().Arg<B64>().Arg<B64>()
-                                  .Arg<B64>().Arg<B64>().Arg<B64>()
+                                  .Arg<B64>()
+                                  .Arg<B64>()
+                                  .Arg<B64>()
                                   .Arg<B64>()
                                   .Attr<double>("tol")
                                   .Attr<int64_t>("max_steps")
                                   .Attr<int64_t>("threads")
-                                  .Ret<B64>().Ret<B64>().Ret<B64>()
-                                  .Ret<B64>().Ret<B64>().Ret<B64>()
-                                  .Ret<B64>().Ret<B64>().Ret<B64>()
+                                  .Ret<B64>()
+                                  .Ret<B64>()
+                                  .Ret<B64>()
+                                  .Ret<B64>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<B64>());
