@@ -39,6 +39,92 @@ struct Game {
   double reg, tiny;
 };
 
+// D^T l on one action's rows over a tile: out[y] = sum_r D[a, r, y0 + y] l[a R + r]
+// (one pass for R <= 3)
+inline void dt_tile(const Game& G, long a, long y0, long T, const double* l, double* out) {
+  const long R = G.R;
+  const double* D0 = G.D + (a * R) * G.Y + y0;
+  const double* lr = l + a * R;
+  if (R == 3) {
+    const double *D1 = D0 + G.Y, *D2 = D1 + G.Y, c0 = lr[0], c1 = lr[1], c2 = lr[2];
+#pragma omp simd
+    for (long y = 0; y < T; ++y) out[y] = D0[y] * c0 + D1[y] * c1 + D2[y] * c2;
+    return;
+  }
+  if (R == 2) {
+    const double *D1 = D0 + G.Y, c0 = lr[0], c1 = lr[1];
+#pragma omp simd
+    for (long y = 0; y < T; ++y) out[y] = D0[y] * c0 + D1[y] * c1;
+    return;
+  }
+  // R > 3: four rows per pass
+  for (long y = 0; y < T; ++y) out[y] = 0.0;
+  long r = 0;
+  for (; r + 4 <= R; r += 4) {
+    const double *E0 = D0 + r * G.Y, *E1 = E0 + G.Y, *E2 = E1 + G.Y, *E3 = E2 + G.Y;
+    const double c0 = lr[r], c1 = lr[r + 1], c2 = lr[r + 2], c3 = lr[r + 3];
+#pragma omp simd
+    for (long y = 0; y < T; ++y) out[y] += E0[y] * c0 + E1[y] * c1 + E2[y] * c2 + E3[y] * c3;
+  }
+  for (; r < R; ++r) {
+    const double* Dr = D0 + r * G.Y;
+    const double c = lr[r];
+#pragma omp simd
+    for (long y = 0; y < T; ++y) out[y] += Dr[y] * c;
+  }
+}
+
+// acc[a R + r] += sum_y D[a, r, y0 + y] w[y] (one pass for R <= 3)
+inline void d_tile(const Game& G, long a, long y0, long T, const double* w, double* acc) {
+  const long R = G.R;
+  const double* D0 = G.D + (a * R) * G.Y + y0;
+  double* ar = acc + a * R;
+  if (R == 3) {
+    const double *D1 = D0 + G.Y, *D2 = D1 + G.Y;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0;
+#pragma omp simd reduction(+ : s0, s1, s2)
+    for (long y = 0; y < T; ++y) {
+      s0 += D0[y] * w[y];
+      s1 += D1[y] * w[y];
+      s2 += D2[y] * w[y];
+    }
+    ar[0] += s0; ar[1] += s1; ar[2] += s2;
+    return;
+  }
+  if (R == 2) {
+    const double* D1 = D0 + G.Y;
+    double s0 = 0.0, s1 = 0.0;
+#pragma omp simd reduction(+ : s0, s1)
+    for (long y = 0; y < T; ++y) {
+      s0 += D0[y] * w[y];
+      s1 += D1[y] * w[y];
+    }
+    ar[0] += s0; ar[1] += s1;
+    return;
+  }
+  // R > 3: four rows per pass
+  long r = 0;
+  for (; r + 4 <= R; r += 4) {
+    const double *E0 = D0 + r * G.Y, *E1 = E0 + G.Y, *E2 = E1 + G.Y, *E3 = E2 + G.Y;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+    for (long y = 0; y < T; ++y) {
+      s0 += E0[y] * w[y];
+      s1 += E1[y] * w[y];
+      s2 += E2[y] * w[y];
+      s3 += E3[y] * w[y];
+    }
+    ar[r] += s0; ar[r + 1] += s1; ar[r + 2] += s2; ar[r + 3] += s3;
+  }
+  for (; r < R; ++r) {
+    const double* Dr = D0 + r * G.Y;
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (long y = 0; y < T; ++y) s += Dr[y] * w[y];
+    ar[r] += s;
+  }
+}
+
 // out (m) = A v
 void a_op(const Game& G, const double* v, double* out) {
   const double* x = v;
@@ -49,30 +135,18 @@ void a_op(const Game& G, const double* v, double* out) {
 #pragma omp simd
     for (long y = 0; y < G.Y; ++y) out[y] += xa[y];
   }
-  for (long a = 0; a < G.A; ++a)
-    for (long r = 0; r < G.R; ++r) {
-      const double* Dr = G.D + (a * G.R + r) * G.Y;
-      const double* xa = x + a * G.Y;
-      double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-      for (long y = 0; y < G.Y; ++y) acc += Dr[y] * xa[y];
-      out[G.Y + a * G.R + r] = acc - g[a * G.R + r];
-    }
+  double* acc = out + G.Y;
+  for (long i = 0; i < G.AR; ++i) acc[i] = 0.0;
+  for (long y0 = 0; y0 < G.Y; y0 += kTile)
+    for (long a = 0; a < G.A; ++a) d_tile(G, a, y0, std::min(kTile, G.Y - y0), x + a * G.Y + y0, acc);
+  for (long i = 0; i < G.AR; ++i) acc[i] -= g[i];
   out[G.m - 1] = -v[G.n - 1];
 }
 
 // t (A Y) = D^T lG: t[a, y] = sum_r D[a, r, y] lG[a, r]
 void dt_op(const Game& G, const double* lG, double* t) {
-  for (long a = 0; a < G.A; ++a) {
-    double* ta = t + a * G.Y;
-    for (long y = 0; y < G.Y; ++y) ta[y] = 0.0;
-    for (long r = 0; r < G.R; ++r) {
-      const double* Dr = G.D + (a * G.R + r) * G.Y;
-      const double l = lG[a * G.R + r];
-#pragma omp simd
-      for (long y = 0; y < G.Y; ++y) ta[y] += Dr[y] * l;
-    }
-  }
+  for (long a = 0; a < G.A; ++a)
+    for (long y0 = 0; y0 < G.Y; y0 += kTile) dt_tile(G, a, y0, std::min(kTile, G.Y - y0), lG, t + a * G.Y + y0);
 }
 
 // out (n) = A^T lam
@@ -99,67 +173,59 @@ struct Factor {
 // subtraction (i = (a, r), j = (b, q)), accumulated into S (upper triangle, then
 // mirrored). Any R: as dot products of H_i = D_i t_a / s with G_j = D_j t_b (off) or
 // K_j = D_j rest_a (on), over tiles of kTile states kept in the L1 cache.
-void schur_general(const Game& G, Factor& F, const double* tx, double* S) {
-  const long A = G.A, Y = G.Y, R = G.R, K = G.K;
-  const double* inv_s = F.inv_s.data();
+void schur_tile_general(const Game& G, Factor& F, const double* tx, const double* is, long y0, long T, double* S) {
+  const long A = G.A, Y = G.Y, R = G.R, K = G.K, AR = G.AR;
   double* rest = F.rest.data();
-  const long AR = G.AR;
-  for (long y0 = 0; y0 < Y; y0 += kTile) {
-    const long T = std::min(kTile, Y - y0);
-    const double* is = inv_s + y0;
-    for (long a = 0; a < A; ++a) {
-      for (long y = 0; y < T; ++y) rest[y] = 0.0;
-      for (long b = 0; b < A; ++b) {
-        if (b == a) continue;
-        const double* tb = tx + b * Y + y0;
+  for (long a = 0; a < A; ++a) {
+    for (long y = 0; y < T; ++y) rest[y] = 0.0;
+    for (long b = 0; b < A; ++b) {
+      if (b == a) continue;
+      const double* tb = tx + b * Y + y0;
 #pragma omp simd
-        for (long y = 0; y < T; ++y) rest[y] += tb[y];
-      }
-      const double* ta = tx + a * Y + y0;
-      for (long r = 0; r < R; ++r) {
-        const double* Dr = G.D + (a * R + r) * Y + y0;
-        double* Gr = &F.Gt[(a * R + r) * kTile];
-        double* Hr = &F.Ht[(a * R + r) * kTile];
-        double* Kr = &F.Kt[(a * R + r) * kTile];
-#pragma omp simd
-        for (long y = 0; y < T; ++y) {
-          Gr[y] = Dr[y] * ta[y];
-          Hr[y] = Gr[y] * is[y];
-          Kr[y] = Dr[y] * rest[y];
-        }
-      }
+      for (long y = 0; y < T; ++y) rest[y] += tb[y];
     }
-    for (long i = 0; i < AR; ++i) {
-      const double* Hi = &F.Ht[i * kTile];
-      const long bi = i / R;
-      long j = i;
-      // four dot products at a time: independent accumulators, one load of H_i
-      for (; j + 4 <= AR; j += 4) {
-        const double* c[4];
-        for (int u = 0; u < 4; ++u) c[u] = ((j + u) / R == bi) ? &F.Kt[(j + u) * kTile] : &F.Gt[(j + u) * kTile];
-        double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-        for (long y = 0; y < T; ++y) {
-          a0 += Hi[y] * c[0][y];
-          a1 += Hi[y] * c[1][y];
-          a2 += Hi[y] * c[2][y];
-          a3 += Hi[y] * c[3][y];
-        }
-        const double acc[4] = {a0, a1, a2, a3};
-        for (int u = 0; u < 4; ++u) S[i * K + j + u] += ((j + u) / R == bi) ? acc[u] : -acc[u];
-      }
-      for (; j < AR; ++j) {
-        const bool same = j / R == bi;
-        const double* cj = same ? &F.Kt[j * kTile] : &F.Gt[j * kTile];
-        double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-        for (long y = 0; y < T; ++y) acc += Hi[y] * cj[y];
-        S[i * K + j] += same ? acc : -acc;
+    const double* ta = tx + a * Y + y0;
+    for (long r = 0; r < R; ++r) {
+      const double* Dr = G.D + (a * R + r) * Y + y0;
+      double* Gr = &F.Gt[(a * R + r) * kTile];
+      double* Hr = &F.Ht[(a * R + r) * kTile];
+      double* Kr = &F.Kt[(a * R + r) * kTile];
+#pragma omp simd
+      for (long y = 0; y < T; ++y) {
+        Gr[y] = Dr[y] * ta[y];
+        Hr[y] = Gr[y] * is[y];
+        Kr[y] = Dr[y] * rest[y];
       }
     }
   }
-  for (long i = 0; i < G.AR; ++i)
-    for (long j = 0; j < i; ++j) S[i * K + j] = S[j * K + i];
+  for (long i = 0; i < AR; ++i) {
+    const double* Hi = &F.Ht[i * kTile];
+    const long bi = i / R;
+    long j = i;
+    // four dot products at a time: independent accumulators, one load of H_i
+    for (; j + 4 <= AR; j += 4) {
+      const double* c[4];
+      for (int u = 0; u < 4; ++u) c[u] = ((j + u) / R == bi) ? &F.Kt[(j + u) * kTile] : &F.Gt[(j + u) * kTile];
+      double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+      for (long y = 0; y < T; ++y) {
+        a0 += Hi[y] * c[0][y];
+        a1 += Hi[y] * c[1][y];
+        a2 += Hi[y] * c[2][y];
+        a3 += Hi[y] * c[3][y];
+      }
+      const double acc[4] = {a0, a1, a2, a3};
+      for (int u = 0; u < 4; ++u) S[i * K + j + u] += ((j + u) / R == bi) ? acc[u] : -acc[u];
+    }
+    for (; j < AR; ++j) {
+      const bool same = j / R == bi;
+      const double* cj = same ? &F.Kt[j * kTile] : &F.Gt[j * kTile];
+      double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+      for (long y = 0; y < T; ++y) acc += Hi[y] * cj[y];
+      S[i * K + j] += same ? acc : -acc;
+    }
+  }
 }
 
 // acc[r][q] = sum_y Da[r][y] w[y] Db[q][y], R = 1..3 with named accumulators (so that
@@ -214,89 +280,68 @@ inline void pair_dots<3>(const double* const* Da, const double* const* Db, const
 // weight per state, t_a rest_a / s (a = b) or t_a t_b / s, and R x R accumulators, so
 // that nothing of size (A R, Y) is written.
 template <int RR>
-void schur_pairs(const Game& G, Factor& F, const double* tx, double* S) {
+void schur_tile_pairs(const Game& G, Factor& F, const double* tx, const double* is, long y0, long T, double* S) {
   const long A = G.A, Y = G.Y, K = G.K;
-  const double* inv_s = F.inv_s.data();
-  double* w = F.rest.data();    // kTile
-  double* rest = F.Gt.data();   // kTile
-  for (long y0 = 0; y0 < Y; y0 += kTile) {
-    const long T = std::min(kTile, Y - y0);
-    const double* is = inv_s + y0;
-    for (long a = 0; a < A; ++a) {
-      const double* ta = tx + a * Y + y0;
-      for (long b = a; b < A; ++b) {
-        if (b == a) {
-          for (long y = 0; y < T; ++y) rest[y] = 0.0;
-          for (long c = 0; c < A; ++c) {
-            if (c == a) continue;
-            const double* tc = tx + c * Y + y0;
+  double* w = F.rest.data();   // kTile
+  double* rest = F.Gt.data();  // kTile
+  for (long a = 0; a < A; ++a) {
+    const double* ta = tx + a * Y + y0;
+    for (long b = a; b < A; ++b) {
+      if (b == a) {
+        for (long y = 0; y < T; ++y) rest[y] = 0.0;
+        for (long c = 0; c < A; ++c) {
+          if (c == a) continue;
+          const double* tc = tx + c * Y + y0;
 #pragma omp simd
-            for (long y = 0; y < T; ++y) rest[y] += tc[y];
-          }
-#pragma omp simd
-          for (long y = 0; y < T; ++y) w[y] = ta[y] * rest[y] * is[y];
-        } else {
-          const double* tb = tx + b * Y + y0;
-#pragma omp simd
-          for (long y = 0; y < T; ++y) w[y] = ta[y] * tb[y] * is[y];
+          for (long y = 0; y < T; ++y) rest[y] += tc[y];
         }
-        const double* Da[RR];
-        const double* Db[RR];
-        for (int r = 0; r < RR; ++r) {
-          Da[r] = G.D + (a * RR + r) * Y + y0;
-          Db[r] = G.D + (b * RR + r) * Y + y0;
-        }
-        double acc[RR][RR];
-        pair_dots<RR>(Da, Db, w, T, acc);
-        const double sign = (a == b) ? 1.0 : -1.0;
-        for (int r = 0; r < RR; ++r)
-          for (int q = 0; q < RR; ++q) {
-            const long i = a * RR + r, j = b * RR + q;
-            if (a == b && q < r) continue;
-            S[i * K + j] += sign * acc[r][q];
-          }
+#pragma omp simd
+        for (long y = 0; y < T; ++y) w[y] = ta[y] * rest[y] * is[y];
+      } else {
+        const double* tb = tx + b * Y + y0;
+#pragma omp simd
+        for (long y = 0; y < T; ++y) w[y] = ta[y] * tb[y] * is[y];
       }
+      const double* Da[RR];
+      const double* Db[RR];
+      for (int r = 0; r < RR; ++r) {
+        Da[r] = G.D + (a * RR + r) * Y + y0;
+        Db[r] = G.D + (b * RR + r) * Y + y0;
+      }
+      double acc[RR][RR];
+      pair_dots<RR>(Da, Db, w, T, acc);
+      const double sign = (a == b) ? 1.0 : -1.0;
+      for (int r = 0; r < RR; ++r)
+        for (int q = 0; q < RR; ++q) {
+          if (a == b && q < r) continue;
+          S[(a * RR + r) * K + b * RR + q] += sign * acc[r][q];
+        }
     }
   }
-  for (long i = 0; i < G.AR; ++i)
-    for (long j = 0; j < i; ++j) S[i * K + j] = S[j * K + i];
 }
 
-void factor(const Game& G, const double* theta, Factor& F) {
-  const long A = G.A, Y = G.Y, R = G.R, K = G.K;
-  F.tx = theta;
-  const double* tx = theta;
-  double* inv_s = F.inv_s.data();
-  for (long y = 0; y < Y; ++y) inv_s[y] = 0.0;
-  for (long a = 0; a < A; ++a) {
-    const double* ta = tx + a * Y;
-#pragma omp simd
-    for (long y = 0; y < Y; ++y) inv_s[y] += ta[y];
+// S_GG's contribution of the states y0 .. y0 + T (upper triangle), tx = theta's x part,
+// is = 1 / s on those states
+void schur_tile(const Game& G, Factor& F, const double* tx, const double* is, long y0, long T, double* S) {
+  switch (G.R) {
+    case 1: schur_tile_pairs<1>(G, F, tx, is, y0, T, S); break;
+    case 2: schur_tile_pairs<2>(G, F, tx, is, y0, T, S); break;
+    case 3: schur_tile_pairs<3>(G, F, tx, is, y0, T, S); break;
+    default: schur_tile_general(G, F, tx, is, y0, T, S);
   }
-#pragma omp simd
-  for (long y = 0; y < Y; ++y) inv_s[y] = inv_s[y] > 0 ? 1.0 / inv_s[y] : 0.0;
-  // S_GG = sum_y Phi_y W_y Phi_y^T with W_y = diag(t) - t t^T / s, entries written
-  // without cancellation: off the diagonal blocks -sum_y D_i t_a D_j t_b / s, on them
-  // sum_y D_i D_j t_a rest_a / s with rest_a = sum_{b != a} t_b summed without a
-  // subtraction (i = (a, r), j = (b, q)). As dot products of H_i = D_i t_a / s with
-  // G_j = D_j t_b (off) or K_j = D_j rest_a (on), over tiles of kTile states so that
-  // a tile's H, G and K stay in the L1 cache.
+}
+
+// Mirror S_GG's upper triangle, add the slacks' diagonal (th_g, th_s) and the
+// regularisation of alignjax.lp._ipm, and factor S by Jacobi-scaled Cholesky (pivots
+// clamped at tiny, as the sweeps of alignjax._linalg.spd_inverse).
+void finish_factor(const Game& G, Factor& F, const double* theta_g, double theta_s) {
+  const long K = G.K;
   double* S = F.S.data();
-  for (long i = 0; i < K * K; ++i) S[i] = 0.0;
-  if (R == 3) {
-    schur_pairs<3>(G, F, tx, S);
-  } else if (R == 2) {
-    schur_pairs<2>(G, F, tx, S);
-  } else if (R == 1) {
-    schur_pairs<1>(G, F, tx, S);
-  } else {
-    schur_general(G, F, tx, S);
-  }
-  for (long i = 0; i < G.AR; ++i) S[i * K + i] += theta[G.AY + i];
-  S[(K - 1) * K + (K - 1)] = theta[G.n - 1];
+  for (long i = 0; i < G.AR; ++i)
+    for (long j = 0; j < i; ++j) S[i * K + j] = S[j * K + i];
+  for (long i = 0; i < G.AR; ++i) S[i * K + i] += theta_g[i];
+  S[(K - 1) * K + (K - 1)] = theta_s;
   for (long i = 0; i < K; ++i) S[i * K + i] += G.reg * std::fabs(S[i * K + i]) + G.tiny;
-  // Jacobi scaling to a unit diagonal, then Cholesky (pivots clamped at tiny, as the
-  // sweeps of alignjax._linalg.spd_inverse)
   for (long i = 0; i < K; ++i) F.d[i] = std::sqrt(std::max(S[i * K + i], G.tiny));
   double* L = F.L.data();
   for (long i = 0; i < K * K; ++i) L[i] = 0.0;
@@ -309,6 +354,26 @@ void factor(const Game& G, const double* theta, Factor& F) {
       else
         L[i * K + j] = acc / L[j * K + j];
     }
+}
+
+// The prior-rows-first factorisation at theta (n): 1 / s per state and the factored
+// (A R + 1)-square Schur complement (alignjax.lp._ipm, factor_prior_first).
+void factor(const Game& G, const double* theta, Factor& F) {
+  const long A = G.A, Y = G.Y, K = G.K;
+  F.tx = theta;
+  double* inv_s = F.inv_s.data();
+  for (long y = 0; y < Y; ++y) inv_s[y] = 0.0;
+  for (long a = 0; a < A; ++a) {
+    const double* ta = theta + a * Y;
+#pragma omp simd
+    for (long y = 0; y < Y; ++y) inv_s[y] += ta[y];
+  }
+#pragma omp simd
+  for (long y = 0; y < Y; ++y) inv_s[y] = inv_s[y] > 0 ? 1.0 / inv_s[y] : 0.0;
+  double* S = F.S.data();
+  for (long i = 0; i < K * K; ++i) S[i] = 0.0;
+  for (long y0 = 0; y0 < Y; y0 += kTile) schur_tile(G, F, theta, inv_s + y0, y0, std::min(kTile, Y - y0), S);
+  finish_factor(G, F, theta + G.AY, theta[G.n - 1]);
 }
 
 // z (K) <- S^-1 z with the Jacobi-scaled Cholesky factor of F
@@ -371,215 +436,29 @@ double max_step(const double* iv, const double* dv, long n) {
 }
 
 struct Work {
-  std::vector<double> theta, inv_z, inv_v, z, acc, qt, t, u1, u2, l1, l2;
-  std::vector<double> rp, rd, dv_a, dz_a, dlam_a, dv, dz, dlam, rc, nv, nl, nz, nrp, nrd, bv, bl, bz, cv, cl, cz;
+  std::vector<double> theta, inv_z, inv_v, z, acc, qt, t, u1, u2, l1, l2;  // start point, purification
+  // the loop: current, next and best iterates, residuals, directions
+  std::vector<double> cv, cz, nv, nz, bv, bz, rd, nrd, dv, dz;  // n
+  std::vector<double> cl, nl, bl, rp, nrp, dlam;                // m
+  std::vector<double> rEp, lEp, rE1, rE2;                       // Y
+  std::vector<double> tt, tq1, tq2, tp, col, ssum;              // tiles
+  std::vector<double> accDx, accp, acc1, acc2, lGp, lGc, q1s, q2s;  // A R + 1
   Factor F;
   // sized for G; grows only, so a thread's workspace is allocated once (page faults of
   // fresh allocations cost more than an iteration at Y = 1,000)
   void fit(const Game& G) {
-    for (auto* v : {&theta, &inv_z, &inv_v, &rd, &dv_a, &dz_a, &dv, &dz, &rc, &nv, &nz, &nrd, &bv, &bz, &cv, &cz})
-      if ((long)v->size() < G.n) v->resize(G.n);
-    for (auto* v : {&rp, &dlam_a, &dlam, &nl, &nrp, &bl, &cl})
-      if ((long)v->size() < G.m) v->resize(G.m);
-    if ((long)acc.size() < G.AR) acc.resize(G.AR);
-    for (auto* v : {&t, &u1, &u2}) if ((long)v->size() < G.n) v->resize(G.n);
-    for (auto* v : {&l1, &l2}) if ((long)v->size() < G.m) v->resize(G.m);
-    if ((long)qt.size() < G.A * kTile) qt.resize(G.A * kTile);
-    if ((long)F.inv_s.size() < G.Y) F.inv_s.resize(G.Y);
-    if ((long)F.rest.size() < kTile) F.rest.resize(kTile);
-    for (auto* v : {&F.Gt, &F.Ht, &F.Kt}) if ((long)v->size() < G.AR * kTile) v->resize(G.AR * kTile);
-    for (auto* v : {&F.L, &F.S}) if ((long)v->size() < G.K * G.K) v->resize(G.K * G.K);
-    for (auto* v : {&z, &F.d}) if ((long)v->size() < G.K) v->resize(G.K);
+    auto grow = [](std::vector<double>& v, long size) { if ((long)v.size() < size) v.resize(size); };
+    for (auto* v : {&theta, &inv_z, &inv_v, &t, &u1, &u2, &cv, &cz, &nv, &nz, &bv, &bz, &rd, &nrd, &dv, &dz})
+      grow(*v, G.n);
+    for (auto* v : {&l1, &l2, &cl, &nl, &bl, &rp, &nrp, &dlam}) grow(*v, G.m);
+    for (auto* v : {&rEp, &lEp, &rE1, &rE2, &F.inv_s}) grow(*v, G.Y);
+    for (auto* v : {&tt, &tq1, &tq2, &qt}) grow(*v, G.A * kTile);
+    for (auto* v : {&tp, &col, &ssum, &F.rest}) grow(*v, kTile);
+    for (auto* v : {&F.Gt, &F.Ht, &F.Kt}) grow(*v, G.AR * kTile);
+    for (auto* v : {&acc, &accDx, &accp, &acc1, &acc2, &lGp, &lGc, &q1s, &q2s, &z, &F.d}) grow(*v, G.K);
+    for (auto* v : {&F.L, &F.S}) grow(*v, G.K * G.K);
   }
 };
-
-// The Newton direction (dv, dlam, dz) for the complementarity target rc:
-//   A Theta A^T dlam = rp + A q,  q = Theta rd - rc / z,  dz = rd - A^T dlam,
-//   dv = rc / z - Theta dz,
-// with the prior rows eliminated first. Two passes over tiles of the states: the first
-// forms q, the prior rows' right-hand side rE = rp_E + sum_a q and the reduced right-hand
-// side D (q - tx rE / s) of the obedience rows in one sweep over D; the second, after
-// the small solve, D^T dlam_G, dlam_E, dz and dv. Returns the largest steps in [0, 1]
-// that keep v + alpha dv and z + alpha dz non-negative.
-void newton(const Game& G, Work& W, const double* rp, const double* rd, const double* rc, double* dv,
-            double* dlam, double* dz, double* ap, double* ad) {
-  const long A = G.A, Y = G.Y, R = G.R, AY = G.AY, AR = G.AR, n = G.n, m = G.m, K = G.K;
-  const double* th = W.theta.data();
-  const double* iz = W.inv_z.data();
-  const double* iv = W.inv_v.data();
-  const double* inv_s = W.F.inv_s.data();
-  double* zK = W.z.data();
-  double* acc = W.acc.data();
-  for (long i = 0; i < AR; ++i) acc[i] = 0.0;
-  double* qt = W.qt.data();  // (A, kTile)
-  for (long y0 = 0; y0 < Y; y0 += kTile) {
-    const long T = std::min(kTile, Y - y0);
-    double* rE = dlam + y0;  // rE kept in dlam_E until the second pass
-#pragma omp simd
-    for (long y = 0; y < T; ++y) rE[y] = rp[y0 + y];
-    for (long a = 0; a < A; ++a) {
-      const long o = a * Y + y0;
-      double* qa = qt + a * kTile;
-#pragma omp simd
-      for (long y = 0; y < T; ++y) {
-        qa[y] = th[o + y] * rd[o + y] - rc[o + y] * iz[o + y];
-        rE[y] += qa[y];
-      }
-    }
-    for (long a = 0; a < A; ++a) {
-      const long o = a * Y + y0;
-      double* qa = qt + a * kTile;
-#pragma omp simd
-      for (long y = 0; y < T; ++y) qa[y] -= th[o + y] * (rE[y] * inv_s[y0 + y]);
-      for (long r = 0; r < R; ++r) {
-        const double* Dr = G.D + (a * R + r) * Y + y0;
-        double s = 0.0;
-#pragma omp simd reduction(+ : s)
-        for (long y = 0; y < T; ++y) s += Dr[y] * qa[y];
-        acc[a * R + r] += s;
-      }
-    }
-  }
-  for (long i = 0; i < AR; ++i) {
-    const long k = AY + i;
-    zK[i] = rp[Y + i] - (th[k] * rd[k] - rc[k] * iz[k]) + acc[i];
-  }
-  zK[K - 1] = rp[m - 1] - (th[n - 1] * rd[n - 1] - rc[n - 1] * iz[n - 1]);
-  schur_solve(G, W.F, zK);
-  for (long i = 0; i < AR; ++i) dlam[Y + i] = zK[i];
-  dlam[m - 1] = zK[K - 1];
-  double wv = 0.0, wz = 0.0;  // max of -dv / v and -dz / z
-  double* tt = W.qt.data();
-  for (long y0 = 0; y0 < Y; y0 += kTile) {
-    const long T = std::min(kTile, Y - y0);
-    double* lE = dlam + y0;
-    for (long a = 0; a < A; ++a) {
-      double* ta = tt + a * kTile;
-      for (long y = 0; y < T; ++y) ta[y] = 0.0;
-      for (long r = 0; r < R; ++r) {
-        const double* Dr = G.D + (a * R + r) * Y + y0;
-        const double l = zK[a * R + r];
-#pragma omp simd
-        for (long y = 0; y < T; ++y) ta[y] += Dr[y] * l;
-      }
-#pragma omp simd
-      for (long y = 0; y < T; ++y) lE[y] -= th[a * Y + y0 + y] * ta[y];
-    }
-#pragma omp simd
-    for (long y = 0; y < T; ++y) lE[y] *= inv_s[y0 + y];
-    for (long a = 0; a < A; ++a) {
-      const long o = a * Y + y0;
-      const double* ta = tt + a * kTile;
-#pragma omp simd reduction(max : wv, wz)
-      for (long y = 0; y < T; ++y) {
-        const double dzi = rd[o + y] - (lE[y] + ta[y]);
-        const double dvi = rc[o + y] * iz[o + y] - th[o + y] * dzi;
-        dz[o + y] = dzi;
-        dv[o + y] = dvi;
-        const double rv = -dvi * iv[o + y], rz = -dzi * iz[o + y];
-        wv = wv > rv ? wv : rv;
-        wz = wz > rz ? wz : rz;
-      }
-    }
-  }
-  for (long i = 0; i < AR; ++i) dz[AY + i] = rd[AY + i] + zK[i];
-  dz[n - 1] = rd[n - 1] + zK[K - 1];
-  for (long k = AY; k < n; ++k) {
-    dv[k] = rc[k] * iz[k] - th[k] * dz[k];
-    wv = std::max(wv, -dv[k] * iv[k]);
-    wz = std::max(wz, -dz[k] * iz[k]);
-  }
-  *ap = wv > 1.0 ? 1.0 / wv : 1.0;
-  *ad = wz > 1.0 ? 1.0 / wz : 1.0;
-}
-
-// The new point (nv, nl, nz) = (v + ap dv, lam + ad dlam, z + ad dz), its residuals
-// rp = b - A nv and rd = c - A^T nl - nz, and its merit (alignjax.lp._ipm, measure), in one
-// pass over tiles of the states. *vz receives nv . nz.
-double step_measure(const Game& G, Work& W, const double* v, const double* dv, double ap, const double* lam,
-                    const double* dlam, const double* z, const double* dz, double ad, double* nv, double* nl,
-                    double* nz, double* rp, double* rd, double b_norm, double c_norm, double* vz) {
-  const long A = G.A, Y = G.Y, R = G.R, AY = G.AY, AR = G.AR, n = G.n, m = G.m;
-  for (long i = 0; i < m; ++i) nl[i] = lam[i] + ad * dlam[i];
-  double* acc = W.acc.data();
-  for (long i = 0; i < AR; ++i) acc[i] = 0.0;
-  double* tt = W.qt.data();
-  double rp_max = 0.0, rd_max = 0.0, pobj = 0.0, dobj = 0.0, s_vz = 0.0;
-  for (long y0 = 0; y0 < Y; y0 += kTile) {
-    const long T = std::min(kTile, Y - y0);
-    double* col = rp + y0;
-    for (long y = 0; y < T; ++y) col[y] = 0.0;
-    for (long a = 0; a < A; ++a) {
-      const long o = a * Y + y0;
-      double* ta = tt + a * kTile;
-      for (long y = 0; y < T; ++y) ta[y] = 0.0;
-      for (long r = 0; r < R; ++r) {
-        const double* Dr = G.D + (a * R + r) * Y + y0;
-        const double l = nl[Y + a * R + r];
-#pragma omp simd
-        for (long y = 0; y < T; ++y) ta[y] += Dr[y] * l;
-      }
-#pragma omp simd reduction(max : rd_max) reduction(+ : pobj, s_vz)
-      for (long y = 0; y < T; ++y) {
-        const double x = v[o + y] + ap * dv[o + y];
-        const double zz = z[o + y] + ad * dz[o + y];
-        nv[o + y] = x;
-        nz[o + y] = zz;
-        col[y] += x;
-        const double r_ = -G.V[o + y] - (nl[y0 + y] + ta[y]) - zz;
-        rd[o + y] = r_;
-        const double ar = std::fabs(r_);
-        rd_max = rd_max > ar ? rd_max : ar;
-        pobj -= G.V[o + y] * x;
-        s_vz += x * zz;
-      }
-      for (long r = 0; r < R; ++r) {
-        const double* Dr = G.D + (a * R + r) * Y + y0;
-        const double* xa = nv + o;
-        double s = 0.0;
-#pragma omp simd reduction(+ : s)
-        for (long y = 0; y < T; ++y) s += Dr[y] * xa[y];
-        acc[a * R + r] += s;
-      }
-    }
-#pragma omp simd reduction(max : rp_max) reduction(+ : dobj)
-    for (long y = 0; y < T; ++y) {
-      const double r_ = G.p[y0 + y] - col[y];
-      col[y] = r_;
-      const double ar = std::fabs(r_);
-      rp_max = rp_max > ar ? rp_max : ar;
-      dobj += G.p[y0 + y] * nl[y0 + y];
-    }
-  }
-  for (long k = AY; k < n; ++k) {
-    nv[k] = v[k] + ap * dv[k];
-    nz[k] = z[k] + ad * dz[k];
-    s_vz += nv[k] * nz[k];
-  }
-  for (long i = 0; i < AR; ++i) {
-    rp[Y + i] = nv[AY + i] - acc[i];  // b_G - (D x - g)
-    rp_max = std::max(rp_max, std::fabs(rp[Y + i]));
-    rd[AY + i] = nl[Y + i] - nz[AY + i];  // 0 - (-lG) - z_g
-    rd_max = std::max(rd_max, std::fabs(rd[AY + i]));
-  }
-  rp[m - 1] = G.f + nv[n - 1];
-  rp_max = std::max(rp_max, std::fabs(rp[m - 1]));
-  rd[n - 1] = nl[m - 1] - nz[n - 1];
-  rd_max = std::max(rd_max, std::fabs(rd[n - 1]));
-  dobj += G.f * nl[m - 1];
-  *vz = s_vz;
-  const double gap = std::fabs(pobj - dobj) / (1.0 + std::fabs(pobj));
-  double merit = std::max(std::max(rp_max / b_norm, rd_max / c_norm), gap);
-  if (std::isnan(rp_max) || std::isnan(rd_max) || std::isnan(gap) || std::isnan(s_vz))
-    merit = std::numeric_limits<double>::quiet_NaN();
-  return merit;
-}
-
-double dot(const double* a, const double* b, long n) {
-  double acc = 0.0;
-  for (long i = 0; i < n; ++i) acc += a[i] * b[i];
-  return acc;
-}
 
 // Mehrotra's starting point (Wright 1997, Section 10.2; alignjax.lp._ipm): least-squares
 // solutions of the primal and dual equations at Theta = 1, shifted into the interior.
@@ -649,8 +528,290 @@ void purify(const Game& G, Work& W, const double* v, const double* z, double* x_
   (void)corr;
 }
 
-// One game: the loop of alignjax.lp._ipm from (v, lam, z); v, lam, z are overwritten by
-// the best iterate (lowest merit). Writes the iteration count and the best merit.
+// The fused iteration. Each sweep over tiles of kTile states does the work of several
+// passes of alignjax.lp._ipm's program (the XLA version of this loop):
+//   E  the new point (v + ap dv, lam + ad dlam, z + ad dz), its residuals and merit
+//      (measure), and for the next iteration Theta = v / z, 1 / s, the Schur
+//      complement (factor) and the predictor's reduced right-hand side;
+//   B  the predictor's direction, only for its step lengths;
+//   C  the predictor's complementarity mu_aff, and the corrector's reduced right-hand
+//      side as a + sigma mu b (it is linear in sigma mu, which needs mu_aff);
+//   D  the corrector's direction (dv, dz).
+// Directions never stored (the predictor's) are formed again from their small parts.
+
+// Sweep E. Returns the merit of the new point (NaN when it is not finite).
+double sweep_point(const Game& G, Work& W, const double* v, const double* dv, double ap, const double* lam,
+                   const double* dlam, const double* z, const double* dz, double ad, double* nv, double* nl,
+                   double* nz, double* rp, double* rd, double b_norm, double c_norm, double* vz) {
+  const long A = G.A, Y = G.Y, R = G.R, AY = G.AY, AR = G.AR, n = G.n, m = G.m, K = G.K;
+  for (long i = 0; i < m; ++i) nl[i] = lam[i] + ad * dlam[i];
+  double *th = W.theta.data(), *iz = W.inv_z.data(), *iv = W.inv_v.data(), *inv_s = W.F.inv_s.data();
+  double *accDx = W.accDx.data(), *accp = W.accp.data(), *S = W.F.S.data(), *rEp = W.rEp.data();
+  for (long i = 0; i < AR; ++i) accDx[i] = accp[i] = 0.0;
+  for (long i = 0; i < K * K; ++i) S[i] = 0.0;
+  double *col = W.col.data(), *ssum = W.ssum.data(), *tt = W.tt.data(), *tq = W.tq1.data();
+  double rp_max = 0.0, rd_max = 0.0, pobj = 0.0, dobj = 0.0, s_vz = 0.0;
+  for (long y0 = 0; y0 < Y; y0 += kTile) {
+    const long T = std::min(kTile, Y - y0);
+    for (long y = 0; y < T; ++y) col[y] = ssum[y] = 0.0;
+    for (long a = 0; a < A; ++a) {
+      const long o = a * Y + y0;
+      double* ta = tt + a * kTile;
+      dt_tile(G, a, y0, T, nl + Y, ta);
+#pragma omp simd reduction(max : rd_max) reduction(+ : pobj, s_vz)
+      for (long y = 0; y < T; ++y) {
+        const double x = v[o + y] + ap * dv[o + y];
+        const double zz = z[o + y] + ad * dz[o + y];
+        nv[o + y] = x;
+        nz[o + y] = zz;
+        col[y] += x;
+        const double r_ = -G.V[o + y] - (nl[y0 + y] + ta[y]) - zz;
+        rd[o + y] = r_;
+        const double ar = std::fabs(r_);
+        rd_max = rd_max > ar ? rd_max : ar;
+        pobj -= G.V[o + y] * x;
+        s_vz += x * zz;
+        const double izz = 1.0 / zz;
+        iz[o + y] = izz;
+        iv[o + y] = 1.0 / x;
+        th[o + y] = x * izz;
+        ssum[y] += x * izz;
+      }
+      d_tile(G, a, y0, T, nv + o, accDx);
+    }
+#pragma omp simd reduction(max : rp_max) reduction(+ : dobj)
+    for (long y = 0; y < T; ++y) {
+      const double r_ = G.p[y0 + y] - col[y];
+      rp[y0 + y] = r_;
+      const double ar = std::fabs(r_);
+      rp_max = rp_max > ar ? rp_max : ar;
+      dobj += G.p[y0 + y] * nl[y0 + y];
+      inv_s[y0 + y] = ssum[y] > 0 ? 1.0 / ssum[y] : 0.0;
+    }
+    schur_tile(G, W.F, th, inv_s + y0, y0, T, S);
+    // the predictor's q = Theta rd - rc / z with rc = -v z: q = Theta rd + v
+    double* rE = rEp + y0;
+    for (long y = 0; y < T; ++y) rE[y] = rp[y0 + y];
+    for (long a = 0; a < A; ++a) {
+      const long o = a * Y + y0;
+      double* qa = tq + a * kTile;
+#pragma omp simd
+      for (long y = 0; y < T; ++y) {
+        qa[y] = th[o + y] * rd[o + y] + nv[o + y];
+        rE[y] += qa[y];
+      }
+    }
+    for (long a = 0; a < A; ++a) {
+      const long o = a * Y + y0;
+      double* qa = tq + a * kTile;
+#pragma omp simd
+      for (long y = 0; y < T; ++y) qa[y] -= th[o + y] * (rE[y] * inv_s[y0 + y]);
+      d_tile(G, a, y0, T, qa, accp);
+    }
+  }
+  for (long k = AY; k < n; ++k) {
+    nv[k] = v[k] + ap * dv[k];
+    nz[k] = z[k] + ad * dz[k];
+    s_vz += nv[k] * nz[k];
+    iz[k] = 1.0 / nz[k];
+    iv[k] = 1.0 / nv[k];
+    th[k] = nv[k] * iz[k];
+  }
+  for (long i = 0; i < AR; ++i) {
+    rp[Y + i] = nv[AY + i] - accDx[i];  // b_G - (D x - g)
+    rp_max = std::max(rp_max, std::fabs(rp[Y + i]));
+    rd[AY + i] = nl[Y + i] - nz[AY + i];  // c_g - (-lG) - z_g
+    rd_max = std::max(rd_max, std::fabs(rd[AY + i]));
+  }
+  rp[m - 1] = G.f + nv[n - 1];
+  rp_max = std::max(rp_max, std::fabs(rp[m - 1]));
+  rd[n - 1] = nl[m - 1] - nz[n - 1];
+  rd_max = std::max(rd_max, std::fabs(rd[n - 1]));
+  dobj += G.f * nl[m - 1];
+  W.F.tx = th;
+  finish_factor(G, W.F, th + AY, th[n - 1]);
+  *vz = s_vz;
+  const double gap = std::fabs(pobj - dobj) / (1.0 + std::fabs(pobj));
+  double merit = std::max(std::max(rp_max / b_norm, rd_max / c_norm), gap);
+  if (std::isnan(rp_max) || std::isnan(rd_max) || std::isnan(gap) || std::isnan(s_vz))
+    merit = std::numeric_limits<double>::quiet_NaN();
+  return merit;
+}
+
+inline double step_from(double worst) { return worst > 1.0 ? 1.0 / worst : 1.0; }
+
+// Sweep B: the predictor's direction (small parts solved first); only its step lengths
+// and dlam_E (lEp) are kept.
+void sweep_predictor(const Game& G, Work& W, const double* v, const double* rp, const double* rd, double* ap,
+                     double* ad) {
+  const long A = G.A, Y = G.Y, AY = G.AY, AR = G.AR, n = G.n, m = G.m, K = G.K;
+  const double *th = W.theta.data(), *iz = W.inv_z.data(), *iv = W.inv_v.data(), *inv_s = W.F.inv_s.data();
+  double* l = W.lGp.data();
+  for (long i = 0; i < AR; ++i) l[i] = rp[Y + i] - (th[AY + i] * rd[AY + i] + v[AY + i]) + W.accp[i];
+  l[K - 1] = rp[m - 1] - (th[n - 1] * rd[n - 1] + v[n - 1]);
+  schur_solve(G, W.F, l);
+  double *tt = W.tt.data(), *lEp = W.lEp.data();
+  double wv = 0.0, wz = 0.0;
+  for (long y0 = 0; y0 < Y; y0 += kTile) {
+    const long T = std::min(kTile, Y - y0);
+    double* lE = lEp + y0;
+    for (long y = 0; y < T; ++y) lE[y] = W.rEp[y0 + y];
+    for (long a = 0; a < A; ++a) {
+      double* ta = tt + a * kTile;
+      dt_tile(G, a, y0, T, l, ta);
+      const double* tha = th + a * Y + y0;
+#pragma omp simd
+      for (long y = 0; y < T; ++y) lE[y] -= tha[y] * ta[y];
+    }
+#pragma omp simd
+    for (long y = 0; y < T; ++y) lE[y] *= inv_s[y0 + y];
+    for (long a = 0; a < A; ++a) {
+      const long o = a * Y + y0;
+      const double* ta = tt + a * kTile;
+#pragma omp simd reduction(max : wv, wz)
+      for (long y = 0; y < T; ++y) {
+        const double dzi = rd[o + y] - (lE[y] + ta[y]);
+        const double dvi = -v[o + y] - th[o + y] * dzi;
+        const double rv = -dvi * iv[o + y], rz = -dzi * iz[o + y];
+        wv = wv > rv ? wv : rv;
+        wz = wz > rz ? wz : rz;
+      }
+    }
+  }
+  for (long k = AY; k < n; ++k) {
+    const double dzi = rd[k] + l[k < n - 1 ? k - AY : K - 1];
+    const double dvi = -v[k] - th[k] * dzi;
+    wv = std::max(wv, -dvi * iv[k]);
+    wz = std::max(wz, -dzi * iz[k]);
+  }
+  *ap = step_from(wv);
+  *ad = step_from(wz);
+}
+
+// Sweep C: mu_aff of the predictor's step, and the corrector's reduced right-hand side
+// in two parts, (q1, rE1, acc1) + sigma mu (q2, rE2, acc2), q = q1 + sigma mu q2 with
+// q1 = Theta rd + w / z, q2 = -1 / z, w = v z + keep dv_a dz_a. Returns sum of the
+// complementarity products after the predictor's step.
+double sweep_corrector_rhs(const Game& G, Work& W, const double* v, const double* z, const double* rp,
+                           const double* rd, double ap, double ad, double keep) {
+  const long A = G.A, Y = G.Y, AY = G.AY, AR = G.AR, n = G.n, K = G.K;
+  const double *th = W.theta.data(), *iz = W.inv_z.data(), *inv_s = W.F.inv_s.data();
+  const double *lp = W.lGp.data(), *lEp = W.lEp.data();
+  double *acc1 = W.acc1.data(), *acc2 = W.acc2.data(), *tq1 = W.tq1.data(), *tq2 = W.tq2.data(), *tp = W.tp.data();
+  for (long i = 0; i < AR; ++i) acc1[i] = acc2[i] = 0.0;
+  double mu_aff = 0.0;
+  for (long y0 = 0; y0 < Y; y0 += kTile) {
+    const long T = std::min(kTile, Y - y0);
+    double *rE1 = W.rE1.data() + y0, *rE2 = W.rE2.data() + y0;
+    for (long y = 0; y < T; ++y) {
+      rE1[y] = rp[y0 + y];
+      rE2[y] = 0.0;
+    }
+    for (long a = 0; a < A; ++a) {
+      const long o = a * Y + y0;
+      dt_tile(G, a, y0, T, lp, tp);
+      double *q1 = tq1 + a * kTile, *q2 = tq2 + a * kTile;
+#pragma omp simd reduction(+ : mu_aff)
+      for (long y = 0; y < T; ++y) {
+        const double dza = rd[o + y] - (lEp[y0 + y] + tp[y]);
+        const double dva = -v[o + y] - th[o + y] * dza;
+        mu_aff += (v[o + y] + ap * dva) * (z[o + y] + ad * dza);
+        const double w = v[o + y] * z[o + y] + keep * dva * dza;
+        q1[y] = th[o + y] * rd[o + y] + w * iz[o + y];
+        q2[y] = -iz[o + y];
+        rE1[y] += q1[y];
+        rE2[y] += q2[y];
+      }
+    }
+    for (long a = 0; a < A; ++a) {
+      const long o = a * Y + y0;
+      double *q1 = tq1 + a * kTile, *q2 = tq2 + a * kTile;
+#pragma omp simd
+      for (long y = 0; y < T; ++y) {
+        const double t_ = th[o + y] * inv_s[y0 + y];
+        q1[y] -= t_ * rE1[y];
+        q2[y] -= t_ * rE2[y];
+      }
+      d_tile(G, a, y0, T, q1, acc1);
+      d_tile(G, a, y0, T, q2, acc2);
+    }
+  }
+  for (long k = AY; k < n; ++k) {
+    const long i = k < n - 1 ? k - AY : K - 1;
+    const double dza = rd[k] + lp[i];
+    const double dva = -v[k] - th[k] * dza;
+    mu_aff += (v[k] + ap * dva) * (z[k] + ad * dza);
+    const double w = v[k] * z[k] + keep * dva * dza;
+    W.q1s[i] = th[k] * rd[k] + w * iz[k];
+    W.q2s[i] = -iz[k];
+  }
+  return mu_aff;
+}
+
+// Sweep D: the corrector's direction (dv, dlam, dz) at sigma mu = smu and its step lengths.
+void sweep_corrector(const Game& G, Work& W, const double* v, const double* z, const double* rp,
+                     const double* rd, double keep, double smu, double* dv, double* dlam, double* dz, double* ap,
+                     double* ad) {
+  const long A = G.A, Y = G.Y, AY = G.AY, AR = G.AR, n = G.n, m = G.m, K = G.K;
+  const double *th = W.theta.data(), *iz = W.inv_z.data(), *iv = W.inv_v.data(), *inv_s = W.F.inv_s.data();
+  const double *lp = W.lGp.data(), *lEp = W.lEp.data();
+  double* l = W.lGc.data();
+  for (long i = 0; i < AR; ++i) l[i] = rp[Y + i] - (W.q1s[i] + smu * W.q2s[i]) + W.acc1[i] + smu * W.acc2[i];
+  l[K - 1] = rp[m - 1] - (W.q1s[K - 1] + smu * W.q2s[K - 1]);
+  schur_solve(G, W.F, l);
+  double *tt = W.tt.data(), *tp = W.tp.data();
+  double wv = 0.0, wz = 0.0;
+  for (long y0 = 0; y0 < Y; y0 += kTile) {
+    const long T = std::min(kTile, Y - y0);
+    double* lE = dlam + y0;
+#pragma omp simd
+    for (long y = 0; y < T; ++y) lE[y] = W.rE1[y0 + y] + smu * W.rE2[y0 + y];
+    for (long a = 0; a < A; ++a) {
+      double* ta = tt + a * kTile;
+      dt_tile(G, a, y0, T, l, ta);
+      const double* tha = th + a * Y + y0;
+#pragma omp simd
+      for (long y = 0; y < T; ++y) lE[y] -= tha[y] * ta[y];
+    }
+#pragma omp simd
+    for (long y = 0; y < T; ++y) lE[y] *= inv_s[y0 + y];
+    for (long a = 0; a < A; ++a) {
+      const long o = a * Y + y0;
+      const double* ta = tt + a * kTile;
+      dt_tile(G, a, y0, T, lp, tp);
+#pragma omp simd reduction(max : wv, wz)
+      for (long y = 0; y < T; ++y) {
+        const double dza = rd[o + y] - (lEp[y0 + y] + tp[y]);
+        const double dva = -v[o + y] - th[o + y] * dza;
+        const double rc = smu - (v[o + y] * z[o + y] + keep * dva * dza);
+        const double dzi = rd[o + y] - (lE[y] + ta[y]);
+        const double dvi = rc * iz[o + y] - th[o + y] * dzi;
+        dz[o + y] = dzi;
+        dv[o + y] = dvi;
+        const double rv = -dvi * iv[o + y], rz = -dzi * iz[o + y];
+        wv = wv > rv ? wv : rv;
+        wz = wz > rz ? wz : rz;
+      }
+    }
+  }
+  for (long k = AY; k < n; ++k) {
+    const long i = k < n - 1 ? k - AY : K - 1;
+    const double dza = rd[k] + lp[i];
+    const double dva = -v[k] - th[k] * dza;
+    const double rc = smu - (v[k] * z[k] + keep * dva * dza);
+    dz[k] = rd[k] + l[i];
+    dv[k] = rc * iz[k] - th[k] * dz[k];
+    wv = std::max(wv, -dv[k] * iv[k]);
+    wz = std::max(wz, -dz[k] * iz[k]);
+  }
+  for (long i = 0; i < AR; ++i) dlam[Y + i] = l[i];
+  dlam[m - 1] = l[K - 1];
+  *ap = step_from(wv);
+  *ad = step_from(wz);
+}
+
+// One game: the loop of alignjax.lp._ipm_xla from (v, lam, z); v, lam, z are overwritten
+// by the best iterate (lowest merit). Writes the iteration count and the best merit.
 void run_game(const Game& G, double* v_io, double* lam_io, double* z_io, bool skip, double tol, long max_steps,
               int32_t* steps_out, double* merit_out) {
   const long n = G.n, m = G.m;
@@ -662,52 +823,36 @@ void run_game(const Game& G, double* v_io, double* lam_io, double* z_io, bool sk
   static thread_local Work W;
   W.fit(G);
   // current iterate (cv, cl, cz) with residuals (rp, rd); the next in (nv, nl, nz, nrp,
-  // nrd); buffers swapped on acceptance. The best is copied out only when the current
+  // nrd), swapped in on acceptance. The best is copied out only when the current
   // iterate is about to be replaced by a worse one.
   auto &cv = W.cv, &cl = W.cl, &cz = W.cz, &rp = W.rp, &rd = W.rd, &nv = W.nv, &nl = W.nl, &nz = W.nz,
        &nrp = W.nrp, &nrd = W.nrd, &bv = W.bv, &bl = W.bl, &bz = W.bz;
-  auto &dv_a = W.dv_a, &dz_a = W.dz_a, &dlam_a = W.dlam_a, &dv = W.dv, &dz = W.dz, &dlam = W.dlam, &rc = W.rc;
   double vz = 0.0;
-  double best_merit = step_measure(G, W, v_io, v_io, 0.0, lam_io, lam_io, z_io, z_io, 0.0, cv.data(), cl.data(),
-                                   cz.data(), rp.data(), rd.data(), b_norm, c_norm, &vz);
+  double best_merit = sweep_point(G, W, v_io, v_io, 0.0, lam_io, lam_io, z_io, z_io, 0.0, cv.data(), cl.data(),
+                                  cz.data(), rp.data(), rd.data(), b_norm, c_norm, &vz);
   bool best_is_current = true;
   long k = 0, k_best = 0;
   bool failed = false, shrt = false;
-  double* th = W.theta.data();
-  double* iz = W.inv_z.data();
-  double* iv = W.inv_v.data();
   while (true) {
     const double mu = vz / n;
     const bool stall = (k - k_best > kStallSteps) || ((mu < 1e-4 * tol) && (k - k_best > 1));
     // (best_merit >= tol) is false for NaN, as in the XLA loop
     if (!(best_merit >= tol) || failed || stall || k >= max_steps || skip) break;
     const double *v = cv.data(), *z = cz.data();
-#pragma omp simd
-    for (long i = 0; i < n; ++i) {
-      iz[i] = 1.0 / z[i];
-      iv[i] = 1.0 / v[i];
-      th[i] = v[i] * iz[i];
-      rc[i] = -v[i] * z[i];
-    }
-    factor(G, th, W.F);
     double ap, ad;
-    newton(G, W, rp.data(), rd.data(), rc.data(), dv_a.data(), dlam_a.data(), dz_a.data(), &ap, &ad);
-    double mu_aff = 0.0;
-#pragma omp simd reduction(+ : mu_aff)
-    for (long i = 0; i < n; ++i) mu_aff += (v[i] + ap * dv_a[i]) * (z[i] + ad * dz_a[i]);
-    mu_aff /= n;
+    sweep_predictor(G, W, v, rp.data(), rd.data(), &ap, &ad);
+    const double keep = shrt ? 0.0 : 1.0;
+    const double mu_aff = sweep_corrector_rhs(G, W, v, z, rp.data(), rd.data(), ap, ad, keep) / n;
     const double ratio = mu_aff / std::max(mu, G.tiny);
     double sigma = std::isnan(ratio) ? ratio : std::min(std::max(ratio * ratio * ratio, 0.0), 1.0);
     if (shrt) sigma = std::max(sigma, kRecenterSigma);
-    const double keep = shrt ? 0.0 : 1.0, smu = sigma * mu;
-#pragma omp simd
-    for (long i = 0; i < n; ++i) rc[i] = smu - v[i] * z[i] - keep * dv_a[i] * dz_a[i];
-    newton(G, W, rp.data(), rd.data(), rc.data(), dv.data(), dlam.data(), dz.data(), &ap, &ad);
+    sweep_corrector(G, W, v, z, rp.data(), rd.data(), keep, sigma * mu, W.dv.data(), W.dlam.data(), W.dz.data(),
+                    &ap, &ad);
     ap *= kStepFraction;
     ad *= kStepFraction;
     double nvz = 0.0;
-    double mm = step_measure(G, W, v, dv.data(), ap, cl.data(), dlam.data(), z, dz.data(), ad, nv.data(),
-                             nl.data(), nz.data(), nrp.data(), nrd.data(), b_norm, c_norm, &nvz);
+    double mm = sweep_point(G, W, v, W.dv.data(), ap, cl.data(), W.dlam.data(), z, W.dz.data(), ad, nv.data(),
+                            nl.data(), nz.data(), nrp.data(), nrd.data(), b_norm, c_norm, &nvz);
     const bool finite = std::isfinite(mm);
     if (!finite) mm = std::numeric_limits<double>::infinity();
     const bool better = mm < best_merit;
