@@ -1,20 +1,23 @@
 """Native CPU kernels of the solvers, compiled on first use (issue 14).
 
-``prior_ipm.cc`` is the interior-point loop of :func:`alignjax.lp._ipm` on the
-prior-rows-first order without a floor row (the persuasion LP at large Y, and the
-revelation LP of the simultaneous certificates there), as one XLA FFI custom call:
-the XLA program of an iteration is about 136 small kernels bound by memory traffic
-(``docs/lp.md``, round 3), the fused loop a few passes over cache-resident arrays.
-The starting point, the purification and the certificate stay in JAX, so a status of
-``optimal`` is still the float64 duality gap checked there, whatever the kernel did.
+``prior_ipm.cc`` is the interior-point method of :func:`alignjax.lp._ipm_xla` on the
+prior-rows-first order without a floor row (the persuasion LP without a floor once Y
+exceeds A (A-1), and the revelation LP of the simultaneous certificates there) as one
+XLA FFI custom call: starting point, iterations and purification. The XLA program of
+one iteration is about 136 small kernels bound by memory traffic (``docs/lp.md``,
+round 3); the kernel's iteration is four sweeps over tiles of 128 states that stay in
+the L1 cache. The certificate (dual bound, violations, status) is computed from the
+kernel's answer in JAX, so a status of ``optimal`` is still the float64 duality gap
+checked there, whatever the kernel did.
 
 The source is compiled with the system's C++ compiler (``$CXX``, else ``c++``/``g++``)
 against the XLA FFI headers that ship with jaxlib, once per source, jaxlib, compiler
 and CPU, into ``$ALIGNJAX_CACHE_DIR`` (default ``~/.cache/alignjax``), written under a
 temporary name and renamed into place. Where that fails (no compiler, no ``jax.ffi``)
 the solvers use the XLA loop, with one warning that says why; the answers agree to
-round-off (``tests/test_native.py``). ``ALIGNJAX_NATIVE=0`` switches the kernel off;
-``ALIGNJAX_NATIVE_THREADS`` sets the threads over a vmapped batch (default: 1).
+round-off (``tests/test_native.py``). ``ALIGNJAX_NATIVE=0`` switches the kernel off
+(read when a solver is traced); ``ALIGNJAX_NATIVE_THREADS`` sets the threads over the
+games of a vmapped batch (default: the CPUs available).
 
 The kernel runs only on the CPU backend (``jax.lax.platform_dependent``); on GPU and
 TPU the XLA loop runs.
@@ -46,11 +49,22 @@ def enabled() -> bool:
 
 
 def threads() -> int:
-    """Threads over the games of one vmapped call (``ALIGNJAX_NATIVE_THREADS``, default 1)."""
+    """Threads over the games of one vmapped call: ``ALIGNJAX_NATIVE_THREADS``, default
+    the CPUs this process may run on. Each game runs on one thread, so the answers do
+    not depend on it.
+
+    Raises:
+        ValueError: when ``ALIGNJAX_NATIVE_THREADS`` is not a positive integer.
+    """
+    raw = os.environ.get("ALIGNJAX_NATIVE_THREADS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"ALIGNJAX_NATIVE_THREADS must be a positive integer; got {raw!r}")
+        return int(raw)
     try:
-        return max(1, int(os.environ.get("ALIGNJAX_NATIVE_THREADS", "1")))
-    except ValueError:
-        return 1
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _cache_dir() -> Path:
@@ -68,13 +82,13 @@ def _compiler() -> str | None:
 
 
 def _cpu_model() -> str:
+    """The CPU's model and instruction-set flags (the build uses ``-march=native``)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "flags")):
-                return line
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        first = [next((ln for ln in lines if ln.startswith(key)), "") for key in ("model name", "flags")]
+        return "\n".join(first) + platform.machine()
     except OSError:
-        pass
-    return platform.processor()
+        return platform.processor() + platform.machine()
 
 
 @functools.lru_cache(maxsize=None)
@@ -132,8 +146,13 @@ def _register() -> bool:
         return False
     import jax
 
-    lib = ctypes.cdll.LoadLibrary(str(path))
-    jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.AlignjaxPriorIpm), platform="cpu")
+    try:
+        lib = ctypes.cdll.LoadLibrary(str(path))
+        jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.AlignjaxPriorIpm), platform="cpu")
+    except (OSError, AttributeError, ValueError) as exc:
+        warnings.warn(f"alignjax: the native CPU kernel is off, the XLA loop runs instead: loading {path} failed ({exc})",
+                      stacklevel=2)
+        return False
     return True
 
 
@@ -151,10 +170,16 @@ def prior_ipm(p, V, D, f, tol: float, max_steps: int):
         ``(x, x_proj, lG, ls, steps, merit)``: the best iterate's x (A, Y), its
         purification (A, Y), its obedience duals (A, R) and floor-slack dual (), the
         iteration count (int32) and the best merit, as ``_ipm_xla`` returns them.
+
+    Raises:
+        RuntimeError: when the kernel cannot be built here (:func:`available` is then
+        ``False``; the solvers check it first).
     """
     import jax
     import jax.numpy as jnp
 
+    if not _register():
+        raise RuntimeError("alignjax: the native CPU kernel could not be built (see the warning above)")
     dt = jnp.float64
     num_actions, num_states = V.shape[-2:]
     num_rows = D.shape[-2]

@@ -1,17 +1,18 @@
-// The interior-point loop of alignjax.lp._ipm on the prior-rows-first order without a
-// floor row, as one fused CPU kernel (XLA FFI custom call). Issue 14: at Y = 1,000,
-// A = 4 the XLA program of one iteration is ~136 kernels bound by memory traffic; here
-// an iteration is a few passes over L1/L2-resident arrays.
+// The interior-point method of alignjax.lp._ipm_xla on the prior-rows-first order
+// without a floor row, as one fused CPU kernel (XLA FFI custom call; issue 14, round 6).
+// At Y = 1,000, A = 4 the XLA program of one iteration is ~136 small kernels bound by
+// memory traffic; here an iteration is four sweeps over tiles of kTile states.
 //
-// The algorithm is the one in alignjax/lp.py (_ipm, prior_first=True, h=None): Mehrotra
-// predictor-corrector (Wright 1997, Ch. 10) on  min c.v  s.t.  A v = b, v >= 0  with
+// The algorithm is the one in alignjax/lp.py (_ipm_xla, prior_first=True, h=None), step
+// for step: Mehrotra's predictor-corrector (Wright 1997, Ch. 10) from Mehrotra's starting
+// point on  min c.v  s.t.  A v = b, v >= 0  with
 //   v   = (x (A, Y), g (A, R) obedience slacks, s () floor slack)
-//   A v = (sum_a x[a, y] (Y,), D x - g (A, R), -s ()),  b = (p, 0, f),  c = (-V, 0, 0)
-// The normal equations eliminate the diagonal prior-row block first and solve the dense
+//   A v = (sum_a x[a, y] (Y,), D x - g (A, R), -s ()),  b = (p, 0, f),  c = (-V, 0, 0),
+// the best iterate (lowest merit) kept, and the purification at the end. The normal
+// equations eliminate the diagonal prior-row block first and solve the dense
 // (A R + 1)-square Schur complement by a Jacobi-scaled Cholesky factorisation. The
-// caller (Python) computes the starting point and, afterwards, the purification and
-// the certificate (a duality gap in float64): nothing this kernel returns is trusted
-// without that check.
+// caller (alignjax.lp) computes the certificate (dual bound, violations, status) from
+// what this returns, in float64: nothing here is trusted without that check.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
