@@ -3,6 +3,7 @@
     python benchmarks/state_scaling.py                       # A = 2, 4, 8; Y = 2 .. 10^5
     python benchmarks/state_scaling.py --actions 4 --states 100,1000 --batch 256
     python benchmarks/state_scaling.py --orders              # both elimination orders
+    python benchmarks/state_scaling.py --paths native,xla    # the CPU kernel and the XLA program
 
 For each (A, Y) the batched solver runs under ``jax.jit`` with
 ``jax.lax.map(..., batch_size=--chunk)`` over a batch of seeded random games (Dirichlet
@@ -65,6 +66,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-single", action="store_true", help="skip the single-game figure")
     parser.add_argument("--orders", action="store_true",
                         help="time both elimination orders (obedience, prior) instead of auto")
+    parser.add_argument("--paths", default="auto",
+                        help="comma list of auto (the library's choice), native (the CPU kernel where it "
+                             "applies, alignjax/_native) and xla (the XLA program, ALIGNJAX_NATIVE=0)")
     parser.add_argument("--fit-from", type=int, default=100)
     parser.add_argument("--plot", default="docs/state_scaling.png")
     parser.add_argument("--csv", default="docs/state_scaling.csv")
@@ -80,14 +84,21 @@ def main(argv=None) -> int:
     from alignjax.lp import prior_rows_first, solve_persuasion_lp
     from reference import persuasion_highs_sparse, random_games
 
+    import os
+
+    from alignjax import _native
+
     caps = {int(k): int(v) for k, v in (kv.split(":") for kv in args.max_states.split(",") if kv)}
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    if any(p not in ("auto", "native", "xla") for p in paths):
+        parser.error(f"--paths: each must be auto, native or xla; got {args.paths!r}")
     orders = ("obedience", "prior") if args.orders else ("auto",)
     print("# persuasion LP against the number of states: alignjax interior point vs HiGHS loop (float64)")
     print(f"# {hardware()}")
     header = (
         f"{'A':>3} {'Y':>7} {'order':>9} {'batch':>6} {'chunk':>5} {'compile_s':>9} {'batch_ms/game':>14} "
         f"{'single_ms':>10} {'MiB/game':>9} {'highs_ms/game':>14} {'ratio':>8} {'max|diff|':>9} {'certified':>9}"
-        f" {'cpu_ms/game':>12} {'highs_cpu_ms':>12} {'cpu_ratio':>9} {'steps':>6}"
+        f" {'cpu_ms/game':>12} {'highs_cpu_ms':>12} {'cpu_ratio':>9} {'steps':>6} {'path':>6}"
     )
     print(header, flush=True)
     rows = []
@@ -121,7 +132,10 @@ def main(argv=None) -> int:
                 highs_cpu = c_total / len(ref)
                 highs_last = (Y, highs)
 
-            for order in orders:
+            for path, order in [(pa, o) for pa in paths for o in orders]:
+                # the switch is read when the solver is traced (alignjax._native)
+                os.environ["ALIGNJAX_NATIVE"] = "0" if path == "xla" else "1"
+
                 def run(p, v, u, order=order):
                     return jax.lax.map(
                         lambda a: solve_persuasion_lp(*a, elimination=order), (p, v, u), batch_size=chunk
@@ -160,7 +174,8 @@ def main(argv=None) -> int:
                 certified = float(np.mean(np.asarray(sol.status) == 0))
                 used = order if order != "auto" else (
                     "prior" if prior_rows_first(Y, A, A - 1) else "obedience")
-                row = dict(A=A, Y=Y, order=used, batch=batch, chunk=chunk, compile_s=compile_s,
+                kernel = "native" if (path != "xla" and used == "prior" and _native.available()) else "xla"
+                row = dict(A=A, Y=Y, order=used, path=kernel, batch=batch, chunk=chunk, compile_s=compile_s,
                            batch_ms=ours * 1e3, single_ms=single * 1e3, mib_per_game=mib,
                            highs_ms=highs * 1e3, ratio=highs / ours, max_diff=diff, certified=certified,
                            cpu_ms=ours_cpu * 1e3, highs_cpu_ms=highs_cpu * 1e3, ratio_cpu=highs_cpu / ours_cpu,
@@ -170,26 +185,34 @@ def main(argv=None) -> int:
                     f"{A:>3} {Y:>7} {used:>9} {batch:>6} {chunk:>5} {compile_s:>9.2f} {ours * 1e3:>14.4f} "
                     f"{single * 1e3:>10.3f} {mib:>9.2f} {highs * 1e3:>14.3f} {highs / ours:>8.1f} "
                     f"{diff:>9.1e} {certified:>9.4f} {ours_cpu * 1e3:>12.4f} {highs_cpu * 1e3:>12.3f} "
-                    f"{highs_cpu / ours_cpu:>9.1f} {row['steps_mean']:>6.2f}",
+                    f"{highs_cpu / ours_cpu:>9.1f} {row['steps_mean']:>6.2f} {kernel:>6}",
                     flush=True,
                 )
 
     print(f"# peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
     print("# ratio = HiGHS time per game / alignjax batch time per game (higher is better); cpu_ratio the same")
     print("# in CPU seconds of this process (time.process_time), which other jobs on the cores inflate less")
-    slopes = {}  # (A, order) -> (slope, lowest Y, highest Y); order "auto" unless --orders
-    for A, order in sorted({(r["A"], r["order"] if args.orders else "auto") for r in rows}):
-        pts = [(r["Y"], r["batch_ms"]) for r in rows
-               if r["A"] == A and r["Y"] >= args.fit_from and (order == "auto" or r["order"] == order)]
+    slopes = {}  # (A, order, path) -> (slope, lowest Y, highest Y); order "auto" unless --orders
+    multi_path = len({r["path"] for r in rows}) > 1
+
+    def selected(A, order, path):
+        return [r for r in rows if r["A"] == A and r["Y"] >= args.fit_from
+                and (order == "auto" or r["order"] == order) and (not multi_path or r["path"] == path)]
+
+    keys = sorted({(r["A"], r["order"] if args.orders else "auto", r["path"] if multi_path else "any")
+                   for r in rows})
+    for A, order, path in keys:
+        pts = [(r["Y"], r["batch_ms"]) for r in selected(A, order, path)]
         if len(pts) >= 2:
             y, t = np.log(np.array(pts, float)).T
-            slopes[(A, order)] = (float(np.polyfit(y, t, 1)[0]), min(p[0] for p in pts), max(p[0] for p in pts))
-    for (A, order), (slope, lo, hi) in slopes.items():
-        pts = [(r["Y"], r["cpu_ms"]) for r in rows
-               if r["A"] == A and r["Y"] >= args.fit_from and (order == "auto" or r["order"] == order)]
+            slopes[(A, order, path)] = (float(np.polyfit(y, t, 1)[0]), min(p[0] for p in pts),
+                                        max(p[0] for p in pts))
+    for (A, order, path), (slope, lo, hi) in slopes.items():
+        pts = [(r["Y"], r["cpu_ms"]) for r in selected(A, order, path)]
         y, t = np.log(np.array(pts, float)).T
         cpu_slope = float(np.polyfit(y, t, 1)[0])
-        print(f"# fitted log-log slope, A = {A} ({order}), Y = {lo} .. {hi}: {slope:.3f} (wall), "
+        what = order + ("" if path == "any" else f", {path}")
+        print(f"# fitted log-log slope, A = {A} ({what}), Y = {lo} .. {hi}: {slope:.3f} (wall), "
               f"{cpu_slope:.3f} (CPU time)")
 
     if args.csv and rows:
@@ -208,13 +231,19 @@ def main(argv=None) -> int:
         for i, A in enumerate(sorted({r["A"] for r in rows})):
             color = f"C{i}"
             for order in sorted({r["order"] for r in rows if r["A"] == A} if args.orders else {"any"}):
-                sel = [r for r in rows if r["A"] == A and (order == "any" or r["order"] == order)]
-                label = f"alignjax A={A}" + (f" ({order} first)" if args.orders else "")
-                key = (A, order if args.orders else "auto")
-                if key in slopes:
-                    label += f", slope {slopes[key][0]:.2f} (Y>={args.fit_from})"
-                ax.loglog([r["Y"] for r in sel], [r["batch_ms"] for r in sel], "o-", color=color,
-                          label=label, alpha=1.0 if order != "obedience" else 0.5)
+                for path in sorted({r["path"] for r in rows}) if multi_path else ["any"]:
+                    sel = [r for r in rows if r["A"] == A and (order == "any" or r["order"] == order)
+                           and (path == "any" or r["path"] == path)]
+                    if not sel:
+                        continue
+                    label = f"alignjax A={A}" + (f" ({order} first)" if args.orders else "")
+                    label += "" if path == "any" else f" [{path}]"
+                    key = (A, order if args.orders else "auto", path)
+                    if key in slopes:
+                        label += f", slope {slopes[key][0]:.2f} (Y>={args.fit_from})"
+                    ax.loglog([r["Y"] for r in sel], [r["batch_ms"] for r in sel],
+                              "o-" if path != "xla" else "o:", color=color, label=label,
+                              alpha=1.0 if order != "obedience" and path != "xla" else 0.5)
             hs = [r for r in rows if r["A"] == A and np.isfinite(r["highs_ms"])]
             if hs:
                 ax.loglog([r["Y"] for r in hs], [r["highs_ms"] for r in hs], "s--", color=color,

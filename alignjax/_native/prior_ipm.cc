@@ -444,11 +444,21 @@ struct Work {
   std::vector<double> rEp, lEp, rE1, rE2;                       // Y
   std::vector<double> tt, tq1, tq2, tp, col, ssum;              // tiles
   std::vector<double> accDx, accp, acc1, acc2, lGp, lGc, q1s, q2s;  // A R + 1
+  std::vector<double> v_io, lam_io, z_io;                        // the game's (v, lam, z)
   Factor F;
+  size_t bytes() const {
+    size_t total = 0;
+    for (const auto* v : {&theta, &inv_z, &inv_v, &z, &acc, &qt, &t, &u1, &u2, &l1, &l2, &cv, &cz, &nv, &nz, &bv,
+                          &bz, &rd, &nrd, &dv, &dz, &cl, &nl, &bl, &rp, &nrp, &dlam, &rEp, &lEp, &rE1, &rE2, &tt,
+                          &tq1, &tq2, &tp, &col, &ssum, &v_io, &lam_io, &z_io, &F.inv_s, &F.Gt, &F.Ht, &F.Kt})
+      total += v->capacity() * sizeof(double);
+    return total;
+  }
   // sized for G; grows only, so a thread's workspace is allocated once (page faults of
   // fresh allocations cost more than an iteration at Y = 1,000)
   void fit(const Game& G) {
     auto grow = [](std::vector<double>& v, long size) { if ((long)v.size() < size) v.resize(size); };
+
     for (auto* v : {&theta, &inv_z, &inv_v, &t, &u1, &u2, &cv, &cz, &nv, &nz, &bv, &bz, &rd, &nrd, &dv, &dz})
       grow(*v, G.n);
     for (auto* v : {&l1, &l2, &cl, &nl, &bl, &rp, &nrp, &dlam}) grow(*v, G.m);
@@ -460,6 +470,18 @@ struct Work {
     for (auto* v : {&F.L, &F.S}) grow(*v, G.K * G.K);
   }
 };
+
+// The calling thread's workspace, kept between calls (at Y = 1,000 the page faults of
+// fresh allocations cost more than an iteration) unless it grew past kKeepBytes.
+constexpr size_t kKeepBytes = size_t(32) << 20;
+Work& workspace() {
+  static thread_local Work W;
+  return W;
+}
+void release_large_workspace() {
+  Work& W = workspace();
+  if (W.bytes() > kKeepBytes) W = Work();
+}
 
 // Mehrotra's starting point (Wright 1997, Section 10.2; alignjax.lp._ipm): least-squares
 // solutions of the primal and dual equations at Theta = 1, shifted into the interior.
@@ -821,7 +843,7 @@ void run_game(const Game& G, double* v_io, double* lam_io, double* z_io, bool sk
   b_norm += 1.0;
   for (long i = 0; i < G.AY; ++i) v_max = std::max(v_max, std::fabs(G.V[i]));
   const double c_norm = 1.0 + v_max;
-  static thread_local Work W;
+  Work& W = workspace();
   W.fit(G);
   // current iterate (cv, cl, cz) with residuals (rp, rd); the next in (nv, nl, nz, nrp,
   // nrd), swapped in on acceptance. The best is copied out only when the current
@@ -899,10 +921,10 @@ ffi::Error PriorIpmImpl(B64 p, B64 V, B64 D, B64 f, double tol, int64_t max_step
     Game G{A, R, Y, AY, AR, n, m, AR + 1, p.typed_data() + b * Y, V.typed_data() + b * AY,
            D.typed_data() + b * AR * Y, f.typed_data()[b], 1e2 * std::numeric_limits<double>::epsilon(),
            std::numeric_limits<double>::min()};
-    static thread_local std::vector<double> v, lam, z;
-    static thread_local Work S;
-    v.resize(n); lam.resize(m); z.resize(n);
+    Work& S = workspace();
     S.fit(G);
+    auto &v = S.v_io, &lam = S.lam_io, &z = S.z_io;
+    v.resize(n); lam.resize(m); z.resize(n);
     start_point(G, S, v.data(), lam.data(), z.data());
     run_game(G, v.data(), lam.data(), z.data(), false, tol, max_steps, osteps->typed_data() + b,
              omerit->typed_data() + b);
@@ -914,11 +936,12 @@ ffi::Error PriorIpmImpl(B64 p, B64 V, B64 D, B64 f, double tol, int64_t max_step
   const long nt = std::max<long>(1, std::min<long>(threads, batch));
   if (nt == 1) {
     for (long b = 0; b < batch; ++b) one(b);
+    release_large_workspace();
   } else {
     std::vector<std::thread> pool;
     for (long t = 0; t < nt; ++t)
       pool.emplace_back([&, t] { for (long b = t; b < batch; b += nt) one(b); });
-    for (auto& th : pool) th.join();
+    for (auto& th : pool) th.join();  // (their workspaces go with them)
   }
   return ffi::Error::Success();
 }
