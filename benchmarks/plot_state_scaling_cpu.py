@@ -28,7 +28,10 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in csv.DictReader(open(args.csv)) if int(r["A"]) == args.actions]
+    every = [r for r in csv.DictReader(open(args.csv)) if int(r["A"]) == args.actions]
+    # with --paths native,xla in one run: the library's CPU path, and the XLA program beside it
+    rows = [r for r in every if r.get("path", "xla") == "native"] or every
+    xla_rows = [r for r in every if r.get("path") == "xla"] if rows is not every else []
     Y = np.array([float(r["Y"]) for r in rows])
     cpu = np.array([float(r["cpu_ms"]) for r in rows])
     wall = np.array([float(r["batch_ms"]) for r in rows])
@@ -42,7 +45,8 @@ def main(argv=None) -> int:
     if s_also is not None:
         slopes += f", {s_also:.2f} from Y = {args.fit_from_also:,}"
     fig, ax = plt.subplots(figsize=(7, 5))
-    ax.loglog(Y, cpu, "o-", label=f"alignjax, CPU time per game ({slopes})")
+    kernel = " (CPU kernel)" if xla_rows else ""
+    ax.loglog(Y, cpu, "o-", label=f"alignjax{kernel}, CPU time per game ({slopes})")
     ax.loglog(Y, wall, "o:", alpha=0.6, label=f"alignjax, wall time per game (slope {s_wall:.2f}, other jobs on the 2 cores)")
     try:
         old = {int(r["Y"]): float(r["batch_ms"]) for r in csv.DictReader(open(args.round1))
@@ -53,6 +57,13 @@ def main(argv=None) -> int:
                   label=f"alignjax round 1, wall (lighter load; slope {s_old:.2f})")
     except FileNotFoundError:
         pass
+    if xla_rows:
+        xy = np.array([float(r["Y"]) for r in xla_rows])
+        xc = np.array([float(r["cpu_ms"]) for r in xla_rows])
+        xf = xy >= args.fit_from
+        s_x = np.polyfit(np.log(xy[xf]), np.log(xc[xf]), 1)[0]
+        ax.loglog(xy, xc, "^-.", color="C4", alpha=0.7,
+                  label=f"XLA program (GPU/TPU path), CPU time (slope {s_x:.2f})")
     ok = np.isfinite(highs)
     ax.loglog(Y[ok], highs[ok], "s--", label="HiGHS loop, CPU time per game")
     ax.loglog(Y, Y * cpu[0] / Y[0], "k-", lw=0.5, alpha=0.5, label="linear in Y")

@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=256, help="games per batch up to Y = 1000")
     parser.add_argument("--min-batch", type=int, default=4)
     parser.add_argument("--chunk", type=int, default=0,
-                        help="games per vmapped chunk; 0: 16 while A Y <= 1000, else 1 (measured faster: cache)")
+                        help="games per vmapped chunk; 0: 16 for the CPU kernel and while A Y <= 1000, "
+                             "else 1 (the XLA program: measured faster, cache)")
     parser.add_argument("--highs-samples", type=int, default=4)
     parser.add_argument("--highs-limit", type=float, default=60.0, help="seconds per HiGHS game")
     parser.add_argument("--no-single", action="store_true", help="skip the single-game figure")
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
 
     from _common import hardware
-    from alignjax.lp import prior_rows_first, solve_persuasion_lp
+    from alignjax.lp import _solve_persuasion_lp, prior_rows_first
     from reference import persuasion_highs_sparse, random_games
 
     import os
@@ -108,12 +109,11 @@ def main(argv=None) -> int:
             if Y > caps.get(A, math.inf):
                 continue
             batch = args.batch if Y <= 1000 else max(args.min_batch, int(round(args.batch * 1000 / Y)))
-            chunk = min(args.chunk or (16 if A * Y <= 1000 else 1), batch)
-            batch = int(math.ceil(batch / chunk)) * chunk
+            batch0 = batch
             rng = np.random.default_rng(args.seed + 1000 * Y + A)
-            prior, user, agents = random_games(rng, batch, Y, A)
+            prior, user, agents = random_games(rng, int(math.ceil(batch / 16)) * 16, Y, A)
             sender = agents[:, 0]
-            inputs = tuple(jnp.asarray(a) for a in (prior, sender, user))
+            inputs_all = tuple(jnp.asarray(a) for a in (prior, sender, user))
 
             # HiGHS on the first games, while one game stays under the limit
             highs, highs_cpu, ref = float("nan"), float("nan"), None
@@ -135,10 +135,20 @@ def main(argv=None) -> int:
             for path, order in [(pa, o) for pa in paths for o in orders]:
                 # the switch is read when the solver is traced (alignjax._native)
                 os.environ["ALIGNJAX_NATIVE"] = "0" if path == "xla" else "1"
+                native = (path != "xla" and _native.available()
+                          and (order == "prior" or (order == "auto" and prior_rows_first(Y, A, A - 1))))
+                # chunks of 16 as the library runs CPU batches (alignjax._backend); the XLA
+                # program at large Y one game per chunk (measured faster: its working set
+                # leaves the cache), the kernel always 16 (its threads share a chunk's games)
+                chunk = min(args.chunk or (16 if A * Y <= 1000 or native else 1), batch0)
+                batch = int(math.ceil(batch0 / chunk)) * chunk
+                inputs = tuple(a[:batch] for a in inputs_all)
 
                 def run(p, v, u, order=order):
+                    # the unjitted solver, so that each path is traced anew (solve_persuasion_lp's
+                    # own jit would reuse the first path's trace for the same shapes)
                     return jax.lax.map(
-                        lambda a: solve_persuasion_lp(*a, elimination=order), (p, v, u), batch_size=chunk
+                        lambda a: _solve_persuasion_lp(*a, elimination=order), (p, v, u), batch_size=chunk
                     )
 
                 t0 = time.perf_counter()
@@ -158,7 +168,7 @@ def main(argv=None) -> int:
 
                 single = float("nan")
                 if not args.no_single:
-                    one = jax.jit(lambda p, v, u, order=order: solve_persuasion_lp(p, v, u, elimination=order))
+                    one = jax.jit(lambda p, v, u, order=order: _solve_persuasion_lp(p, v, u, elimination=order))
                     one_in = tuple(a[0] for a in inputs)
                     c1 = one.lower(*one_in).compile()
                     jax.block_until_ready(c1(*one_in))
@@ -174,7 +184,7 @@ def main(argv=None) -> int:
                 certified = float(np.mean(np.asarray(sol.status) == 0))
                 used = order if order != "auto" else (
                     "prior" if prior_rows_first(Y, A, A - 1) else "obedience")
-                kernel = "native" if (path != "xla" and used == "prior" and _native.available()) else "xla"
+                kernel = "native" if native else "xla"
                 row = dict(A=A, Y=Y, order=used, path=kernel, batch=batch, chunk=chunk, compile_s=compile_s,
                            batch_ms=ours * 1e3, single_ms=single * 1e3, mib_per_game=mib,
                            highs_ms=highs * 1e3, ratio=highs / ours, max_diff=diff, certified=certified,
