@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     fig, ax = plt.subplots(figsize=(7, 5))
     kernel = " (CPU kernel)" if xla_rows else ""
     ax.loglog(Y, cpu, "o-", label=f"alignjax{kernel}, CPU time per game ({slopes})")
-    ax.loglog(Y, wall, "o:", alpha=0.6, label=f"alignjax, wall time per game (slope {s_wall:.2f}, other jobs on the 2 cores)")
+    ax.loglog(Y, wall, "o:", alpha=0.6, label=f"alignjax, wall time per game (slope {s_wall:.2f}; threads on both cores, other jobs too)")
     try:
         old = {int(r["Y"]): float(r["batch_ms"]) for r in csv.DictReader(open(args.round1))
                if int(r["A"]) == args.actions}
