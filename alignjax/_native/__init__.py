@@ -114,6 +114,7 @@ def _build() -> tuple[Path | None, str]:
     out = _cache_dir() / f"prior_ipm-{key}.so"
     if out.exists():
         return out, ""
+    tmp = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".prior_ipm-", suffix=".so", dir=out.parent)
@@ -122,12 +123,15 @@ def _build() -> tuple[Path | None, str]:
             [cxx, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", tmp], capture_output=True, text=True, timeout=600
         )
         if proc.returncode != 0:
-            os.unlink(tmp)
             tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
             return None, f"compiling {_SOURCE.name} with {cxx} failed:\n{tail}"
         os.replace(tmp, out)  # atomic: a concurrent build renames an identical file
+        tmp = None
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"compiling {_SOURCE.name} into {out.parent} failed ({exc})"
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)  # a failed or interrupted build leaves nothing behind
     return out, ""
 
 

@@ -394,9 +394,26 @@ void schur_solve(const Game& G, const Factor& F, double* z) {
   for (long i = 0; i < K; ++i) z[i] /= F.d[i];
 }
 
+// The prior rows' back-substitution on the states y0 .. y0 + T: lE (T) holds their
+// right-hand side rE on entry and receives (rE - sum_a Theta_a (D^T l)_a) / s; tt
+// (A x kTile) receives the (D^T l)_a.
+void prior_rows_tile(const Game& G, const Factor& F, long y0, long T, const double* l, double* lE, double* tt) {
+  for (long a = 0; a < G.A; ++a) {
+    double* ta = tt + a * kTile;
+    dt_tile(G, a, y0, T, l, ta);
+    const double* tha = F.tx + a * G.Y + y0;
+#pragma omp simd
+    for (long y = 0; y < T; ++y) lE[y] -= tha[y] * ta[y];
+  }
+  const double* is = F.inv_s.data() + y0;
+#pragma omp simd
+  for (long y = 0; y < T; ++y) lE[y] *= is[y];
+}
+
 // dlam (m) = (A Theta A^T)^-1 rhs with F factored at Theta (prior rows eliminated
-// first; alignjax.lp._ipm, normal_solve_prior_first). zK (K) and t (A Y) are scratch.
-void normal_solve(const Game& G, const Factor& F, const double* rhs, double* dlam, double* zK, double* t) {
+// first; alignjax.lp._ipm, normal_solve_prior_first). zK (K) and tt (A x kTile) are
+// scratch.
+void normal_solve(const Game& G, const Factor& F, const double* rhs, double* dlam, double* zK, double* tt) {
   const long A = G.A, Y = G.Y, R = G.R, K = G.K;
   const double* inv_s = F.inv_s.data();
   for (long a = 0; a < A; ++a)
@@ -412,32 +429,12 @@ void normal_solve(const Game& G, const Factor& F, const double* rhs, double* dla
   schur_solve(G, F, zK);
   for (long i = 0; i < G.AR; ++i) dlam[Y + i] = zK[i];
   dlam[G.m - 1] = zK[K - 1];
-  dt_op(G, zK, t);
   for (long y = 0; y < Y; ++y) dlam[y] = rhs[y];
-  for (long a = 0; a < A; ++a) {
-    const double* ta = F.tx + a * Y;
-    const double* da = t + a * Y;
-#pragma omp simd
-    for (long y = 0; y < Y; ++y) dlam[y] -= ta[y] * da[y];
-  }
-#pragma omp simd
-  for (long y = 0; y < Y; ++y) dlam[y] *= inv_s[y];
-}
-
-// The largest alpha in [0, 1] with v + alpha dv >= 0, from iv = 1 / v (v > 0):
-// 1 / max_i (-dv[i] iv[i]), a vectorised maximum instead of a division per entry.
-double max_step(const double* iv, const double* dv, long n) {
-  double worst = 0.0;
-#pragma omp simd reduction(max : worst)
-  for (long i = 0; i < n; ++i) {
-    const double r = -dv[i] * iv[i];
-    worst = worst > r ? worst : r;
-  }
-  return worst > 1.0 ? 1.0 / worst : 1.0;
+  for (long y0 = 0; y0 < Y; y0 += kTile) prior_rows_tile(G, F, y0, std::min(kTile, Y - y0), zK, dlam + y0, tt);
 }
 
 struct Work {
-  std::vector<double> theta, inv_z, inv_v, z, acc, qt, t, u1, u2, l1, l2;  // start point, purification
+  std::vector<double> theta, inv_z, inv_v, z, u1, u2, l1, l2;  // also the start point and purification
   // the loop: current, next and best iterates, residuals, directions
   std::vector<double> cv, cz, nv, nz, bv, bz, rd, nrd, dv, dz;  // n
   std::vector<double> cl, nl, bl, rp, nrp, dlam;                // m
@@ -448,7 +445,7 @@ struct Work {
   Factor F;
   size_t bytes() const {
     size_t total = 0;
-    for (const auto* v : {&theta, &inv_z, &inv_v, &z, &acc, &qt, &t, &u1, &u2, &l1, &l2, &cv, &cz, &nv, &nz, &bv,
+    for (const auto* v : {&theta, &inv_z, &inv_v, &z, &u1, &u2, &l1, &l2, &cv, &cz, &nv, &nz, &bv,
                           &bz, &rd, &nrd, &dv, &dz, &cl, &nl, &bl, &rp, &nrp, &dlam, &rEp, &lEp, &rE1, &rE2, &tt,
                           &tq1, &tq2, &tp, &col, &ssum, &v_io, &lam_io, &z_io, &F.inv_s, &F.Gt, &F.Ht, &F.Kt})
       total += v->capacity() * sizeof(double);
@@ -459,14 +456,14 @@ struct Work {
   void fit(const Game& G) {
     auto grow = [](std::vector<double>& v, long size) { if ((long)v.size() < size) v.resize(size); };
 
-    for (auto* v : {&theta, &inv_z, &inv_v, &t, &u1, &u2, &cv, &cz, &nv, &nz, &bv, &bz, &rd, &nrd, &dv, &dz})
+    for (auto* v : {&theta, &inv_z, &inv_v, &u1, &u2, &cv, &cz, &nv, &nz, &bv, &bz, &rd, &nrd, &dv, &dz})
       grow(*v, G.n);
     for (auto* v : {&l1, &l2, &cl, &nl, &bl, &rp, &nrp, &dlam}) grow(*v, G.m);
     for (auto* v : {&rEp, &lEp, &rE1, &rE2, &F.inv_s}) grow(*v, G.Y);
-    for (auto* v : {&tt, &tq1, &tq2, &qt}) grow(*v, G.A * kTile);
+    for (auto* v : {&tt, &tq1, &tq2}) grow(*v, G.A * kTile);
     for (auto* v : {&tp, &col, &ssum, &F.rest}) grow(*v, kTile);
     for (auto* v : {&F.Gt, &F.Ht, &F.Kt}) grow(*v, G.AR * kTile);
-    for (auto* v : {&acc, &accDx, &accp, &acc1, &acc2, &lGp, &lGc, &q1s, &q2s, &z, &F.d}) grow(*v, G.K);
+    for (auto* v : {&accDx, &accp, &acc1, &acc2, &lGp, &lGc, &q1s, &q2s, &z, &F.d}) grow(*v, G.K);
     for (auto* v : {&F.L, &F.S}) grow(*v, G.K * G.K);
   }
 };
@@ -494,12 +491,12 @@ void start_point(const Game& G, Work& W, double* v, double* lam, double* z) {
   for (long y = 0; y < Y; ++y) b[y] = G.p[y];
   for (long i = Y; i < m - 1; ++i) b[i] = 0.0;
   b[m - 1] = G.f;
-  normal_solve(G, W.F, b, tmp, W.z.data(), W.t.data());
+  normal_solve(G, W.F, b, tmp, W.z.data(), W.tt.data());
   at_op(G, tmp, v);  // v_ls
   double* c = W.u1.data();
   for (long i = 0; i < n; ++i) c[i] = i < AY ? -G.V[i] : 0.0;
   a_op(G, c, tmp);
-  normal_solve(G, W.F, tmp, lam, W.z.data(), W.t.data());  // lam0
+  normal_solve(G, W.F, tmp, lam, W.z.data(), W.tt.data());  // lam0
   at_op(G, lam, z);
   for (long i = 0; i < n; ++i) z[i] = c[i] - z[i];  // z_ls
   double vmin = v[0], zmin = z[0];
@@ -531,12 +528,12 @@ void purify(const Game& G, Work& W, const double* v, const double* z, double* x_
     th[i] = i < AY ? v0[i] : (pos ? big : 0.0);
   }
   factor(G, th, W.F);
-  double *rhs = W.l1.data(), *dlam = W.l2.data(), *corr = W.acc.data();
+  double *rhs = W.l1.data(), *dlam = W.l2.data();
   a_op(G, v0, rhs);
   for (long y = 0; y < G.Y; ++y) rhs[y] = G.p[y] - rhs[y];
   for (long i = G.Y; i < m - 1; ++i) rhs[i] = -rhs[i];
   rhs[m - 1] = G.f - rhs[m - 1];
-  normal_solve(G, W.F, rhs, dlam, W.z.data(), W.t.data());
+  normal_solve(G, W.F, rhs, dlam, W.z.data(), W.tt.data());
   // refinement: res = rhs - A Theta A^T dlam, dlam += solve(res)
   at_op(G, dlam, w);
   for (long i = 0; i < n; ++i) w[i] *= th[i];
@@ -544,11 +541,10 @@ void purify(const Game& G, Work& W, const double* v, const double* z, double* x_
   a_op(G, w, res);
   for (long i = 0; i < m; ++i) res[i] = rhs[i] - res[i];
   double* d2 = W.nrp.data();
-  normal_solve(G, W.F, res, d2, W.z.data(), W.t.data());
+  normal_solve(G, W.F, res, d2, W.z.data(), W.tt.data());
   for (long i = 0; i < m; ++i) dlam[i] += d2[i];
   at_op(G, dlam, w);
   for (long i = 0; i < AY; ++i) x_proj[i] = v0[i] + th[i] * w[i];
-  (void)corr;
 }
 
 // The fused iteration. Each sweep over tiles of kTile states does the work of several
@@ -566,7 +562,7 @@ void purify(const Game& G, Work& W, const double* v, const double* z, double* x_
 double sweep_point(const Game& G, Work& W, const double* v, const double* dv, double ap, const double* lam,
                    const double* dlam, const double* z, const double* dz, double ad, double* nv, double* nl,
                    double* nz, double* rp, double* rd, double b_norm, double c_norm, double* vz) {
-  const long A = G.A, Y = G.Y, R = G.R, AY = G.AY, AR = G.AR, n = G.n, m = G.m, K = G.K;
+  const long A = G.A, Y = G.Y, AY = G.AY, AR = G.AR, n = G.n, m = G.m, K = G.K;
   for (long i = 0; i < m; ++i) nl[i] = lam[i] + ad * dlam[i];
   double *th = W.theta.data(), *iz = W.inv_z.data(), *iv = W.inv_v.data(), *inv_s = W.F.inv_s.data();
   double *accDx = W.accDx.data(), *accp = W.accp.data(), *S = W.F.S.data(), *rEp = W.rEp.data();
@@ -668,7 +664,7 @@ inline double step_from(double worst) { return worst > 1.0 ? 1.0 / worst : 1.0; 
 void sweep_predictor(const Game& G, Work& W, const double* v, const double* rp, const double* rd, double* ap,
                      double* ad) {
   const long A = G.A, Y = G.Y, AY = G.AY, AR = G.AR, n = G.n, m = G.m, K = G.K;
-  const double *th = W.theta.data(), *iz = W.inv_z.data(), *iv = W.inv_v.data(), *inv_s = W.F.inv_s.data();
+  const double *th = W.theta.data(), *iz = W.inv_z.data(), *iv = W.inv_v.data();
   double* l = W.lGp.data();
   for (long i = 0; i < AR; ++i) l[i] = rp[Y + i] - (th[AY + i] * rd[AY + i] + v[AY + i]) + W.accp[i];
   l[K - 1] = rp[m - 1] - (th[n - 1] * rd[n - 1] + v[n - 1]);
@@ -679,15 +675,7 @@ void sweep_predictor(const Game& G, Work& W, const double* v, const double* rp, 
     const long T = std::min(kTile, Y - y0);
     double* lE = lEp + y0;
     for (long y = 0; y < T; ++y) lE[y] = W.rEp[y0 + y];
-    for (long a = 0; a < A; ++a) {
-      double* ta = tt + a * kTile;
-      dt_tile(G, a, y0, T, l, ta);
-      const double* tha = th + a * Y + y0;
-#pragma omp simd
-      for (long y = 0; y < T; ++y) lE[y] -= tha[y] * ta[y];
-    }
-#pragma omp simd
-    for (long y = 0; y < T; ++y) lE[y] *= inv_s[y0 + y];
+    prior_rows_tile(G, W.F, y0, T, l, lE, tt);
     for (long a = 0; a < A; ++a) {
       const long o = a * Y + y0;
       const double* ta = tt + a * kTile;
@@ -776,7 +764,7 @@ void sweep_corrector(const Game& G, Work& W, const double* v, const double* z, c
                      const double* rd, double keep, double smu, double* dv, double* dlam, double* dz, double* ap,
                      double* ad) {
   const long A = G.A, Y = G.Y, AY = G.AY, AR = G.AR, n = G.n, m = G.m, K = G.K;
-  const double *th = W.theta.data(), *iz = W.inv_z.data(), *iv = W.inv_v.data(), *inv_s = W.F.inv_s.data();
+  const double *th = W.theta.data(), *iz = W.inv_z.data(), *iv = W.inv_v.data();
   const double *lp = W.lGp.data(), *lEp = W.lEp.data();
   double* l = W.lGc.data();
   for (long i = 0; i < AR; ++i) l[i] = rp[Y + i] - (W.q1s[i] + smu * W.q2s[i]) + W.acc1[i] + smu * W.acc2[i];
@@ -789,15 +777,7 @@ void sweep_corrector(const Game& G, Work& W, const double* v, const double* z, c
     double* lE = dlam + y0;
 #pragma omp simd
     for (long y = 0; y < T; ++y) lE[y] = W.rE1[y0 + y] + smu * W.rE2[y0 + y];
-    for (long a = 0; a < A; ++a) {
-      double* ta = tt + a * kTile;
-      dt_tile(G, a, y0, T, l, ta);
-      const double* tha = th + a * Y + y0;
-#pragma omp simd
-      for (long y = 0; y < T; ++y) lE[y] -= tha[y] * ta[y];
-    }
-#pragma omp simd
-    for (long y = 0; y < T; ++y) lE[y] *= inv_s[y0 + y];
+    prior_rows_tile(G, W.F, y0, T, l, lE, tt);
     for (long a = 0; a < A; ++a) {
       const long o = a * Y + y0;
       const double* ta = tt + a * kTile;
@@ -835,7 +815,7 @@ void sweep_corrector(const Game& G, Work& W, const double* v, const double* z, c
 
 // One game: the loop of alignjax.lp._ipm_xla from (v, lam, z); v, lam, z are overwritten
 // by the best iterate (lowest merit). Writes the iteration count and the best merit.
-void run_game(const Game& G, double* v_io, double* lam_io, double* z_io, bool skip, double tol, long max_steps,
+void run_game(const Game& G, double* v_io, double* lam_io, double* z_io, double tol, long max_steps,
               int32_t* steps_out, double* merit_out) {
   const long n = G.n, m = G.m;
   double b_norm = std::fabs(G.f), v_max = 0.0;
@@ -860,7 +840,7 @@ void run_game(const Game& G, double* v_io, double* lam_io, double* z_io, bool sk
     const double mu = vz / n;
     const bool stall = (k - k_best > kStallSteps) || ((mu < 1e-4 * tol) && (k - k_best > 1));
     // (best_merit >= tol) is false for NaN, as in the XLA loop
-    if (!(best_merit >= tol) || failed || stall || k >= max_steps || skip) break;
+    if (!(best_merit >= tol) || failed || stall || k >= max_steps) break;
     const double *v = cv.data(), *z = cz.data();
     double ap, ad;
     sweep_predictor(G, W, v, rp.data(), rd.data(), &ap, &ad);
@@ -926,7 +906,7 @@ ffi::Error PriorIpmImpl(B64 p, B64 V, B64 D, B64 f, double tol, int64_t max_step
     auto &v = S.v_io, &lam = S.lam_io, &z = S.z_io;
     v.resize(n); lam.resize(m); z.resize(n);
     start_point(G, S, v.data(), lam.data(), z.data());
-    run_game(G, v.data(), lam.data(), z.data(), false, tol, max_steps, osteps->typed_data() + b,
+    run_game(G, v.data(), lam.data(), z.data(), tol, max_steps, osteps->typed_data() + b,
              omerit->typed_data() + b);
     std::copy(v.begin(), v.begin() + AY, ox->typed_data() + b * AY);
     std::copy(lam.begin() + Y, lam.begin() + Y + AR, olG->typed_data() + b * AR);
